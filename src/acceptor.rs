@@ -1,0 +1,62 @@
+//! [acceptor] Accepts client connections and hands them to the worker pool.
+//!
+//! The hand-off is a bounded crossbeam channel. When it is full, every worker is busy and the
+//! backlog is long: the acceptor still owns the socket, so it answers `503` at once and closes it,
+//! rather than letting the client wait unanswered. On shutdown it stops accepting and drops the
+//! channel's sender; the workers finish what they hold and then see the channel close.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::thread;
+use std::time::Duration;
+
+use crossbeam_channel::{Sender, TrySendError};
+
+use crate::http::reply::Reply;
+use crate::server::Shared;
+
+/// How long the acceptor waits on a client that is not reading its `503`.
+const BUSY_REPLY_TIMEOUT: Duration = Duration::from_millis(200);
+/// Pause after an accept error such as running out of file descriptors, so it does not spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(20);
+
+pub fn run(shared: &Shared, listener: &TcpListener, workers: Sender<TcpStream>) {
+    for connection in listener.incoming() {
+        if shared.is_shutting_down() {
+            break;
+        }
+        let stream = match connection {
+            Ok(stream) => stream,
+            Err(error) => {
+                log::warn!("accept failed: {error}");
+                thread::sleep(ACCEPT_ERROR_PAUSE);
+                continue;
+            }
+        };
+        match workers.try_send(stream) {
+            Ok(()) => {}
+            Err(TrySendError::Full(stream)) => refuse_busy(stream),
+            Err(TrySendError::Disconnected(_)) => break,
+        }
+    }
+    log::debug!("acceptor stopped");
+}
+
+fn refuse_busy(mut stream: TcpStream) {
+    log::warn!("all workers busy and the queue is full: answering 503");
+    let reply = Reply::error(503, Some("Service Unavailable: the load balancer is at capacity"));
+    let _ = stream.set_write_timeout(Some(BUSY_REPLY_TIMEOUT));
+    let _ = stream.write_all(&reply.to_bytes(1, false, false));
+}
+
+/// Unblocks an acceptor waiting in `accept` by connecting to it once.
+pub fn wake(listening_on: SocketAddr) {
+    let mut target = listening_on;
+    if target.ip().is_unspecified() {
+        target.set_ip(match target {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let _ = TcpStream::connect_timeout(&target, Duration::from_secs(1));
+}

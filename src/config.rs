@@ -1,0 +1,669 @@
+//! The configuration: `config.json` and its overrides, checked once, in two stages.
+//!
+//! Stage one reads the file as a JSON value; stage two walks it key by key and builds a [`Config`]
+//! whose every field is valid (weights ≥ 1, durations parsed, backend addresses resolved). Runtime
+//! code only ever sees a `Config`. Every refusal is one [`ConfigError`] naming where the value came
+//! from (the file, a flag or an environment variable), the key, and the problem, so a user can fix
+//! it without reading source code.
+//!
+//! Precedence, highest first: command-line flag, environment variable, file, default.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::balance::Algorithm;
+use crate::duration::parse_duration;
+
+pub const DEFAULT_LISTEN: &str = ":8080";
+pub const DEFAULT_WORKERS: usize = 64;
+pub const DEFAULT_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+pub const DEFAULT_HEALTH_CHECK_PATH: &str = "/health";
+pub const DEFAULT_HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+pub const DEFAULT_HEALTHY_THRESHOLD: u32 = 2;
+pub const DEFAULT_UNHEALTHY_THRESHOLD: u32 = 2;
+pub const DEFAULT_MAX_RETRIES: u32 = 2;
+pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_millis(50);
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_METRICS_PATH: &str = "/lb-metrics";
+pub const DEFAULT_WEIGHT: u32 = 1;
+pub const MAX_WEIGHT: u32 = 1000;
+pub const MAX_WORKERS: usize = 4096;
+pub const MAX_RETRIES_LIMIT: u32 = 16;
+
+/// The keys a config file may contain, in the order the README lists them.
+const KNOWN_KEYS: [&str; 14] = [
+    "listenPort",
+    "algorithm",
+    "workers",
+    "healthCheckInterval",
+    "healthCheckPath",
+    "healthCheckTimeout",
+    "healthyThreshold",
+    "unhealthyThreshold",
+    "maxRetries",
+    "retryDelay",
+    "requestTimeout",
+    "rateLimit",
+    "metricsPath",
+    "servers",
+];
+
+/// A validated configuration. Every field holds a usable value.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to bind, as `HOST:PORT` (`0.0.0.0:8080` for `":8080"`).
+    pub listen: String,
+    pub algorithm: Algorithm,
+    pub workers: usize,
+    pub health: HealthSettings,
+    pub max_retries: u32,
+    pub retry_delay: Duration,
+    pub request_timeout: Duration,
+    pub rate_limit: Option<RateLimitSettings>,
+    pub metrics_path: String,
+    pub servers: Vec<ServerConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthSettings {
+    pub interval: Duration,
+    pub path: String,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimitSettings {
+    pub requests_per_second: f64,
+    pub burst: f64,
+}
+
+/// One backend: its URL as written, where it resolves to, and its weight.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// Normalised `http://host:port`, used in logs and metrics.
+    pub url: String,
+    /// The `Host` header value for health probes.
+    pub host_header: String,
+    /// Every address the host resolved to; connects try them in order.
+    pub addrs: Vec<SocketAddr>,
+    pub weight: u32,
+}
+
+/// Where a setting came from, so an error can point at it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    File(String),
+    Flag(&'static str),
+    Env(&'static str),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::File(path) => f.write_str(path),
+            Source::Flag(flag) => f.write_str(flag),
+            Source::Env(name) => f.write_str(name),
+        }
+    }
+}
+
+/// A value given outside the file, with where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Override {
+    pub value: String,
+    pub source: Source,
+}
+
+/// Settings that beat the file: from flags or the environment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    pub algorithm: Option<Override>,
+    pub listen: Option<Override>,
+}
+
+/// Why a configuration was refused: `file: key: problem`, or `--flag: problem`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub source: Source,
+    /// The key path inside the file (`servers[1].weight`); empty for flags, env and whole-file errors.
+    pub key: String,
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.source, self.key.is_empty()) {
+            (Source::File(_), false) => write!(f, "{}: {}: {}", self.source, self.key, self.problem),
+            _ => write!(f, "{}: {}", self.source, self.problem),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and validates the file at `path`, then applies `overrides`.
+    pub fn load(path: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
+            source: Source::File(path.to_string()),
+            key: String::new(),
+            problem: format!("cannot read file: {error}"),
+        })?;
+        Config::from_json(&text, path, overrides)
+    }
+
+    /// Validates `text`, the contents of the file called `file_name`, then applies `overrides`.
+    pub fn from_json(text: &str, file_name: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let file = Source::File(file_name.to_string());
+        let root: Value = serde_json::from_str(text).map_err(|error| ConfigError {
+            source: file.clone(),
+            key: String::new(),
+            problem: format!("invalid JSON: {error}"),
+        })?;
+        let Value::Object(object) = root else {
+            return Err(ConfigError { source: file, key: String::new(), problem: "must be a JSON object".to_string() });
+        };
+        Reader { file, object: &object }.read(overrides)
+    }
+}
+
+/// Walks the top-level object, one key at a time, producing errors that name the key.
+struct Reader<'a> {
+    file: Source,
+    object: &'a Map<String, Value>,
+}
+
+impl Reader<'_> {
+    fn read(&self, overrides: &Overrides) -> Result<Config, ConfigError> {
+        for key in self.object.keys() {
+            if !KNOWN_KEYS.contains(&key.as_str()) {
+                return Err(self.error(key, format!("unknown key (valid keys: {})", KNOWN_KEYS.join(", "))));
+            }
+        }
+        let listen = match &overrides.listen {
+            Some(given) => parse_listen(&given.value).map_err(|problem| flag_error(&given.source, problem))?,
+            None => match self.string("listenPort")? {
+                Some(text) => parse_listen(&text).map_err(|problem| self.error("listenPort", problem))?,
+                None => parse_listen(DEFAULT_LISTEN).expect("the default listen address is valid"),
+            },
+        };
+        let algorithm = match &overrides.algorithm {
+            Some(given) => Algorithm::from_name(&given.value).map_err(|problem| flag_error(&given.source, problem))?,
+            None => match self.string("algorithm")? {
+                Some(name) => Algorithm::from_name(&name).map_err(|problem| self.error("algorithm", problem))?,
+                None => Algorithm::RoundRobin,
+            },
+        };
+        let workers = self.integer("workers", 1, MAX_WORKERS as u64)?.map_or(DEFAULT_WORKERS, |n| n as usize);
+        let health = HealthSettings {
+            interval: self.duration("healthCheckInterval", DEFAULT_HEALTH_CHECK_INTERVAL, false)?,
+            path: self.path("healthCheckPath", DEFAULT_HEALTH_CHECK_PATH)?,
+            timeout: self.duration("healthCheckTimeout", DEFAULT_HEALTH_CHECK_TIMEOUT, false)?,
+            healthy_threshold: self.threshold("healthyThreshold", DEFAULT_HEALTHY_THRESHOLD)?,
+            unhealthy_threshold: self.threshold("unhealthyThreshold", DEFAULT_UNHEALTHY_THRESHOLD)?,
+        };
+        let max_retries =
+            self.integer("maxRetries", 0, u64::from(MAX_RETRIES_LIMIT))?.map_or(DEFAULT_MAX_RETRIES, |n| n as u32);
+        Ok(Config {
+            listen,
+            algorithm,
+            workers,
+            health,
+            max_retries,
+            retry_delay: self.duration("retryDelay", DEFAULT_RETRY_DELAY, true)?,
+            request_timeout: self.duration("requestTimeout", DEFAULT_REQUEST_TIMEOUT, false)?,
+            rate_limit: self.rate_limit()?,
+            metrics_path: self.path("metricsPath", DEFAULT_METRICS_PATH)?,
+            servers: self.servers()?,
+        })
+    }
+
+    fn error(&self, key: &str, problem: impl Into<String>) -> ConfigError {
+        ConfigError { source: self.file.clone(), key: key.to_string(), problem: problem.into() }
+    }
+
+    fn string(&self, key: &str) -> Result<Option<String>, ConfigError> {
+        match self.object.get(key) {
+            None => Ok(None),
+            Some(Value::String(text)) => Ok(Some(text.clone())),
+            Some(other) => Err(self.error(key, format!("must be a string, got {}", kind_of(other)))),
+        }
+    }
+
+    fn integer(&self, key: &str, min: u64, max: u64) -> Result<Option<u64>, ConfigError> {
+        match self.object.get(key) {
+            None => Ok(None),
+            Some(value) => integer_in(value, min, max).map(Some).map_err(|problem| self.error(key, problem)),
+        }
+    }
+
+    fn threshold(&self, key: &str, default: u32) -> Result<u32, ConfigError> {
+        Ok(self.integer(key, 1, 1000)?.map_or(default, |n| n as u32))
+    }
+
+    fn duration(&self, key: &str, default: Duration, zero_allowed: bool) -> Result<Duration, ConfigError> {
+        let Some(text) = self.string(key)? else {
+            return Ok(default);
+        };
+        let duration = parse_duration(&text).map_err(|problem| self.error(key, problem))?;
+        if duration.is_zero() && !zero_allowed {
+            return Err(self.error(key, "must be longer than 0s"));
+        }
+        Ok(duration)
+    }
+
+    fn path(&self, key: &str, default: &str) -> Result<String, ConfigError> {
+        let Some(path) = self.string(key)? else {
+            return Ok(default.to_string());
+        };
+        let printable = path.bytes().all(|byte| byte.is_ascii_graphic());
+        if !path.starts_with('/') || !printable {
+            return Err(self.error(key, format!("must be a path starting with \"/\" without spaces, got {path:?}")));
+        }
+        Ok(path)
+    }
+
+    fn rate_limit(&self) -> Result<Option<RateLimitSettings>, ConfigError> {
+        let Some(value) = self.object.get("rateLimit") else {
+            return Ok(None);
+        };
+        let Value::Object(fields) = value else {
+            return Err(self.error(
+                "rateLimit",
+                format!("must be an object like {{\"requestsPerSecond\": 10, \"burst\": 20}}, got {}", kind_of(value)),
+            ));
+        };
+        for key in fields.keys() {
+            if key != "requestsPerSecond" && key != "burst" {
+                return Err(
+                    self.error(&format!("rateLimit.{key}"), "unknown key (valid keys: requestsPerSecond, burst)")
+                );
+            }
+        }
+        let positive = |key: &str| -> Result<Option<f64>, ConfigError> {
+            match fields.get(key) {
+                None => Ok(None),
+                Some(Value::Number(number)) if number.as_f64().is_some_and(|n| n > 0.0 && n.is_finite()) => {
+                    Ok(number.as_f64())
+                }
+                Some(other) => {
+                    Err(self.error(&format!("rateLimit.{key}"), format!("must be a number above 0, got {other}")))
+                }
+            }
+        };
+        let Some(requests_per_second) = positive("requestsPerSecond")? else {
+            return Err(self.error("rateLimit.requestsPerSecond", "is required when rateLimit is set"));
+        };
+        let burst = positive("burst")?.unwrap_or(requests_per_second.ceil());
+        if burst < 1.0 {
+            return Err(self.error("rateLimit.burst", "must be at least 1"));
+        }
+        Ok(Some(RateLimitSettings { requests_per_second, burst }))
+    }
+
+    fn servers(&self) -> Result<Vec<ServerConfig>, ConfigError> {
+        let list = match self.object.get("servers") {
+            None => {
+                return Err(
+                    self.error("servers", "is required: list at least one backend, e.g. [\"http://127.0.0.1:3001\"]")
+                );
+            }
+            Some(Value::Array(list)) if list.is_empty() => {
+                return Err(self.error("servers", "must list at least one backend"));
+            }
+            Some(Value::Array(list)) => list,
+            Some(other) => return Err(self.error("servers", format!("must be a list, got {}", kind_of(other)))),
+        };
+        let mut servers: Vec<ServerConfig> = Vec::with_capacity(list.len());
+        for (index, entry) in list.iter().enumerate() {
+            let key = format!("servers[{index}]");
+            let server = self.server(&key, entry)?;
+            if let Some(earlier) = servers.iter().position(|seen| seen.url == server.url) {
+                return Err(self.error(&key, format!("{} is listed twice (also servers[{earlier}])", server.url)));
+            }
+            servers.push(server);
+        }
+        Ok(servers)
+    }
+
+    fn server(&self, key: &str, entry: &Value) -> Result<ServerConfig, ConfigError> {
+        let (url, weight) = match entry {
+            Value::String(url) => (url.as_str(), DEFAULT_WEIGHT),
+            Value::Object(fields) => {
+                for field in fields.keys() {
+                    if field != "url" && field != "weight" {
+                        return Err(self.error(&format!("{key}.{field}"), "unknown key (valid keys: url, weight)"));
+                    }
+                }
+                let url = match fields.get("url") {
+                    Some(Value::String(url)) => url.as_str(),
+                    Some(other) => {
+                        return Err(
+                            self.error(&format!("{key}.url"), format!("must be a string, got {}", kind_of(other)))
+                        );
+                    }
+                    None => return Err(self.error(&format!("{key}.url"), "is required")),
+                };
+                let weight = match fields.get("weight") {
+                    None => DEFAULT_WEIGHT,
+                    Some(value) => integer_in(value, 1, u64::from(MAX_WEIGHT))
+                        .map_err(|problem| self.error(&format!("{key}.weight"), problem))?
+                        as u32,
+                };
+                (url, weight)
+            }
+            other => {
+                return Err(self.error(
+                    key,
+                    format!("must be a URL string or {{\"url\": ..., \"weight\": N}}, got {}", kind_of(other)),
+                ));
+            }
+        };
+        let url_key = if entry.is_string() { key.to_string() } else { format!("{key}.url") };
+        let (host, port) = parse_backend_url(url).map_err(|problem| self.error(&url_key, problem))?;
+        let addrs = resolve(&host, port).map_err(|problem| self.error(&url_key, problem))?;
+        let host_header = if port == 80 { host.clone() } else { format!("{host}:{port}") };
+        Ok(ServerConfig { url: format!("http://{host}:{port}"), host_header, addrs, weight })
+    }
+}
+
+fn flag_error(source: &Source, problem: String) -> ConfigError {
+    ConfigError { source: source.clone(), key: String::new(), problem }
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn integer_in(value: &Value, min: u64, max: u64) -> Result<u64, String> {
+    let Some(number) = value.as_u64() else {
+        return Err(format!("must be a whole number, got {value}"));
+    };
+    if number < min {
+        return Err(format!("must be at least {min}"));
+    }
+    if number > max {
+        return Err(format!("must be at most {max}"));
+    }
+    Ok(number)
+}
+
+/// `":8080"` → `0.0.0.0:8080`; `"127.0.0.1:8080"`, `"[::1]:8080"` and `"localhost:8080"` kept.
+pub fn parse_listen(text: &str) -> Result<String, String> {
+    let invalid = || format!("must be \":PORT\" or \"HOST:PORT\", got {text:?}");
+    let (host, port) = text.rsplit_once(':').ok_or_else(invalid)?;
+    let port: u16 = port.parse().map_err(|_| invalid())?;
+    if host.is_empty() {
+        return Ok(format!("0.0.0.0:{port}"));
+    }
+    if host.contains(char::is_whitespace) || (host.contains(':') && !host.starts_with('[')) {
+        return Err(invalid());
+    }
+    Ok(format!("{host}:{port}"))
+}
+
+/// `"http://host:port"` → `(host, port)`. Only plain `http` is spoken to backends.
+pub fn parse_backend_url(url: &str) -> Result<(String, u16), String> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        if url.starts_with("https://") {
+            return Err(format!("{url:?}: https backends are not supported; use http://"));
+        }
+        return Err(format!("{url:?} is not a URL like \"http://127.0.0.1:3001\""));
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.is_empty() || authority.contains(['/', '?', '#', '@']) || authority.contains(char::is_whitespace) {
+        return Err(format!("{url:?} must be only scheme, host and port, like \"http://127.0.0.1:3001\""));
+    }
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(':') && !port.contains(']') => {
+            let port: u16 = port.parse().map_err(|_| format!("{url:?} has an invalid port"))?;
+            (host, port)
+        }
+        _ => (authority, 80),
+    };
+    if host.is_empty() || port == 0 {
+        return Err(format!("{url:?} needs a host and a port from 1 to 65535"));
+    }
+    Ok((host.to_string(), port))
+}
+
+fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<SocketAddr> =
+        (bare, port).to_socket_addrs().map_err(|error| format!("cannot resolve host {host:?}: {error}"))?.collect();
+    if addrs.is_empty() {
+        return Err(format!("host {host:?} resolves to no address"));
+    }
+    Ok(addrs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, String> {
+        Config::from_json(text, "config.json", &Overrides::default()).map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn seed_style_file_loads_with_defaults() {
+        let config = load(
+            r#"{"listenPort": ":8080", "healthCheckInterval": "5s",
+                "servers": ["http://localhost:5001", "http://127.0.0.1:5002"]}"#,
+        )
+        .unwrap();
+        assert_eq!(config.listen, "0.0.0.0:8080");
+        assert_eq!(config.algorithm, Algorithm::RoundRobin);
+        assert_eq!(config.workers, DEFAULT_WORKERS);
+        assert_eq!(config.health.interval, Duration::from_secs(5));
+        assert_eq!(config.health.timeout, DEFAULT_HEALTH_CHECK_TIMEOUT);
+        assert_eq!(config.health.path, "/health");
+        assert_eq!((config.health.healthy_threshold, config.health.unhealthy_threshold), (2, 2));
+        assert_eq!(config.max_retries, 2);
+        assert_eq!(config.retry_delay, Duration::from_millis(50));
+        assert_eq!(config.request_timeout, Duration::from_secs(10));
+        assert_eq!(config.rate_limit, None);
+        assert_eq!(config.metrics_path, "/lb-metrics");
+        assert_eq!(config.servers.len(), 2);
+        assert_eq!(config.servers[0].url, "http://localhost:5001");
+        assert_eq!(config.servers[0].host_header, "localhost:5001");
+        assert!(!config.servers[0].addrs.is_empty());
+        assert_eq!(config.servers[1].weight, 1);
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let config = load(
+            r#"{"listenPort": "127.0.0.1:9000", "algorithm": "weighted_round_robin", "workers": 8,
+                "healthCheckInterval": "1s", "healthCheckPath": "/up", "healthCheckTimeout": "500ms",
+                "healthyThreshold": 3, "unhealthyThreshold": 4, "maxRetries": 1, "retryDelay": "0ms",
+                "requestTimeout": "2s", "rateLimit": {"requestsPerSecond": 5, "burst": 10},
+                "metricsPath": "/stats",
+                "servers": [{"url": "http://127.0.0.1:3001", "weight": 3}, "http://127.0.0.1:3002/"]}"#,
+        )
+        .unwrap();
+        assert_eq!(config.listen, "127.0.0.1:9000");
+        assert_eq!(config.algorithm, Algorithm::WeightedRoundRobin);
+        assert_eq!(config.workers, 8);
+        assert_eq!(
+            config.health,
+            HealthSettings {
+                interval: Duration::from_secs(1),
+                path: "/up".into(),
+                timeout: Duration::from_millis(500),
+                healthy_threshold: 3,
+                unhealthy_threshold: 4,
+            }
+        );
+        assert_eq!(config.max_retries, 1);
+        assert_eq!(config.retry_delay, Duration::ZERO);
+        assert_eq!(config.request_timeout, Duration::from_secs(2));
+        assert_eq!(config.rate_limit, Some(RateLimitSettings { requests_per_second: 5.0, burst: 10.0 }));
+        assert_eq!(config.metrics_path, "/stats");
+        assert_eq!(config.servers[0].weight, 3);
+        assert_eq!(config.servers[1].url, "http://127.0.0.1:3002");
+    }
+
+    #[test]
+    fn each_error_names_the_file_the_key_and_the_problem() {
+        let cases = [
+            ("{", "config.json: invalid JSON: EOF while parsing an object at line 1 column 1"),
+            ("[]", "config.json: must be a JSON object"),
+            ("{}", "config.json: servers: is required"),
+            (r#"{"servers": []}"#, "config.json: servers: must list at least one backend"),
+            (r#"{"servers": "http://a"}"#, "config.json: servers: must be a list, got a string"),
+            (
+                r#"{"colour": 1, "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: colour: unknown key (valid keys: listenPort,",
+            ),
+            (
+                r#"{"algorithm": "fastest", "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: algorithm: unknown algorithm \"fastest\" (valid: round_robin, weighted_round_robin, least_conn, ip_hash)",
+            ),
+            (
+                r#"{"servers": ["http://127.0.0.1:1", {"url": "http://127.0.0.1:2", "weight": 0}]}"#,
+                "config.json: servers[1].weight: must be at least 1",
+            ),
+            (
+                r#"{"servers": [{"url": "http://127.0.0.1:2", "weight": 1.5}]}"#,
+                "config.json: servers[0].weight: must be a whole number, got 1.5",
+            ),
+            (
+                r#"{"servers": [{"url": "http://127.0.0.1:2", "weight": 5000}]}"#,
+                "config.json: servers[0].weight: must be at most 1000",
+            ),
+            (r#"{"servers": [{"weight": 2}]}"#, "config.json: servers[0].url: is required"),
+            (
+                r#"{"servers": [{"url": "http://127.0.0.1:2", "wieght": 2}]}"#,
+                "config.json: servers[0].wieght: unknown key",
+            ),
+            (r#"{"servers": ["localhost:3001"]}"#, "config.json: servers[0]: \"localhost:3001\" is not a URL"),
+            (
+                r#"{"servers": ["https://127.0.0.1:3001"]}"#,
+                "config.json: servers[0]: \"https://127.0.0.1:3001\": https backends are not supported",
+            ),
+            (
+                r#"{"servers": ["http://127.0.0.1:99999"]}"#,
+                "config.json: servers[0]: \"http://127.0.0.1:99999\" has an invalid port",
+            ),
+            (
+                r#"{"servers": ["http://127.0.0.1:3001/api"]}"#,
+                "config.json: servers[0]: \"http://127.0.0.1:3001/api\" must be only scheme, host and port",
+            ),
+            (
+                r#"{"servers": ["http://127.0.0.1:1", "http://127.0.0.1:1"]}"#,
+                "config.json: servers[1]: http://127.0.0.1:1 is listed twice (also servers[0])",
+            ),
+            (r#"{"servers": [7]}"#, "config.json: servers[0]: must be a URL string or"),
+            (
+                r#"{"healthCheckInterval": "5", "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: healthCheckInterval: must be a duration like \"50ms\", \"3s\" or \"1m\", got \"5\"",
+            ),
+            (
+                r#"{"healthCheckInterval": 5, "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: healthCheckInterval: must be a string, got a number",
+            ),
+            (
+                r#"{"requestTimeout": "0s", "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: requestTimeout: must be longer than 0s",
+            ),
+            (r#"{"workers": 0, "servers": ["http://127.0.0.1:1"]}"#, "config.json: workers: must be at least 1"),
+            (
+                r#"{"maxRetries": -1, "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: maxRetries: must be a whole number, got -1",
+            ),
+            (
+                r#"{"healthyThreshold": 0, "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: healthyThreshold: must be at least 1",
+            ),
+            (
+                r#"{"listenPort": "8080x", "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: listenPort: must be \":PORT\" or \"HOST:PORT\"",
+            ),
+            (
+                r#"{"healthCheckPath": "health", "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: healthCheckPath: must be a path starting with \"/\"",
+            ),
+            (r#"{"rateLimit": 5, "servers": ["http://127.0.0.1:1"]}"#, "config.json: rateLimit: must be an object"),
+            (
+                r#"{"rateLimit": {"burst": 5}, "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: rateLimit.requestsPerSecond: is required",
+            ),
+            (
+                r#"{"rateLimit": {"requestsPerSecond": 0}, "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: rateLimit.requestsPerSecond: must be a number above 0, got 0",
+            ),
+            (
+                r#"{"rateLimit": {"requestsPerSecond": 5, "burst": 0.5}, "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: rateLimit.burst: must be at least 1",
+            ),
+            (
+                r#"{"rateLimit": {"rps": 5}, "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: rateLimit.rps: unknown key",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = load(text).unwrap_err();
+            assert!(error.starts_with(expected), "for {text}\n  got: {error}\n want: {expected}");
+            assert!(!error.contains('\n'), "one line: {error}");
+        }
+    }
+
+    #[test]
+    fn unreadable_file_names_the_file() {
+        let error = Config::load("/nonexistent/lb.json", &Overrides::default()).unwrap_err().to_string();
+        assert!(error.starts_with("/nonexistent/lb.json: cannot read file:"), "{error}");
+    }
+
+    #[test]
+    fn overrides_beat_the_file_and_their_errors_name_the_flag() {
+        let text = r#"{"algorithm": "least_conn", "listenPort": ":80", "servers": ["http://127.0.0.1:1"]}"#;
+        let overrides = Overrides {
+            algorithm: Some(Override { value: "ip_hash".into(), source: Source::Env("LB_ALGORITHM") }),
+            listen: Some(Override { value: "127.0.0.1:0".into(), source: Source::Flag("--listen") }),
+        };
+        let config = Config::from_json(text, "config.json", &overrides).unwrap();
+        assert_eq!(config.algorithm, Algorithm::IpHash);
+        assert_eq!(config.listen, "127.0.0.1:0");
+
+        let bad = Overrides {
+            algorithm: Some(Override { value: "nope".into(), source: Source::Flag("--algorithm") }),
+            listen: None,
+        };
+        let error = Config::from_json(text, "config.json", &bad).unwrap_err().to_string();
+        assert!(error.starts_with("--algorithm: unknown algorithm \"nope\" (valid: round_robin,"), "{error}");
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(parse_listen(":8080").unwrap(), "0.0.0.0:8080");
+        assert_eq!(parse_listen("127.0.0.1:0").unwrap(), "127.0.0.1:0");
+        assert_eq!(parse_listen("[::1]:8080").unwrap(), "[::1]:8080");
+        for bad in ["8080", ":", ":http", "::1:80", "a b:80"] {
+            assert!(parse_listen(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn backend_urls() {
+        assert_eq!(parse_backend_url("http://localhost:5001").unwrap(), ("localhost".into(), 5001));
+        assert_eq!(parse_backend_url("http://example.test").unwrap(), ("example.test".into(), 80));
+        assert_eq!(parse_backend_url("http://[::1]:8000/").unwrap(), ("[::1]".into(), 8000));
+        assert_eq!(parse_backend_url("http://[::1]").unwrap(), ("[::1]".into(), 80));
+        for bad in ["ftp://x", "http://", "http://a:0", "http://user@a:1", "http://a:1?x"] {
+            assert!(parse_backend_url(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! `--demo`: echo backends started inside the load balancer's own process, one for each
+//! configured server on this machine, so that a newcomer sees balancing with a single command.
+
+use std::io;
+use std::net::TcpListener;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::echo::{self, EchoOptions};
+
+/// The config used by `--demo` when `./config.json` does not exist: the repository's own.
+pub const BUILT_IN_CONFIG: &str = include_str!("../config.json");
+
+/// Starts one echo backend per configured server. Every server must be on a loopback address.
+pub fn start_backends(config: &Config) -> io::Result<()> {
+    for (index, server) in config.servers.iter().enumerate() {
+        let Some(addr) = server.addrs.iter().find(|addr| addr.ip().is_loopback()) else {
+            return Err(io::Error::other(format!(
+                "--demo starts backends on this machine only, and {} is not a loopback address",
+                server.url
+            )));
+        };
+        let listener = TcpListener::bind(addr).map_err(|error| {
+            io::Error::new(error.kind(), format!("--demo cannot start a backend on {addr}: {error}"))
+        })?;
+        let name = format!("backend-{}", index + 1);
+        echo::spawn(listener, EchoOptions { name, latency: Duration::ZERO, fail: false })?;
+    }
+    Ok(())
+}
+
+/// What to try, printed once everything listens.
+pub fn instructions(config: &Config, port: u16) -> String {
+    let backends: Vec<&str> = config.servers.iter().map(|server| server.url.as_str()).collect();
+    format!(
+        "\n\
+         loadbalancer demo: {count} echo backends ({backends}) behind http://localhost:{port}/ ({algorithm})\n\
+         \n\
+         Try, in another terminal:\n\
+         \x20 curl localhost:{port}/ping               # run it a few times: the backend rotates\n\
+         \x20 curl localhost:{port}/hello?x=1          # the request as the backend saw it, as JSON\n\
+         \x20 curl localhost:{port}{metrics}           # counters and backend health\n\
+         \x20 curl -d 'some data' localhost:{port}/echo   # the body, streamed back\n\
+         \n\
+         Press Ctrl-C to stop.\n",
+        count = backends.len(),
+        backends = backends.join(", "),
+        algorithm = config.algorithm.name(),
+        metrics = config.metrics_path,
+    )
+}

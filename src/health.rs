@@ -1,0 +1,189 @@
+//! [health] Active health checks: every `healthCheckInterval`, a `GET healthCheckPath` to each
+//! backend, with hysteresis.
+//!
+//! One dedicated thread owns the schedule. Each round it starts one short-lived probe thread per
+//! backend (`health-probe-N`) and waits for them all, so a backend that hangs costs the others
+//! nothing: every probe is bounded by `healthCheckTimeout`, from connect to status line. The first
+//! round runs at start-up. A 2xx or 3xx status is a success; anything else, or no answer in time,
+//! is a failure. Only changes of state are logged (WARN when a backend goes down, INFO when it
+//! comes back), as decided by [`Backend::record_probe`].
+
+use std::io::{self, Read, Write};
+use std::thread;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+
+use crate::backend::{Backend, HealthFlip};
+use crate::config::HealthSettings;
+use crate::server::Shared;
+
+/// Runs rounds of probes until `stop` receives a message or is dropped.
+pub fn run(shared: &Shared, stop: &Receiver<()>) {
+    let settings = &shared.config.health;
+    loop {
+        probe_round(&shared.pool().backends, settings);
+        match stop.recv_timeout(settings.interval) {
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+/// Probes every backend in parallel and records the results.
+pub fn probe_round(backends: &[std::sync::Arc<Backend>], settings: &HealthSettings) {
+    thread::scope(|scope| {
+        for (index, backend) in backends.iter().enumerate() {
+            let spawned = thread::Builder::new().name(format!("health-probe-{index}")).spawn_scoped(scope, move || {
+                let result = probe(backend, settings);
+                if let Err(reason) = &result {
+                    log::debug!("health probe of {} failed: {reason}", backend.url);
+                }
+                let flip =
+                    backend.record_probe(result.is_ok(), settings.healthy_threshold, settings.unhealthy_threshold);
+                match flip {
+                    Some(HealthFlip::BecameUnhealthy) => log::warn!(
+                        "backend {} is now unhealthy after {} failed health checks ({})",
+                        backend.url,
+                        settings.unhealthy_threshold,
+                        result.err().unwrap_or_default()
+                    ),
+                    Some(HealthFlip::BecameHealthy) => log::info!(
+                        "backend {} is healthy again after {} successful health checks",
+                        backend.url,
+                        settings.healthy_threshold
+                    ),
+                    None => {}
+                }
+            });
+            if let Err(error) = spawned {
+                log::warn!("cannot start a health probe for {}: {error}", backend.url);
+            }
+        }
+    });
+}
+
+/// One probe: connect, send `GET path`, read the status line, all within `settings.timeout`.
+/// Returns the status on success (2xx or 3xx) and a reason on failure.
+pub fn probe(backend: &Backend, settings: &HealthSettings) -> Result<u16, String> {
+    let deadline = Instant::now() + settings.timeout;
+    let mut stream = backend.connect(settings.timeout).map_err(|error| format!("connect: {error}"))?;
+    stream.set_write_timeout(Some(settings.timeout)).map_err(|error| error.to_string())?;
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: loadbalancer-health-check\r\nConnection: close\r\n\r\n",
+        settings.path, backend.host_header
+    );
+    stream.write_all(request.as_bytes()).map_err(|error| format!("send: {error}"))?;
+    let mut head = Vec::with_capacity(256);
+    let mut chunk = [0u8; 256];
+    loop {
+        if let Some(status) = status_of(&head)? {
+            return if (200..400).contains(&status) { Ok(status) } else { Err(format!("status {status}")) };
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() || head.len() > 4096 {
+            return Err(format!("no status line within {} ms", settings.timeout.as_millis()));
+        }
+        stream.set_read_timeout(Some(remaining)).map_err(|error| error.to_string())?;
+        match stream.read(&mut chunk) {
+            Ok(0) => return Err("closed without a response".to_string()),
+            Ok(count) => head.extend_from_slice(&chunk[..count]),
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(format!("read: {error}")),
+        }
+    }
+}
+
+/// The status code from a buffered status line, once the whole line is there.
+fn status_of(head: &[u8]) -> Result<Option<u16>, String> {
+    let Some(line_end) = head.iter().position(|&byte| byte == b'\n') else {
+        return Ok(None);
+    };
+    let line = String::from_utf8_lossy(&head[..line_end]);
+    let mut parts = line.split(' ');
+    let version = parts.next().unwrap_or_default();
+    let status = parts.next().and_then(|code| code.parse::<u16>().ok());
+    match status {
+        Some(status) if version.starts_with("HTTP/1.") && (100..600).contains(&status) => Ok(Some(status)),
+        _ => Err(format!("not an HTTP status line: {:?}", line.trim_end())),
+    }
+}
+
+/// The default probe schedule as text, for the start-up log.
+pub fn describe(settings: &HealthSettings) -> String {
+    format!(
+        "GET {} every {} (timeout {}, down after {}, up after {})",
+        settings.path,
+        crate::duration::format_duration(settings.interval),
+        crate::duration::format_duration(settings.timeout),
+        settings.unhealthy_threshold,
+        settings.healthy_threshold
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn settings(timeout: Duration) -> HealthSettings {
+        HealthSettings {
+            interval: Duration::from_secs(1),
+            path: "/health".into(),
+            timeout,
+            healthy_threshold: 1,
+            unhealthy_threshold: 1,
+        }
+    }
+
+    /// A one-shot server that answers one connection with `response` after `delay`.
+    fn answer_once(response: &'static [u8], delay: Duration) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        thread::spawn(move || {
+            if let Ok((mut stream, _)) = listener.accept() {
+                let mut request = [0u8; 1024];
+                let _ = stream.read(&mut request);
+                thread::sleep(delay);
+                let _ = stream.write_all(response);
+            }
+        });
+        port
+    }
+
+    #[test]
+    fn status_lines() {
+        assert_eq!(status_of(b"HTTP/1.1 200 OK\r\n"), Ok(Some(200)));
+        assert_eq!(status_of(b"HTTP/1.0 302 Found\r\n"), Ok(Some(302)));
+        assert_eq!(status_of(b"HTTP/1.1 20"), Ok(None));
+        assert!(status_of(b"SSH-2.0-OpenSSH\r\n").is_err());
+    }
+
+    #[test]
+    fn probe_success_failure_and_timeout() {
+        let ok = crate::backend::test_backend(answer_once(b"HTTP/1.1 204 No Content\r\n\r\n", Duration::ZERO), 1);
+        assert_eq!(probe(&ok, &settings(Duration::from_secs(2))), Ok(204));
+
+        let failing = crate::backend::test_backend(answer_once(b"HTTP/1.1 503 Unavailable\r\n\r\n", Duration::ZERO), 1);
+        assert_eq!(probe(&failing, &settings(Duration::from_secs(2))), Err("status 503".to_string()));
+
+        let slow = crate::backend::test_backend(answer_once(b"HTTP/1.1 200 OK\r\n\r\n", Duration::from_secs(2)), 1);
+        let started = Instant::now();
+        assert!(probe(&slow, &settings(Duration::from_millis(200))).is_err());
+        assert!(started.elapsed() < Duration::from_secs(1), "the probe is bounded by its timeout");
+    }
+
+    #[test]
+    fn a_hanging_backend_does_not_delay_the_others() {
+        let hanging = Arc::new(crate::backend::test_backend(answer_once(b"", Duration::from_secs(3)), 1));
+        let fine = Arc::new(crate::backend::test_backend(answer_once(b"HTTP/1.1 200 OK\r\n\r\n", Duration::ZERO), 1));
+        let started = Instant::now();
+        probe_round(&[Arc::clone(&hanging), Arc::clone(&fine)], &settings(Duration::from_millis(300)));
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(!hanging.is_healthy());
+        assert!(fine.is_healthy());
+        assert!(fine.last_checked().is_some());
+    }
+}

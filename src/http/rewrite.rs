@@ -1,0 +1,179 @@
+//! Rewriting heads for the next hop: what changes between the client and the backend.
+//!
+//! Everything is kept byte for byte (method, target, version, field names in their case, values,
+//! order) except what RFC 9110 §7.6.1 says an intermediary must not forward: the hop-by-hop fields
+//! `Connection`, every field `Connection` names, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`
+//! and `Upgrade`. Requests also gain the client's address in `X-Forwarded-For` (appended to what
+//! was there), `X-Real-IP` and `X-Forwarded-Proto` (replacing what the client sent).
+//!
+//! `Connection` can name fields to drop, but never `Host`, `Content-Length` or `Transfer-Encoding`:
+//! dropping those would change where the message ends.
+
+use std::io::Write;
+use std::net::IpAddr;
+
+use crate::http::head::{Fields, RequestHead, ResponseHead};
+
+const HOP_BY_HOP: [&str; 6] = ["connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"];
+const NEVER_NOMINATED: [&str; 3] = ["host", "content-length", "transfer-encoding"];
+/// Fields the load balancer sets itself on requests, so a client's own copies are dropped.
+const SET_BY_PROXY: [&str; 2] = ["x-real-ip", "x-forwarded-proto"];
+
+/// Whether `name` must not cross this hop, given the message's fields.
+fn is_hop_by_hop(name: &[u8], fields: &Fields) -> bool {
+    if HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop.as_bytes())) {
+        return true;
+    }
+    if NEVER_NOMINATED.iter().any(|kept| name.eq_ignore_ascii_case(kept.as_bytes())) {
+        return false;
+    }
+    fields
+        .values("connection")
+        .any(|value| value.split(|&byte| byte == b',').any(|token| token.trim_ascii().eq_ignore_ascii_case(name)))
+}
+
+fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends to `out` the head to send to a backend for `head`, from a client at `client_ip`.
+pub fn request_for_backend(head: &RequestHead, client_ip: IpAddr, out: &mut Vec<u8>) {
+    let version = if head.minor_version == 0 { "1.0" } else { "1.1" };
+    let _ = write!(out, "{} {} HTTP/{version}\r\n", head.method, head.target);
+    let forwarded_for_count = head.fields.values("x-forwarded-for").count();
+    let mut forwarded_for_seen = 0;
+    for (name, value) in head.fields.iter() {
+        if is_hop_by_hop(name, &head.fields) || SET_BY_PROXY.iter().any(|own| name.eq_ignore_ascii_case(own.as_bytes()))
+        {
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"x-forwarded-for") {
+            forwarded_for_seen += 1;
+            if forwarded_for_seen == forwarded_for_count {
+                out.extend_from_slice(name);
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(value);
+                let _ = write!(out, ", {client_ip}\r\n");
+                continue;
+            }
+        }
+        write_field(out, name, value);
+    }
+    if forwarded_for_count == 0 {
+        let _ = write!(out, "X-Forwarded-For: {client_ip}\r\n");
+    }
+    let _ = write!(out, "X-Real-IP: {client_ip}\r\nX-Forwarded-Proto: http\r\n");
+    if head.minor_version == 0 {
+        // Ask an HTTP/1.0 backend to keep the connection for reuse; it may still decline.
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends to `out` the head to send to the client for a backend's `head`.
+///
+/// `client_minor_version` is the client's HTTP version; `keep_alive` whether the client
+/// connection stays open after this response.
+pub fn response_for_client(head: &ResponseHead, client_minor_version: u8, keep_alive: bool, out: &mut Vec<u8>) {
+    out.extend_from_slice(&head.status_line);
+    out.extend_from_slice(b"\r\n");
+    let chunked = head.fields.get("transfer-encoding").is_some();
+    for (name, value) in head.fields.iter() {
+        // A length beside Transfer-Encoding is wrong (RFC 9112 §6.1); the client must not see both.
+        let stray_length = chunked && name.eq_ignore_ascii_case(b"content-length");
+        if !stray_length && !is_hop_by_hop(name, &head.fields) {
+            write_field(out, name, value);
+        }
+    }
+    if head.is_informational() {
+        // 1xx answers say nothing about the connection.
+    } else if !keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    } else if client_minor_version == 0 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::head::{parse_request, parse_response};
+
+    fn rewrite_request(text: &str) -> String {
+        let (head, _) = parse_request(text.as_bytes()).unwrap().unwrap();
+        let mut out = Vec::new();
+        request_for_backend(&head, IpAddr::from([10, 1, 2, 3]), &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    fn rewrite_response(text: &str, client_minor_version: u8, keep_alive: bool) -> String {
+        let (head, _) = parse_response(text.as_bytes(), false).unwrap().unwrap();
+        let mut out = Vec::new();
+        response_for_client(&head, client_minor_version, keep_alive, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn request_keeps_everything_but_hop_by_hop_fields() {
+        let sent = rewrite_request(
+            "PUT /x?y=%20 HTTP/1.1\r\nHost: site\r\nX-Mixed-Case: A  b\r\nConnection: keep-alive, X-Secret\r\n\
+             Keep-Alive: timeout=5\r\nX-Secret: s\r\nTE: trailers\r\nUpgrade: websocket\r\nProxy-Connection: x\r\n\
+             Trailer: X-Sum\r\nAccept: */*\r\nContent-Length: 2\r\n\r\n",
+        );
+        assert_eq!(
+            sent,
+            "PUT /x?y=%20 HTTP/1.1\r\nHost: site\r\nX-Mixed-Case: A  b\r\nAccept: */*\r\nContent-Length: 2\r\n\
+             X-Forwarded-For: 10.1.2.3\r\nX-Real-IP: 10.1.2.3\r\nX-Forwarded-Proto: http\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn forwarded_for_is_appended_and_own_fields_replaced() {
+        let sent = rewrite_request(
+            "GET / HTTP/1.1\r\nX-Forwarded-For: 1.1.1.1\r\nHost: a\r\nx-forwarded-for: 2.2.2.2\r\n\
+             X-Real-IP: 6.6.6.6\r\nX-Forwarded-Proto: https\r\n\r\n",
+        );
+        assert_eq!(
+            sent,
+            "GET / HTTP/1.1\r\nX-Forwarded-For: 1.1.1.1\r\nHost: a\r\nx-forwarded-for: 2.2.2.2, 10.1.2.3\r\n\
+             X-Real-IP: 10.1.2.3\r\nX-Forwarded-Proto: http\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn connection_cannot_strip_framing_fields() {
+        let sent = rewrite_request(
+            "POST / HTTP/1.1\r\nHost: a\r\nConnection: Content-Length, Host, Transfer-Encoding\r\nContent-Length: 1\r\n\r\n",
+        );
+        assert!(sent.contains("Host: a\r\n") && sent.contains("Content-Length: 1\r\n"), "{sent}");
+    }
+
+    #[test]
+    fn http_1_0_requests_ask_the_backend_to_keep_alive() {
+        let sent = rewrite_request("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+        assert!(sent.starts_with("GET / HTTP/1.0\r\n") && sent.ends_with("Connection: keep-alive\r\n\r\n"), "{sent}");
+    }
+
+    #[test]
+    fn response_fields_pass_and_connection_is_ours() {
+        let text = "HTTP/1.1 200 OK\r\nServer: x\r\nConnection: close, X-Hop\r\nX-Hop: 1\r\nkeep-alive: t\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(rewrite_response(text, 1, true), "HTTP/1.1 200 OK\r\nServer: x\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(
+            rewrite_response(text, 1, false),
+            "HTTP/1.1 200 OK\r\nServer: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        assert_eq!(
+            rewrite_response(text, 0, true),
+            "HTTP/1.1 200 OK\r\nServer: x\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n"
+        );
+        assert_eq!(rewrite_response("HTTP/1.1 100 Continue\r\n\r\n", 1, false), "HTTP/1.1 100 Continue\r\n\r\n");
+        assert_eq!(
+            rewrite_response("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n", 1, true),
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+    }
+}

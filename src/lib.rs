@@ -1,0 +1,46 @@
+//! loadbalancer: an HTTP/1.1 reverse-proxy load balancer on plain blocking threads.
+//!
+//! No async runtime: every concurrent activity is an ordinary OS thread with a name, so
+//! `top -H` or a debugger's thread list reads like this diagram.
+//!
+//! ```text
+//!                     ┌──────────┐   bounded channel of TcpStream   ┌────────────┐
+//!  clients ──accept──▶│ acceptor │ ───────────────────────────────▶ │ worker-0…N │ (fixed pool)
+//!                     └──────────┘  (full: 503 from the acceptor)    └─────┬──────┘
+//!                                                                        │ per request attempt
+//!                                                         ┌──────────────┴──────────────┐
+//!                                                         ▼                             ▼
+//!                                                  ┌─────────────┐               ┌─────────────┐
+//!                                client body ────▶ │ req-N-fwd   │ ──▶ backend ──▶│ req-N-rev   │ ──▶ client
+//!                                                  └─────────────┘               └─────────────┘
+//!   ┌────────┐  every healthCheckInterval: one short probe thread per backend
+//!   │ health │──────────────────────────────────────▶ Backend records (atomics + parking_lot)
+//!   └────────┘                                        shared with every worker and pair
+//! ```
+//!
+//! Modules, by what they own:
+//! - [`server`]: starting every thread, the shared state, graceful shutdown;
+//! - [`acceptor`], [`worker`], [`pipe`], [`health`]: one thread role each;
+//! - [`proxy`]: one request: rate limit, choice of backend, retries;
+//! - [`http`]: heads, body framing, header rewriting, the load balancer's own replies;
+//! - [`backend`], [`balance`], [`ratelimit`], [`metrics`]: shared state and pure logic;
+//! - [`config`], [`cli`], [`duration`]: configuration; [`demo`] and [`echo`]: the bundled backends.
+
+pub mod acceptor;
+pub mod backend;
+pub mod balance;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod duration;
+pub mod health;
+pub mod http;
+pub mod metrics;
+pub mod pipe;
+pub mod proxy;
+pub mod ratelimit;
+pub mod server;
+pub mod worker;
+
+#[path = "../test_backends/echo.rs"]
+pub mod echo;

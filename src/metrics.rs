@@ -1,0 +1,179 @@
+//! The load balancer's counters and the JSON document served at `metricsPath`.
+//!
+//! Counters are plain atomics owned by the server's shared state (no global registry); the
+//! document is a snapshot built on demand from them and from each backend's record.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::backend::Backend;
+
+/// Whole-server request counters.
+#[derive(Debug, Default)]
+pub struct Stats {
+    total_requests: AtomicU64,
+    success_requests: AtomicU64,
+    failed_requests: AtomicU64,
+    retry_attempts: AtomicU64,
+    rate_limited_requests: AtomicU64,
+    latency_micros: AtomicU64,
+}
+
+/// How a request ended, for counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A backend's response reached the client, whatever its status.
+    Success,
+    /// The load balancer answered with an error of its own, or the exchange broke.
+    Failed,
+    /// Refused by the rate limiter (also counted as failed).
+    RateLimited,
+}
+
+impl Stats {
+    pub fn record_request(&self, outcome: Outcome, latency: Duration) {
+        self.total_requests.fetch_add(1, Ordering::Relaxed);
+        let counter = match outcome {
+            Outcome::Success => &self.success_requests,
+            Outcome::Failed => &self.failed_requests,
+            Outcome::RateLimited => {
+                self.rate_limited_requests.fetch_add(1, Ordering::Relaxed);
+                &self.failed_requests
+            }
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.latency_micros.fetch_add(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    pub fn record_retry(&self) {
+        self.retry_attempts.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Snapshot {
+    pub uptime_seconds: u64,
+    pub algorithm: &'static str,
+    pub total_requests: u64,
+    pub success_requests: u64,
+    pub failed_requests: u64,
+    pub retry_attempts: u64,
+    pub rate_limited_requests: u64,
+    pub avg_latency_ms: f64,
+    pub healthy_backends: usize,
+    pub total_backends: usize,
+    pub backends: Vec<BackendSnapshot>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BackendSnapshot {
+    pub url: String,
+    pub weight: u32,
+    pub state: &'static str,
+    pub active_connections: usize,
+    pub total_requests: u64,
+    pub total_failures: u64,
+    pub last_checked: Option<String>,
+}
+
+impl Snapshot {
+    pub fn take(
+        stats: &Stats,
+        uptime: Duration,
+        algorithm: &'static str,
+        backends: &[std::sync::Arc<Backend>],
+    ) -> Snapshot {
+        let total_requests = stats.total_requests.load(Ordering::Relaxed);
+        let latency_micros = stats.latency_micros.load(Ordering::Relaxed);
+        let avg_latency_ms = if total_requests == 0 {
+            0.0
+        } else {
+            (latency_micros as f64 / total_requests as f64 / 10.0).round() / 100.0
+        };
+        let backends: Vec<BackendSnapshot> = backends
+            .iter()
+            .map(|backend| BackendSnapshot {
+                url: backend.url.clone(),
+                weight: backend.weight,
+                state: if backend.is_healthy() { "healthy" } else { "unhealthy" },
+                active_connections: backend.active(),
+                total_requests: backend.total_requests(),
+                total_failures: backend.total_failures(),
+                last_checked: backend.last_checked().map(rfc3339),
+            })
+            .collect();
+        Snapshot {
+            uptime_seconds: uptime.as_secs(),
+            algorithm,
+            total_requests,
+            success_requests: stats.success_requests.load(Ordering::Relaxed),
+            failed_requests: stats.failed_requests.load(Ordering::Relaxed),
+            retry_attempts: stats.retry_attempts.load(Ordering::Relaxed),
+            rate_limited_requests: stats.rate_limited_requests.load(Ordering::Relaxed),
+            avg_latency_ms,
+            healthy_backends: backends.iter().filter(|backend| backend.state == "healthy").count(),
+            total_backends: backends.len(),
+            backends,
+        }
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut body = serde_json::to_vec_pretty(self).unwrap_or_default();
+        body.push(b'\n');
+        body
+    }
+}
+
+/// Formats a time as RFC 3339 in UTC with second precision: `2026-11-22T02:43:57Z`.
+pub fn rfc3339(time: SystemTime) -> String {
+    let seconds = time.duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs());
+    let days = (seconds / 86_400) as i64;
+    let of_day = seconds % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", of_day / 3600, of_day / 60 % 60, of_day % 60)
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * month_index + 2) / 5 + 1) as u32;
+    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_known_dates() {
+        let at = |seconds: u64| rfc3339(UNIX_EPOCH + Duration::from_secs(seconds));
+        assert_eq!(at(0), "1970-01-01T00:00:00Z");
+        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(at(1_795_315_437), "2026-11-22T02:43:57Z");
+        assert_eq!(at(4_102_444_799), "2099-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn counts_and_average_latency() {
+        let stats = Stats::default();
+        stats.record_request(Outcome::Success, Duration::from_millis(10));
+        stats.record_request(Outcome::Failed, Duration::from_millis(20));
+        stats.record_request(Outcome::RateLimited, Duration::from_micros(0));
+        stats.record_retry();
+        let snapshot = Snapshot::take(&stats, Duration::from_secs(3), "round_robin", &[]);
+        assert_eq!((snapshot.total_requests, snapshot.success_requests, snapshot.failed_requests), (3, 1, 2));
+        assert_eq!((snapshot.rate_limited_requests, snapshot.retry_attempts), (1, 1));
+        assert_eq!(snapshot.avg_latency_ms, 10.0);
+        assert_eq!(snapshot.uptime_seconds, 3);
+    }
+}

@@ -1,0 +1,288 @@
+//! [forward + reverse] The pair of threads that carries one request attempt.
+//!
+//! *forward* (`req-N-fwd`) writes the rewritten request head to the backend and streams the rest of
+//! the request body from the client; *reverse* (`req-N-rev`) reads the backend's response head,
+//! relays any `1xx` interim answers, writes the final head to the client and streams the response
+//! body. The worker that spawned them waits for both ([`run_pair`]).
+//!
+//! Each job owns what it uses (shared sockets as `Arc<TcpStream>`, its buffers) and hands it back
+//! in its report, so the worker can reuse the buffers and decide what happens to each connection.
+//!
+//! When one side fails, it unblocks the other instead of leaving it to a timeout: forward failing on
+//! the client shuts the backend socket (reverse then sees the end), and reverse failing shuts the
+//! backend socket (forward's writes fail) and, while forward may still be reading a streamed body,
+//! the client's read side. A panic in either thread does the same on its way out.
+
+use std::io::{self, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::http::buffer::{Inbound, Outbound};
+use crate::http::framing::{CopyError, copy_body, is_timeout};
+use crate::http::head::{BodyFraming, parse_response};
+use crate::http::rewrite::response_for_client;
+
+/// What the forward thread needs: the head to send and the body still to stream.
+pub struct ForwardJob {
+    pub client: Arc<TcpStream>,
+    pub client_inbound: Inbound,
+    pub backend: Arc<TcpStream>,
+    /// The rewritten head, followed by the body when it was read in advance.
+    pub head: Vec<u8>,
+    /// The part of the body still to copy from the client (`Empty` if none or already in `head`).
+    pub body: BodyFraming,
+    pub outbound: Outbound,
+}
+
+pub struct ForwardReport {
+    pub client_inbound: Inbound,
+    pub head: Vec<u8>,
+    pub outbound: Outbound,
+    pub result: Result<(), ForwardError>,
+}
+
+#[derive(Debug)]
+pub enum ForwardError {
+    /// The client sent a broken body, stalled or vanished: its fault, not the backend's.
+    Client(CopyError),
+    /// The backend stopped taking the request.
+    Backend(io::Error),
+}
+
+/// What the reverse thread needs to relay the response.
+pub struct ReverseJob {
+    pub backend: Arc<TcpStream>,
+    pub backend_inbound: Inbound,
+    pub client: Arc<TcpStream>,
+    pub outbound: Outbound,
+    pub request_is_head: bool,
+    pub client_minor_version: u8,
+    /// Whether the client connection may stay open after this response, as far as the request goes.
+    pub client_keep_alive: bool,
+    /// How long the backend may take to start its response, and to send each later piece.
+    pub response_timeout: Duration,
+    /// Whether forward may be blocked reading a streamed request body from the client.
+    pub body_streams_from_client: bool,
+    /// Set just before the first byte is written to the client.
+    pub response_started: Arc<AtomicBool>,
+    pub head_buffer: Vec<u8>,
+}
+
+pub struct ReverseReport {
+    pub backend_inbound: Inbound,
+    pub outbound: Outbound,
+    pub head_buffer: Vec<u8>,
+    pub result: Result<Relayed, ReverseError>,
+}
+
+/// A response relayed in full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Relayed {
+    pub status: u16,
+    /// Whether the client connection may carry another request.
+    pub client_keep_alive: bool,
+    /// Whether the backend connection ended cleanly and may carry another request.
+    pub backend_reusable: bool,
+    pub body_bytes: u64,
+}
+
+#[derive(Debug)]
+pub enum ReverseError {
+    /// The backend closed or reset the connection before sending any byte of a response: the
+    /// request may be replayed elsewhere if it is idempotent.
+    NoResponse(io::Error),
+    /// The backend did not answer within the response timeout. `status` is set if the response
+    /// had already started reaching the client.
+    Timeout { status: Option<u16> },
+    /// The backend's response head was malformed: the client gets 502.
+    BadResponse(&'static str),
+    /// The backend failed after the response head reached the client: the client connection must
+    /// close so the client sees a truncated message rather than a wrong one.
+    BrokenMidResponse { status: u16, cause: CopyError },
+    /// The client stopped taking the response.
+    Client { status: Option<u16>, cause: io::Error },
+}
+
+impl ReverseError {
+    /// The status already sent to the client, if the response had started.
+    pub fn status_sent(&self) -> Option<u16> {
+        match self {
+            ReverseError::Timeout { status } | ReverseError::Client { status, .. } => *status,
+            ReverseError::BrokenMidResponse { status, .. } => Some(*status),
+            ReverseError::NoResponse(_) | ReverseError::BadResponse(_) => None,
+        }
+    }
+}
+
+/// Runs one attempt: spawns `req-<id>-fwd` and `req-<id>-rev`, waits for both, and returns their
+/// reports. A panic in either thread is re-raised here, on the worker, once both have ended.
+pub fn run_pair(
+    request_id: u64,
+    forward_job: ForwardJob,
+    reverse_job: ReverseJob,
+) -> io::Result<(ForwardReport, ReverseReport)> {
+    let sockets = (Arc::clone(&forward_job.client), Arc::clone(&forward_job.backend));
+    let forward_thread =
+        thread::Builder::new().name(format!("req-{request_id}-fwd")).spawn(move || forward(forward_job))?;
+    let reverse_thread =
+        match thread::Builder::new().name(format!("req-{request_id}-rev")).spawn(move || reverse(reverse_job)) {
+            Ok(handle) => handle,
+            Err(error) => {
+                abort_both(&sockets.0, &sockets.1);
+                let _ = forward_thread.join();
+                return Err(error);
+            }
+        };
+    let forward_result = forward_thread.join();
+    let reverse_result = reverse_thread.join();
+    match (forward_result, reverse_result) {
+        (Ok(forward_report), Ok(reverse_report)) => Ok((forward_report, reverse_report)),
+        (Err(panic), _) | (_, Err(panic)) => std::panic::resume_unwind(panic),
+    }
+}
+
+fn abort_both(client: &TcpStream, backend: &TcpStream) {
+    let _ = backend.shutdown(Shutdown::Both);
+    let _ = client.shutdown(Shutdown::Read);
+}
+
+/// Unblocks the other thread of the pair if this one unwinds.
+struct AbortOnPanic {
+    client: Arc<TcpStream>,
+    backend: Arc<TcpStream>,
+}
+
+impl AbortOnPanic {
+    fn new(client: &Arc<TcpStream>, backend: &Arc<TcpStream>) -> AbortOnPanic {
+        AbortOnPanic { client: Arc::clone(client), backend: Arc::clone(backend) }
+    }
+}
+
+impl Drop for AbortOnPanic {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            abort_both(&self.client, &self.backend);
+        }
+    }
+}
+
+/// The forward thread: head (and any body read in advance), then the streamed body.
+pub fn forward(mut job: ForwardJob) -> ForwardReport {
+    let guard = AbortOnPanic::new(&job.client, &job.backend);
+    let backend: &TcpStream = &job.backend;
+    let result = job.outbound.send(backend, &job.head).map_err(ForwardError::Backend).and_then(|()| {
+        copy_body(job.body, &mut job.client_inbound, &*job.client, &mut job.outbound, backend).map(drop).map_err(
+            |error| match error {
+                CopyError::Sink(cause) => ForwardError::Backend(cause),
+                client_side => ForwardError::Client(client_side),
+            },
+        )
+    });
+    match &result {
+        // The backend would wait for the rest of the body forever: end the attempt.
+        Err(ForwardError::Client(_)) => {
+            let _ = backend.shutdown(Shutdown::Both);
+        }
+        // Any unsent bytes are useless now; the reverse side still reads what the backend says.
+        Err(ForwardError::Backend(_)) => job.outbound = Outbound::new(),
+        Ok(()) => {}
+    }
+    drop(guard);
+    ForwardReport { client_inbound: job.client_inbound, head: job.head, outbound: job.outbound, result }
+}
+
+/// The reverse thread: response head (after any interim `1xx`), then the response body.
+pub fn reverse(mut job: ReverseJob) -> ReverseReport {
+    let guard = AbortOnPanic::new(&job.client, &job.backend);
+    let result = relay_response(&mut job);
+    if result.is_err() {
+        let _ = job.backend.shutdown(Shutdown::Both);
+        if job.body_streams_from_client {
+            let _ = job.client.shutdown(Shutdown::Read);
+        }
+    }
+    drop(guard);
+    ReverseReport { backend_inbound: job.backend_inbound, outbound: job.outbound, head_buffer: job.head_buffer, result }
+}
+
+fn relay_response(job: &mut ReverseJob) -> Result<Relayed, ReverseError> {
+    let (backend, client) = (Arc::clone(&job.backend), Arc::clone(&job.client));
+    let (backend, client): (&TcpStream, &TcpStream) = (&backend, &client);
+    let deadline = Instant::now() + job.response_timeout;
+    let head = loop {
+        let head = read_response_head(job, deadline)?;
+        if head.status == 101 {
+            return Err(ReverseError::BadResponse("101 Switching Protocols to a request without Upgrade"));
+        }
+        job.head_buffer.clear();
+        if head.is_informational() {
+            // Interim answers (100 Continue for a client that sent Expect) go on at once; a final
+            // answer, even an error of the load balancer's own, may still follow them.
+            response_for_client(&head, job.client_minor_version, true, &mut job.head_buffer);
+            (&*client).write_all(&job.head_buffer).map_err(|cause| ReverseError::Client { status: None, cause })?;
+            continue;
+        }
+        break head;
+    };
+    let status = head.status;
+    let client_keep_alive = job.client_keep_alive && head.framing != BodyFraming::UntilClose;
+    response_for_client(&head, job.client_minor_version, client_keep_alive, &mut job.head_buffer);
+    let _ = backend.set_read_timeout(Some(job.response_timeout));
+    job.response_started.store(true, Ordering::Release);
+    job.outbound
+        .send(client, &job.head_buffer)
+        .map_err(|cause| ReverseError::Client { status: Some(status), cause })?;
+    let body_bytes =
+        copy_body(head.framing, &mut job.backend_inbound, backend, &mut job.outbound, client).map_err(|error| {
+            match error {
+                CopyError::Sink(cause) => ReverseError::Client { status: Some(status), cause },
+                cause if cause.is_timeout() => ReverseError::Timeout { status: Some(status) },
+                cause => ReverseError::BrokenMidResponse { status, cause },
+            }
+        })?;
+    let backend_reusable = head.backend_keeps_alive() && job.backend_inbound.is_empty();
+    Ok(Relayed { status, client_keep_alive, backend_reusable, body_bytes })
+}
+
+/// Reads and parses one response head from the backend, within `deadline`.
+fn read_response_head(
+    job: &mut ReverseJob,
+    deadline: Instant,
+) -> Result<crate::http::head::ResponseHead, ReverseError> {
+    let backend = Arc::clone(&job.backend);
+    let backend: &TcpStream = &backend;
+    loop {
+        if !job.backend_inbound.is_empty() {
+            match parse_response(job.backend_inbound.buffered(), job.request_is_head) {
+                Ok(Some((head, used))) => {
+                    job.backend_inbound.consume(used);
+                    return Ok(head);
+                }
+                Ok(None) => {}
+                Err(bad) => return Err(ReverseError::BadResponse(bad.0)),
+            }
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(ReverseError::Timeout { status: None });
+        }
+        let _ = backend.set_read_timeout(Some(remaining));
+        let nothing_yet = job.backend_inbound.received() == 0;
+        match job.backend_inbound.fill(backend) {
+            Ok(0) if nothing_yet => {
+                return Err(ReverseError::NoResponse(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "closed without a response",
+                )));
+            }
+            Ok(0) => return Err(ReverseError::BadResponse("connection closed inside the response head")),
+            Ok(_) => {}
+            Err(error) if is_timeout(&error) => {}
+            Err(error) if nothing_yet => return Err(ReverseError::NoResponse(error)),
+            Err(_) => return Err(ReverseError::BadResponse("connection failed inside the response head")),
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! [worker-N] Serves client connections taken from the acceptor's channel, one at a time.
+//!
+//! For each connection the worker loops: read and parse a request head, answer it (the metrics
+//! document itself, everything else through [`proxy::handle`] and its forward/reverse pair), write
+//! the access log line, and go round again while the connection is kept alive.
+//!
+//! This is also the panic boundary: a panic while handling one request (on the worker or in its
+//! pair) is caught here, logged, answered with `500` if no response byte was sent yet, and the
+//! connection is closed. The worker itself lives on, so the pool never shrinks.
+//!
+//! A worker holds its connection between requests for at most [`IDLE_TIMEOUT`], and gives it up
+//! sooner (after [`IDLE_POLL`]) when other connections are waiting in the channel, so that idle
+//! keep-alive clients cannot starve new ones.
+
+use std::net::{SocketAddr, TcpStream};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+
+use crate::http::buffer::Inbound;
+use crate::http::framing::is_timeout;
+use crate::http::head::{BodyFraming, RequestError, RequestHead, parse_request};
+use crate::http::reply::Reply;
+use crate::metrics::Outcome;
+use crate::proxy::{self, Client, Exchange, RequestBuffers};
+use crate::server::Shared;
+
+/// Longest a kept-alive connection may sit idle between requests.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a client may take to send a whole request head, counted from its first byte
+/// (or from the connection being handed to the worker, for its first request).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a write to a client may block (a client that stopped reading).
+pub const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a waiting worker looks up from its socket to check for shutdown and for queued
+/// connections.
+pub const IDLE_POLL: Duration = Duration::from_millis(250);
+
+/// The worker loop: serves connections until the channel closes at shutdown.
+pub fn run(shared: &Shared, queue: &Receiver<TcpStream>) {
+    let mut buffers = RequestBuffers::default();
+    while let Ok(stream) = queue.recv() {
+        serve_connection(shared, queue, stream, &mut buffers);
+    }
+}
+
+/// What waiting for a request head produced.
+enum HeadRead {
+    Request(RequestHead),
+    /// The connection ended, idled out, or is given up: close it without a word.
+    Closed,
+    Refused(RequestError),
+    /// The head started but did not finish in time: 408.
+    TimedOut,
+}
+
+fn serve_connection(shared: &Shared, queue: &Receiver<TcpStream>, stream: TcpStream, buffers: &mut RequestBuffers) {
+    let Ok(peer) = stream.peer_addr() else {
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_write_timeout(Some(CLIENT_WRITE_TIMEOUT));
+    let stream = Arc::new(stream);
+    let response_started = Arc::new(AtomicBool::new(false));
+    let client = Client { stream: &stream, ip: peer.ip(), response_started: &response_started };
+    buffers.client_inbound.clear();
+    let mut first_request = true;
+    loop {
+        let head = match read_request_head(shared, queue, &stream, &mut buffers.client_inbound, first_request) {
+            HeadRead::Request(head) => head,
+            HeadRead::Closed => return,
+            HeadRead::Refused(error) => {
+                let reply =
+                    Reply::error(error.status(), Some(&format!("{}: {}", reason(error.status()), error.reason())));
+                refuse(shared, &client, peer, &reply);
+                return;
+            }
+            HeadRead::TimedOut => {
+                refuse(shared, &client, peer, &Reply::error(408, Some("Request Timeout: the request head stalled")));
+                return;
+            }
+        };
+        first_request = false;
+        response_started.store(false, Ordering::Release);
+        let started = Instant::now();
+
+        if head.path() == shared.config.metrics_path {
+            let keep_alive =
+                head.wants_keep_alive() && head.framing == BodyFraming::Empty && !shared.is_shutting_down();
+            proxy::answer(&client, &head, &Reply::json(shared.metrics().to_json()), keep_alive);
+            log::debug!("{} \"{} {}\" 200 metrics", peer.ip(), head.method, head.target);
+            if keep_alive {
+                continue;
+            }
+            return;
+        }
+
+        let exchange = catch_unwind(AssertUnwindSafe(|| proxy::handle(shared, &client, &head, buffers)))
+            .unwrap_or_else(|panic| {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|text| text.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".to_string());
+                log::error!("panic while handling {} {} from {}: {message}", head.method, head.target, peer.ip());
+                *buffers = RequestBuffers::default();
+                proxy::answer(&client, &head, &Reply::error(500, None), false);
+                Exchange { status: 500, outcome: Outcome::Failed, backend: None, attempts: 0, keep_alive: false }
+            });
+        let latency = started.elapsed();
+        shared.stats.record_request(exchange.outcome, latency);
+        log_access(peer, &head, &exchange, latency);
+        if !exchange.keep_alive || shared.is_shutting_down() {
+            return;
+        }
+    }
+}
+
+/// Answers a request that could not be read, counts it, and logs it.
+fn refuse(shared: &Shared, client: &Client<'_>, peer: SocketAddr, reply: &Reply) {
+    let mut stream: &TcpStream = client.stream;
+    let _ = std::io::Write::write_all(&mut stream, &reply.to_bytes(1, false, false));
+    shared.stats.record_request(Outcome::Failed, Duration::ZERO);
+    log::info!(target: "access", "{} \"-\" {} - 0ms", peer.ip(), reply.status);
+}
+
+fn reason(status: u16) -> &'static str {
+    crate::http::reply::reason_phrase(status)
+}
+
+fn log_access(peer: SocketAddr, head: &RequestHead, exchange: &Exchange, latency: Duration) {
+    log::info!(
+        target: "access",
+        "{} \"{} {} HTTP/1.{}\" {} {} {}ms attempts={}",
+        peer.ip(),
+        head.method,
+        head.target,
+        head.minor_version,
+        exchange.status,
+        exchange.backend.as_deref().unwrap_or("-"),
+        latency.as_millis(),
+        exchange.attempts
+    );
+}
+
+/// Waits for and parses the next request head on `stream`.
+fn read_request_head(
+    shared: &Shared,
+    queue: &Receiver<TcpStream>,
+    stream: &TcpStream,
+    inbound: &mut Inbound,
+    first_request: bool,
+) -> HeadRead {
+    let waiting_since = Instant::now();
+    let mut head_started: Option<Instant> = None;
+    loop {
+        if !inbound.is_empty() {
+            head_started.get_or_insert_with(Instant::now);
+            match parse_request(inbound.buffered()) {
+                Ok(Some((head, used))) => {
+                    inbound.consume(used);
+                    return HeadRead::Request(head);
+                }
+                Ok(None) => {}
+                Err(error) => return HeadRead::Refused(error),
+            }
+        }
+        let deadline = match head_started {
+            Some(started) => started + HEADER_READ_TIMEOUT,
+            None => {
+                if shared.is_shutting_down() {
+                    return HeadRead::Closed;
+                }
+                if first_request {
+                    waiting_since + HEADER_READ_TIMEOUT
+                } else {
+                    if !queue.is_empty() && waiting_since.elapsed() >= IDLE_POLL {
+                        return HeadRead::Closed;
+                    }
+                    waiting_since + IDLE_TIMEOUT
+                }
+            }
+        };
+        let now = Instant::now();
+        if now >= deadline {
+            return if head_started.is_some() { HeadRead::TimedOut } else { HeadRead::Closed };
+        }
+        let wait = if head_started.is_some() { deadline - now } else { (deadline - now).min(IDLE_POLL) };
+        let _ = stream.set_read_timeout(Some(wait));
+        match inbound.fill(stream) {
+            Ok(0) => return HeadRead::Closed,
+            Ok(_) => {}
+            Err(error) if is_timeout(&error) => {}
+            Err(_) => return HeadRead::Closed,
+        }
+    }
+}
