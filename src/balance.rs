@@ -62,9 +62,17 @@ impl Balancer {
 
     /// The index of the backend for this attempt, skipping unhealthy backends and those in `tried`;
     /// `None` if no backend is left.
+    ///
+    /// A retry (non-empty `tried`) under `round_robin` or `ip_hash` goes to the next eligible
+    /// backend after the one that failed, in list order, as nginx's "next upstream" does; it does
+    /// not take a turn from the shared counter, so retries do not skew the rotation.
     pub fn pick(&self, backends: &[Arc<Backend>], client_ip: IpAddr, tried: &[usize]) -> Option<usize> {
         let eligible = |index: usize| backends[index].is_healthy() && !tried.contains(&index);
+        let next_after = |failed: usize| {
+            (1..=backends.len()).map(|offset| (failed + offset) % backends.len()).find(|&index| eligible(index))
+        };
         match self.algorithm {
+            Algorithm::RoundRobin | Algorithm::IpHash if !tried.is_empty() => next_after(tried[tried.len() - 1]),
             Algorithm::RoundRobin => {
                 let count = (0..backends.len()).filter(|&index| eligible(index)).count();
                 if count == 0 {
@@ -172,6 +180,18 @@ mod tests {
         let after = sequence(&balancer, &backends, 4);
         assert!(after.iter().all(|&index| index != 1), "{after:?}");
         assert_eq!(after.iter().filter(|&&index| index == 0).count(), 2, "{after:?}");
+    }
+
+    #[test]
+    fn round_robin_retry_takes_the_next_backend_without_skewing_the_rotation() {
+        let backends = pool(&[1, 1, 1]);
+        let balancer = Balancer::new(Algorithm::RoundRobin, backends.len());
+        let client = IpAddr::from([10, 0, 0, 1]);
+        assert_eq!(balancer.pick(&backends, client, &[]), Some(0));
+        assert_eq!(balancer.pick(&backends, client, &[]), Some(1));
+        assert_eq!(balancer.pick(&backends, client, &[1]), Some(2), "retry after 1 goes to 2");
+        assert_eq!(balancer.pick(&backends, client, &[1, 2]), Some(0));
+        assert_eq!(balancer.pick(&backends, client, &[]), Some(2), "the rotation continues where it was");
     }
 
     #[test]

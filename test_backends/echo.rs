@@ -101,11 +101,14 @@ struct Conn {
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    /// Requests read on this connection so far, reported by the JSON answer so that a client
+    /// can tell a reused connection from a new one.
+    requests: u64,
 }
 
 impl Conn {
     fn new(stream: TcpStream) -> Self {
-        Conn { stream, buf: vec![0; BLOCK], start: 0, end: 0 }
+        Conn { stream, buf: vec![0; BLOCK], start: 0, end: 0, requests: 0 }
     }
 
     fn buffered(&self) -> &[u8] {
@@ -622,6 +625,7 @@ fn handle_connection(stream: TcpStream, ctx: &Ctx) {
                 return;
             }
         };
+        conn.requests += 1;
         match handle_request(&mut conn, ctx, &request, &mut scratch) {
             Ok(Outcome::KeepAlive) => {}
             Ok(Outcome::Close) | Err(_) => return,
@@ -711,6 +715,7 @@ fn handle_request(conn: &mut Conn, ctx: &Ctx, request: &Request, scratch: &mut [
                 "path": request.target,
                 "headers": headers,
                 "body_bytes": body_bytes,
+                "connection_requests": conn.requests,
             });
             let text = description.to_string();
             send(conn, ctx, &exchange, 200, "application/json", text.as_bytes())?;

@@ -37,12 +37,7 @@ impl Reply {
     /// A plain-text error whose body is the reason phrase, or `detail` when given.
     pub fn error(status: u16, detail: Option<&str>) -> Reply {
         let text = detail.map_or_else(|| reason_phrase(status).to_string(), str::to_string);
-        Reply {
-            status,
-            content_type: "text/plain; charset=utf-8",
-            body: format!("{text}\n").into_bytes(),
-            extra_fields: Vec::new(),
-        }
+        Reply { status, content_type: "text/plain; charset=utf-8", body: text.into_bytes(), extra_fields: Vec::new() }
     }
 
     pub fn json(body: Vec<u8>) -> Reply {
@@ -90,8 +85,8 @@ mod tests {
         let bytes = Reply::error(503, Some("Service Unavailable: all backends are down")).to_bytes(1, false, false);
         assert_eq!(
             String::from_utf8(bytes).unwrap(),
-            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 43\r\n\
-             Connection: close\r\n\r\nService Unavailable: all backends are down\n"
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 42\r\n\
+             Connection: close\r\n\r\nService Unavailable: all backends are down"
         );
     }
 
@@ -101,7 +96,7 @@ mod tests {
         let text = String::from_utf8(reply.to_bytes(1, true, true)).unwrap();
         assert_eq!(
             text,
-            "HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 18\r\n\
+            "HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 17\r\n\
              Retry-After: 1\r\n\r\n"
         );
     }

@@ -1,0 +1,443 @@
+//! Shared test harness: real `echo-backend` and `loadbalancer` processes on free loopback ports,
+//! a raw HTTP/1.1 client, scripted in-process backends, and deadline-bounded waiting.
+//!
+//! Every process is killed when its handle drops, every socket has a timeout, and every wait has
+//! a deadline, so a failing test fails instead of hanging.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub const IO_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Polls `condition` every 20 ms until it holds or `limit` passes; panics with `what` on timeout.
+pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A scratch directory for one test, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!("lb-test-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let path = std::env::temp_dir().join(name);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Lines a child process writes, collected by a background thread.
+#[derive(Clone, Default)]
+pub struct Lines(Arc<Mutex<Vec<String>>>);
+
+impl Lines {
+    fn collect(reader: impl Read + Send + 'static) -> Lines {
+        let lines = Lines::default();
+        let sink = lines.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(reader).lines() {
+                let Ok(line) = line else { break };
+                sink.0.lock().unwrap().push(line);
+            }
+        });
+        lines
+    }
+
+    pub fn all(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+
+    pub fn count_containing(&self, needle: &str) -> usize {
+        self.0.lock().unwrap().iter().filter(|line| line.contains(needle)).count()
+    }
+
+    /// Waits for a line containing `needle` and returns it.
+    pub fn wait_for(&self, needle: &str, limit: Duration) -> String {
+        let mut found = None;
+        wait_until(limit, &format!("a line containing {needle:?} (have: {:?})", self.all()), || {
+            found = self.0.lock().unwrap().iter().find(|line| line.contains(needle)).cloned();
+            found.is_some()
+        });
+        found.unwrap()
+    }
+}
+
+fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Sends a signal by name (`TERM`, `INT`, `STOP`, ...) to a process.
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().unwrap();
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+/// A running `echo-backend` process.
+pub struct EchoBackend {
+    child: Child,
+    pub port: u16,
+    pub name: String,
+}
+
+impl EchoBackend {
+    pub fn start(extra: &[&str]) -> EchoBackend {
+        EchoBackend::start_on(0, extra)
+    }
+
+    /// Starts one on `port` (0 for any free port), waiting until it listens.
+    pub fn start_on(port: u16, extra: &[&str]) -> EchoBackend {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_echo-backend"))
+            .args(["--port", &port.to_string()])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let lines = Lines::collect(stdout);
+        let line = lines.wait_for("listening on", Duration::from_secs(10));
+        // "echo-backend NAME listening on HOST:PORT"
+        let name = line.split(' ').nth(1).unwrap().to_string();
+        let port = line.rsplit(':').next().unwrap().trim().parse().unwrap();
+        EchoBackend { child, port, name }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn kill(&mut self) {
+        kill(&mut self.child);
+    }
+}
+
+impl Drop for EchoBackend {
+    fn drop(&mut self) {
+        kill(&mut self.child);
+    }
+}
+
+/// A running `loadbalancer` process with its log lines.
+pub struct LoadBalancer {
+    child: Child,
+    pub port: u16,
+    pub log: Lines,
+    _dir: TempDir,
+}
+
+impl LoadBalancer {
+    /// Starts one with `config` (JSON text), listening on a free loopback port.
+    pub fn start(config: &str) -> LoadBalancer {
+        LoadBalancer::start_with(config, &[], &[])
+    }
+
+    pub fn start_with(config: &str, args: &[&str], env: &[(&str, &str)]) -> LoadBalancer {
+        let dir = TempDir::new();
+        let path = dir.write("config.json", config);
+        let mut command = Command::new(env!("CARGO_BIN_EXE_loadbalancer"));
+        command
+            .arg("--config")
+            .arg(&path)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env_remove("LB_CONFIG")
+            .env_remove("LB_ALGORITHM")
+            .env_remove("LB_DEBUG")
+            .env("RUST_LOG", "info");
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let log = Lines::collect(child.stderr.take().unwrap());
+        let line = log.wait_for("listening on 127.0.0.1:", Duration::from_secs(10));
+        let port = line.split("listening on 127.0.0.1:").nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
+        LoadBalancer { child, port, log, _dir: dir }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn get(&self, target: &str) -> Response {
+        request(self.addr(), &format!("GET {target} HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n"))
+    }
+
+    pub fn metrics(&self) -> serde_json::Value {
+        let response = self.get("/lb-metrics");
+        assert_eq!(response.status, 200, "{}", response.text());
+        serde_json::from_slice(&response.body).unwrap()
+    }
+
+    /// Waits for the process to exit by itself within `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "loadbalancer did not exit within {limit:?}");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Resident memory now and at its peak, in KiB, from /proc.
+    pub fn memory_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let field = |name: &str| -> u64 {
+            let line = status.lines().find(|line| line.starts_with(name)).unwrap();
+            line.split_whitespace().nth(1).unwrap().parse().unwrap()
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+}
+
+impl Drop for LoadBalancer {
+    fn drop(&mut self) {
+        kill(&mut self.child);
+    }
+}
+
+/// A config with `servers` and extra top-level keys (a JSON fragment, may be empty), with fast
+/// health checks so tests need not wait long.
+pub fn config(servers: &[String], extra: &str) -> String {
+    let list: Vec<String> = servers.iter().map(|url| format!("\"{url}\"")).collect();
+    let extra = if extra.is_empty() { String::new() } else { format!("{extra},") };
+    format!(
+        "{{{extra} \"healthCheckInterval\": \"200ms\", \"healthCheckTimeout\": \"500ms\", \"servers\": [{}]}}",
+        list.join(", ")
+    )
+}
+
+/// A parsed response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub head: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(field, _)| field.eq_ignore_ascii_case(name)).map(|(_, value)| value.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|error| panic!("{error}: {}", self.text()))
+    }
+}
+
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).unwrap();
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream
+}
+
+/// Sends `raw` on a new connection and reads one response.
+pub fn request(addr: SocketAddr, raw: &str) -> Response {
+    let mut client = Client::connect(addr);
+    client.send(raw.as_bytes());
+    client.response(false)
+}
+
+/// A raw HTTP/1.1 client on one connection, reading responses exactly as framed.
+pub struct Client {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        Client { stream: connect(addr), buf: Vec::new() }
+    }
+
+    pub fn from_stream(stream: TcpStream) -> Client {
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        Client { stream, buf: Vec::new() }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    fn more(&mut self) -> usize {
+        let mut chunk = [0u8; 65536];
+        let count = self.stream.read(&mut chunk).unwrap_or(0);
+        self.buf.extend_from_slice(&chunk[..count]);
+        count
+    }
+
+    fn line(&mut self) -> String {
+        loop {
+            if let Some(end) = self.buf.windows(2).position(|pair| pair == b"\r\n") {
+                let line = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+                self.buf.drain(..end + 2);
+                return line;
+            }
+            assert!(self.more() > 0, "connection closed mid-line; have {:?}", String::from_utf8_lossy(&self.buf));
+        }
+    }
+
+    fn take(&mut self, count: usize) -> Vec<u8> {
+        while self.buf.len() < count {
+            assert!(self.more() > 0, "connection closed with {} of {count} body bytes", self.buf.len());
+        }
+        self.buf.drain(..count).collect()
+    }
+
+    /// Whether the server closed the connection (reads 0 bytes before `limit`).
+    pub fn is_closed(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        self.more() == 0
+    }
+
+    /// Reads one response; `head_only` for the answer to a HEAD request.
+    pub fn response(&mut self, head_only: bool) -> Response {
+        let status_line = self.line();
+        let status = status_line.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or_else(|| {
+            panic!("not a status line: {status_line:?}");
+        });
+        let mut headers = Vec::new();
+        let mut head = format!("{status_line}\r\n");
+        loop {
+            let line = self.line();
+            head.push_str(&line);
+            head.push_str("\r\n");
+            if line.is_empty() {
+                break;
+            }
+            let (name, value) = line.split_once(':').expect("header line");
+            headers.push((name.to_string(), value.trim().to_string()));
+        }
+        let mut response = Response { status, head, headers, body: Vec::new() };
+        if head_only || (100..200).contains(&status) || status == 204 || status == 304 {
+            return response;
+        }
+        if response.header("transfer-encoding").is_some_and(|value| value.eq_ignore_ascii_case("chunked")) {
+            loop {
+                let size_line = self.line();
+                let size = usize::from_str_radix(size_line.split(';').next().unwrap().trim(), 16).unwrap();
+                if size == 0 {
+                    while !self.line().is_empty() {}
+                    break;
+                }
+                let chunk = self.take(size);
+                response.body.extend_from_slice(&chunk);
+                assert_eq!(self.take(2), b"\r\n");
+            }
+        } else if let Some(length) = response.header("content-length") {
+            response.body = self.take(length.parse().unwrap());
+        } else {
+            while self.more() > 0 {}
+            response.body = std::mem::take(&mut self.buf);
+        }
+        response
+    }
+}
+
+/// A connection from a chosen loopback source address (127.0.0.x), to look like another client.
+pub fn connect_from(source: [u8; 4], addr: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::from((source, 0)).into()).unwrap();
+    socket.connect_timeout(&addr.into(), IO_TIMEOUT).unwrap();
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream
+}
+
+/// What a scripted backend does with each connection it accepts.
+pub type Script = dyn Fn(TcpStream, usize) + Send + Sync;
+
+/// An in-process backend listening on a free port that hands each accepted connection (and
+/// its sequence number) to `script`, recording nothing itself. Answers `/health` probes with 200
+/// when `script` leaves them alone is up to the script.
+pub struct ScriptedBackend {
+    pub port: u16,
+    pub accepted: Arc<AtomicUsize>,
+}
+
+impl ScriptedBackend {
+    pub fn start(script: impl Fn(TcpStream, usize) + Send + Sync + 'static) -> ScriptedBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
+        let script = Arc::new(script);
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let number = counter.fetch_add(1, Ordering::SeqCst);
+                let script = Arc::clone(&script);
+                thread::spawn(move || {
+                    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+                    script(stream, number)
+                });
+            }
+        });
+        ScriptedBackend { port, accepted }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+/// Reads one request head (through the blank line) from a scripted backend's connection.
+pub fn read_head(stream: &mut TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// Whether a head is a health probe (scripted backends answer those 200 and close).
+pub fn answer_health(stream: &mut TcpStream, head: &str) -> bool {
+    if head.starts_with("GET /health ") {
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        return true;
+    }
+    false
+}

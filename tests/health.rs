@@ -1,0 +1,107 @@
+//! Health checks and failure handling through real processes: a killed backend goes unhealthy
+//! after the threshold and comes back after a restart; a `--fail` backend is hidden by retries;
+//! with every backend down the client gets the 503.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{EchoBackend, LoadBalancer, config};
+
+fn state_of(lb: &LoadBalancer, url: &str) -> String {
+    let metrics = lb.metrics();
+    let backends = metrics["backends"].as_array().unwrap().clone();
+    let backend = backends.iter().find(|backend| backend["url"] == url).unwrap();
+    backend["state"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn killed_backend_goes_unhealthy_after_the_threshold_and_returns_after_restart() {
+    let steady = EchoBackend::start(&["--name", "steady"]);
+    let mut flaky = EchoBackend::start(&["--name", "flaky"]);
+    let flaky_port = flaky.port;
+    let lb = LoadBalancer::start(&config(
+        &[steady.url(), flaky.url()],
+        "\"unhealthyThreshold\": 3, \"healthyThreshold\": 2",
+    ));
+    assert_eq!(state_of(&lb, &flaky.url()), "healthy");
+    assert_eq!(lb.metrics()["healthy_backends"], 2);
+
+    flaky.kill();
+    common::wait_until(Duration::from_secs(10), "flaky marked unhealthy", || {
+        state_of(&lb, &format!("http://127.0.0.1:{flaky_port}")) == "unhealthy"
+    });
+    let warning = lb.log.wait_for("is now unhealthy", Duration::from_secs(1));
+    assert!(warning.contains("WARN") && warning.contains(&format!(":{flaky_port}")), "{warning}");
+    assert!(warning.contains("after 3 failed health checks"), "{warning}");
+    assert_eq!(lb.metrics()["healthy_backends"], 1);
+    for _ in 0..10 {
+        let response = lb.get("/");
+        assert_eq!(response.status, 200);
+        assert_eq!(response.json()["server"], "steady", "no traffic to an unhealthy backend");
+    }
+
+    let restarted = EchoBackend::start_on(flaky_port, &["--name", "flaky"]);
+    common::wait_until(Duration::from_secs(10), "flaky healthy again", || state_of(&lb, &restarted.url()) == "healthy");
+    let recovery = lb.log.wait_for("is healthy again", Duration::from_secs(1));
+    assert!(recovery.contains("INFO") && recovery.contains("after 2 successful health checks"), "{recovery}");
+    let mut names: Vec<String> = (0..4).map(|_| lb.get("/").json()["server"].as_str().unwrap().to_string()).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names, ["flaky", "steady"]);
+}
+
+#[test]
+fn one_unhealthy_threshold_is_not_one_failure() {
+    // With a long interval, only the start-up probe runs: one failure must not flip the state.
+    let lb = LoadBalancer::start(&format!(
+        "{{\"healthCheckInterval\": \"1m\", \"servers\": [\"http://127.0.0.1:{}\"]}}",
+        unused_port()
+    ));
+    lb.log.wait_for("listening on", Duration::from_secs(1));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(lb.metrics()["backends"][0]["state"], "healthy");
+    assert!(lb.metrics()["backends"][0]["last_checked"].is_string(), "probed once at start-up");
+}
+
+#[test]
+fn a_failing_backend_is_hidden_by_retries() {
+    let good_a = EchoBackend::start(&["--name", "good-a"]);
+    let good_b = EchoBackend::start(&["--name", "good-b"]);
+    let failing = EchoBackend::start(&["--name", "failing", "--fail"]);
+    let lb = LoadBalancer::start(&config(&[good_a.url(), failing.url(), good_b.url()], ""));
+    for index in 0..100 {
+        let response = lb.get(&format!("/item/{index}"));
+        assert_eq!(response.status, 200, "request {index}: {}", response.text());
+        assert_ne!(response.json()["server"], "failing");
+    }
+    let metrics = lb.metrics();
+    assert_eq!(metrics["total_requests"], 100);
+    assert_eq!(metrics["success_requests"], 100);
+    let retries = metrics["retry_attempts"].as_u64().unwrap();
+    assert!((30..=40).contains(&retries), "about a third of requests first went to the failing backend: {retries}");
+    let failing_record =
+        metrics["backends"].as_array().unwrap().iter().find(|b| b["url"] == failing.url()).unwrap().clone();
+    assert_eq!(failing_record["total_failures"], retries, "each failure is recorded on the failing backend");
+    assert_eq!(failing_record["state"], "healthy", "its /health still answers 200");
+}
+
+#[test]
+fn all_backends_down_gives_503_with_its_body() {
+    let lb = LoadBalancer::start(&config(
+        &[format!("http://127.0.0.1:{}", unused_port()), format!("http://127.0.0.1:{}", unused_port())],
+        "\"unhealthyThreshold\": 1",
+    ));
+    common::wait_until(Duration::from_secs(5), "both backends unhealthy", || lb.metrics()["healthy_backends"] == 0);
+    let response = lb.get("/anything");
+    assert_eq!(response.status, 503);
+    assert_eq!(response.text(), "Service Unavailable: all backends are down");
+    assert_eq!(response.header("content-length"), Some("42"));
+    assert_eq!(response.header("connection"), Some("close"));
+}
+
+/// A port nothing listens on (bound and released at once).
+fn unused_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
