@@ -3,7 +3,9 @@
 //! *forward* (`req-N-fwd`) writes the rewritten request head to the backend and streams the rest of
 //! the request body from the client; *reverse* (`req-N-rev`) reads the backend's response head,
 //! relays any `1xx` interim answers, writes the final head to the client and streams the response
-//! body. The worker that spawned them waits for both ([`run_pair`]).
+//! body. The worker that spawned them waits for both ([`run_pair`]), counts the request, and only
+//! then sends the last bytes the reverse thread gathered, so a client that has its whole response
+//! always finds it counted in the metrics.
 //!
 //! Each job owns what it uses (shared sockets as `Arc<TcpStream>`, its buffers) and hands it back
 //! in its report, so the worker can reuse the buffers and decide what happens to each connection.
@@ -174,12 +176,12 @@ pub fn forward(mut job: ForwardJob) -> ForwardReport {
     let guard = AbortOnPanic::new(&job.client, &job.backend);
     let backend: &TcpStream = &job.backend;
     let result = job.outbound.send(backend, &job.head).map_err(ForwardError::Backend).and_then(|()| {
-        copy_body(job.body, &mut job.client_inbound, &*job.client, &mut job.outbound, backend).map(drop).map_err(
-            |error| match error {
+        copy_body(job.body, &mut job.client_inbound, &*job.client, &mut job.outbound, backend)
+            .map_err(|error| match error {
                 CopyError::Sink(cause) => ForwardError::Backend(cause),
                 client_side => ForwardError::Client(client_side),
-            },
-        )
+            })
+            .and_then(|_| job.outbound.flush(backend).map_err(ForwardError::Backend))
     });
     match &result {
         // The backend would wait for the rest of the body forever: end the attempt.

@@ -12,11 +12,10 @@
 //! Each retry goes to a healthy backend not yet tried, after `retryDelay`, at most `maxRetries`
 //! times. A failure caused by the backend is recorded on it; one caused by the client is not.
 
-use std::io::Write;
 use std::mem::take;
 use std::net::{IpAddr, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -46,7 +45,8 @@ pub const ALL_BACKENDS_DOWN: &str = "Service Unavailable: all backends are down"
 #[derive(Debug, Default)]
 pub struct RequestBuffers {
     pub client_inbound: Inbound,
-    client_outbound: Outbound,
+    /// Response bytes for the client; the worker sends the last of them after counting.
+    pub client_outbound: Outbound,
     backend_inbound: Inbound,
     backend_outbound: Outbound,
     request_head: Vec<u8>,
@@ -63,6 +63,8 @@ pub struct Exchange {
     pub attempts: u32,
     /// Whether the client connection may carry another request.
     pub keep_alive: bool,
+    /// The load balancer's own answer, for the worker to send, when no backend response was relayed.
+    pub reply: Option<Reply>,
 }
 
 /// Everything about the client a request needs.
@@ -77,9 +79,13 @@ pub struct Client<'a> {
 pub fn handle(shared: &Shared, client: &Client<'_>, head: &RequestHead, buffers: &mut RequestBuffers) -> Exchange {
     let keep_alive_wanted = head.wants_keep_alive() && !shared.is_shutting_down();
     let no_body = head.framing == BodyFraming::Empty;
-    let own = |reply: Reply, keep_alive: bool, backend: Option<&Backend>, attempts: u32, outcome: Outcome| {
-        answer(client, head, &reply, keep_alive);
-        Exchange { status: reply.status, outcome, backend: backend.map(|b| b.url.clone()), attempts, keep_alive }
+    let own = |reply: Reply, keep_alive: bool, backend: Option<&Backend>, attempts: u32, outcome: Outcome| Exchange {
+        status: reply.status,
+        outcome,
+        backend: backend.map(|backend| backend.url.clone()),
+        attempts,
+        keep_alive,
+        reply: Some(reply),
     };
 
     if let Some(limiter) = &shared.rate_limiter
@@ -101,9 +107,9 @@ pub fn handle(shared: &Shared, client: &Client<'_>, head: &RequestHead, buffers:
         let _ = client.stream.set_read_timeout(Some(CLIENT_BODY_TIMEOUT));
         let mut gather = Outbound::new();
         let stream: &TcpStream = client.stream;
-        if let Err(error) =
-            copy_body(head.framing, &mut buffers.client_inbound, stream, &mut gather, &mut buffers.request_head)
-        {
+        let kept = copy_body(head.framing, &mut buffers.client_inbound, stream, &mut gather, &mut buffers.request_head)
+            .and_then(|_| gather.flush(&mut buffers.request_head).map_err(CopyError::Sink));
+        if let Err(error) = kept {
             return own(client_fault_reply(&error), false, None, 0, Outcome::Failed);
         }
         streamed_body = BodyFraming::Empty;
@@ -199,13 +205,7 @@ pub fn handle(shared: &Shared, client: &Client<'_>, head: &RequestHead, buffers:
             let status_sent =
                 reverse.result.as_ref().map_or_else(ReverseError::status_sent, |relayed| Some(relayed.status));
             return match status_sent {
-                Some(status) => Exchange {
-                    status,
-                    outcome: Outcome::Failed,
-                    backend: Some(backend.url.clone()),
-                    attempts,
-                    keep_alive: false,
-                },
+                Some(status) => broken(status, backend, attempts),
                 None => own(client_fault_reply(&error), false, Some(backend), attempts, Outcome::Failed),
             };
         }
@@ -223,6 +223,7 @@ pub fn handle(shared: &Shared, client: &Client<'_>, head: &RequestHead, buffers:
                     backend: Some(backend.url.clone()),
                     attempts,
                     keep_alive: relayed.client_keep_alive && forward_ok,
+                    reply: None,
                 };
             }
             Err(error) => error,
@@ -259,27 +260,28 @@ pub fn handle(shared: &Shared, client: &Client<'_>, head: &RequestHead, buffers:
             ReverseError::Client { status, cause } => {
                 log::debug!("client {} stopped reading the response: {cause}", client.ip);
                 let status = status.unwrap_or(502);
-                return Exchange {
-                    status,
-                    outcome: Outcome::Failed,
-                    backend: Some(backend.url.clone()),
-                    attempts,
-                    keep_alive: false,
-                };
+                return broken(status, backend, attempts);
             }
             error @ (ReverseError::Timeout { .. } | ReverseError::BrokenMidResponse { .. }) => {
                 backend.record_failure();
                 log::warn!("{} failed in the middle of a response: {error:?}", backend.url);
                 let status = error.status_sent().unwrap_or(502);
-                return Exchange {
-                    status,
-                    outcome: Outcome::Failed,
-                    backend: Some(backend.url.clone()),
-                    attempts,
-                    keep_alive: false,
-                };
+                return broken(status, backend, attempts);
             }
         }
+    }
+}
+
+/// An exchange that broke after its response had started (or whose client vanished): nothing more
+/// can be said to the client, and its connection closes.
+fn broken(status: u16, backend: &Backend, attempts: u32) -> Exchange {
+    Exchange {
+        status,
+        outcome: Outcome::Failed,
+        backend: Some(backend.url.clone()),
+        attempts,
+        keep_alive: false,
+        reply: None,
     }
 }
 
@@ -290,14 +292,4 @@ fn client_fault_reply(error: &CopyError) -> Reply {
     } else {
         Reply::error(400, Some("Bad Request: incomplete or malformed body"))
     }
-}
-
-/// Writes one of the load balancer's own replies, unless a response is already under way.
-pub fn answer(client: &Client<'_>, head: &RequestHead, reply: &Reply, keep_alive: bool) {
-    if client.response_started.swap(true, Ordering::AcqRel) {
-        return;
-    }
-    let bytes = reply.to_bytes(head.minor_version, keep_alive, head.method == "HEAD");
-    let mut stream: &TcpStream = client.stream;
-    let _ = stream.write_all(&bytes);
 }

@@ -12,6 +12,7 @@
 //! sooner (after [`IDLE_POLL`]) when other connections are waiting in the channel, so that idle
 //! keep-alive clients cannot starve new ones.
 
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -90,7 +91,7 @@ fn serve_connection(shared: &Shared, queue: &Receiver<TcpStream>, stream: TcpStr
         if head.path() == shared.config.metrics_path {
             let keep_alive =
                 head.wants_keep_alive() && head.framing == BodyFraming::Empty && !shared.is_shutting_down();
-            proxy::answer(&client, &head, &Reply::json(shared.metrics().to_json()), keep_alive);
+            send_reply(&client, &head, &Reply::json(shared.metrics().to_json()), keep_alive);
             log::debug!("{} \"{} {}\" 200 metrics", peer.ip(), head.method, head.target);
             if keep_alive {
                 continue;
@@ -107,24 +108,50 @@ fn serve_connection(shared: &Shared, queue: &Receiver<TcpStream>, stream: TcpStr
                     .unwrap_or_else(|| "unknown panic".to_string());
                 log::error!("panic while handling {} {} from {}: {message}", head.method, head.target, peer.ip());
                 *buffers = RequestBuffers::default();
-                proxy::answer(&client, &head, &Reply::error(500, None), false);
-                Exchange { status: 500, outcome: Outcome::Failed, backend: None, attempts: 0, keep_alive: false }
+                let reply = Reply::error(500, None);
+                Exchange {
+                    status: 500,
+                    outcome: Outcome::Failed,
+                    backend: None,
+                    attempts: 0,
+                    keep_alive: false,
+                    reply: Some(reply),
+                }
             });
+        // Count first, then let the last bytes go: a client holding its whole response always
+        // finds it in the metrics.
         let latency = started.elapsed();
         shared.stats.record_request(exchange.outcome, latency);
+        let mut keep_alive = exchange.keep_alive;
+        if let Some(reply) = &exchange.reply {
+            send_reply(&client, &head, reply, keep_alive);
+        }
+        if buffers.client_outbound.flush(&*stream).is_err() {
+            keep_alive = false;
+        }
         log_access(peer, &head, &exchange, latency);
-        if !exchange.keep_alive || shared.is_shutting_down() {
+        if !keep_alive || shared.is_shutting_down() {
             return;
         }
     }
 }
 
-/// Answers a request that could not be read, counts it, and logs it.
+/// Counts, answers and logs a request that could not be read.
 fn refuse(shared: &Shared, client: &Client<'_>, peer: SocketAddr, reply: &Reply) {
-    let mut stream: &TcpStream = client.stream;
-    let _ = std::io::Write::write_all(&mut stream, &reply.to_bytes(1, false, false));
     shared.stats.record_request(Outcome::Failed, Duration::ZERO);
+    let mut stream: &TcpStream = client.stream;
+    let _ = stream.write_all(&reply.to_bytes(1, false, false));
     log::info!(target: "access", "{} \"-\" {} - 0ms", peer.ip(), reply.status);
+}
+
+/// Writes one of the load balancer's own replies, unless a response is already under way.
+fn send_reply(client: &Client<'_>, head: &RequestHead, reply: &Reply, keep_alive: bool) {
+    if client.response_started.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let bytes = reply.to_bytes(head.minor_version, keep_alive, head.method == "HEAD");
+    let mut stream: &TcpStream = client.stream;
+    let _ = stream.write_all(&bytes);
 }
 
 fn reason(status: u16) -> &'static str {

@@ -54,7 +54,11 @@ pub fn is_timeout(error: &io::Error) -> bool {
 }
 
 /// Copies one body framed as `framing` from `source` (bytes in `inbound` first) to `sink`
-/// through `outbound`, and flushes. Returns the number of body bytes (payload, not framing).
+/// through `outbound`. Returns the number of body bytes (payload, not framing).
+///
+/// The last bytes may still be gathered in `outbound` on return: the caller flushes them when it
+/// chooses (the worker counts a response before its last bytes leave, so that a client holding a
+/// complete response always finds it in the metrics).
 pub fn copy_body(
     framing: BodyFraming,
     inbound: &mut Inbound,
@@ -69,7 +73,6 @@ pub fn copy_body(
         BodyFraming::UntilClose => copier.copy_until_close()?,
         BodyFraming::Chunked => copier.copy_chunked()?,
     };
-    copier.outbound.flush(&mut copier.sink).map_err(CopyError::Sink)?;
     Ok(copied)
 }
 
@@ -239,6 +242,7 @@ mod tests {
         let mut outbound = Outbound::new();
         let mut output = Vec::new();
         let copied = copy_body(framing, &mut inbound, &mut source, &mut outbound, &mut output)?;
+        outbound.flush(&mut output).map_err(CopyError::Sink)?;
         let mut rest = inbound.buffered().to_vec();
         rest.extend_from_slice(source);
         Ok((output, copied, rest))
@@ -287,6 +291,7 @@ mod tests {
         let mut output = Vec::new();
         let copied =
             copy_body(BodyFraming::Chunked, &mut inbound, Trickle(input, 1), &mut outbound, &mut output).unwrap();
+        outbound.flush(&mut output).unwrap();
         assert_eq!(copied, 13);
         assert_eq!(output, b"a\r\n0123456789\r\n3\r\nabc\r\n0\r\n\r\n");
     }

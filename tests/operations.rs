@@ -1,0 +1,164 @@
+//! Running it: the metrics document and its exact counts, rate limiting, graceful shutdown on
+//! SIGTERM, and refusing a bad config before anything listens.
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::Command;
+use std::thread;
+use std::time::Duration;
+
+use common::{EchoBackend, LoadBalancer, TempDir, config, signal};
+
+#[test]
+fn metrics_report_every_field_and_exact_counts() {
+    let first = EchoBackend::start(&["--name", "first"]);
+    let second = EchoBackend::start(&["--name", "second"]);
+    let lb = LoadBalancer::start(&config(&[first.url(), second.url()], ""));
+    for index in 0..25 {
+        assert_eq!(lb.get(&format!("/n/{index}")).status, 200);
+    }
+    let metrics = lb.metrics();
+    for field in [
+        "uptime_seconds",
+        "total_requests",
+        "success_requests",
+        "failed_requests",
+        "retry_attempts",
+        "rate_limited_requests",
+        "avg_latency_ms",
+        "healthy_backends",
+        "total_backends",
+        "backends",
+    ] {
+        assert!(metrics.get(field).is_some(), "missing {field}: {metrics}");
+    }
+    assert_eq!(metrics["total_requests"], 25, "the metrics requests themselves are not counted");
+    assert_eq!(metrics["success_requests"], 25);
+    assert_eq!(metrics["failed_requests"], 0);
+    assert_eq!(metrics["retry_attempts"], 0);
+    assert_eq!(metrics["rate_limited_requests"], 0);
+    assert!(metrics["avg_latency_ms"].as_f64().unwrap() >= 0.0);
+    assert_eq!((metrics["healthy_backends"].clone(), metrics["total_backends"].clone()), (2.into(), 2.into()));
+    let backends = metrics["backends"].as_array().unwrap();
+    let per_backend: Vec<u64> = backends.iter().map(|backend| backend["total_requests"].as_u64().unwrap()).collect();
+    assert_eq!(per_backend, [13, 12], "round robin over 25 requests");
+    for backend in backends {
+        assert_eq!(backend["weight"], 1);
+        assert_eq!(backend["state"], "healthy");
+        assert_eq!(backend["active_connections"], 0);
+        assert_eq!(backend["total_failures"], 0);
+        let checked = backend["last_checked"].as_str().unwrap();
+        assert!(
+            checked.len() == 20 && checked.ends_with('Z') && checked.as_bytes()[10] == b'T',
+            "RFC 3339 UTC: {checked}"
+        );
+    }
+    assert_eq!(backends[0]["url"], first.url());
+}
+
+#[test]
+fn a_burst_over_the_rate_limit_gets_429_with_retry_after() {
+    let backend = EchoBackend::start(&[]);
+    let lb = LoadBalancer::start(&config(&[backend.url()], "\"rateLimit\": {\"requestsPerSecond\": 1, \"burst\": 3}"));
+    let statuses: Vec<u16> = (0..6).map(|_| lb.get("/").status).collect();
+    assert_eq!(statuses, [200, 200, 200, 429, 429, 429]);
+    let limited = lb.get("/");
+    assert_eq!(limited.status, 429);
+    assert_eq!(limited.header("retry-after"), Some("1"));
+    assert_eq!(limited.text(), "Too Many Requests");
+    let metrics = lb.metrics();
+    assert_eq!(metrics["rate_limited_requests"], 4);
+    assert_eq!(metrics["total_requests"], 7);
+    assert_eq!(metrics["failed_requests"], 4);
+}
+
+#[test]
+fn sigterm_lets_a_slow_request_finish_then_exits_zero() {
+    let slow = EchoBackend::start(&["--latency", "1s"]);
+    let mut lb = LoadBalancer::start(&config(&[slow.url()], ""));
+    let addr = lb.addr();
+    let in_flight =
+        thread::spawn(move || common::request(addr, "GET /slow HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n"));
+    common::wait_until(Duration::from_secs(5), "the request to reach the backend", || {
+        lb.metrics()["backends"][0]["active_connections"] == 1
+    });
+    signal(lb.pid(), "TERM");
+    let response = in_flight.join().unwrap();
+    assert_eq!(response.status, 200, "the request in flight completed");
+    assert_eq!(response.json()["path"], "/slow");
+    let status = lb.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0));
+    assert!(lb.log.count_containing("shutting down") == 1, "{:?}", lb.log.all());
+}
+
+#[test]
+fn sigint_on_an_idle_server_exits_zero_promptly() {
+    let backend = EchoBackend::start(&[]);
+    let mut lb = LoadBalancer::start(&config(&[backend.url()], ""));
+    let _idle_keep_alive = {
+        let mut client = common::Client::connect(lb.addr());
+        client.send(b"GET / HTTP/1.1\r\nHost: lb\r\n\r\n");
+        assert_eq!(client.response(false).status, 200);
+        client
+    };
+    signal(lb.pid(), "INT");
+    let status = lb.wait_exit(Duration::from_secs(3));
+    assert_eq!(status.code(), Some(0));
+}
+
+/// Runs the binary to completion with `config` and extra flags; returns (exit code, stderr).
+fn run_with(config: &str, args: &[&str]) -> (Option<i32>, String) {
+    let dir = TempDir::new();
+    let path = dir.write("config.json", config);
+    let output = Command::new(env!("CARGO_BIN_EXE_loadbalancer"))
+        .arg("--config")
+        .arg(&path)
+        .args(args)
+        .env_remove("LB_ALGORITHM")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).replace(&path.display().to_string(), "config.json");
+    (output.status.code(), stderr)
+}
+
+#[test]
+fn a_bad_config_exits_2_with_one_line_naming_the_key_and_nothing_listens() {
+    let port = {
+        let probe = TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let cases = [
+        (
+            format!(
+                "{{\"listenPort\": \"127.0.0.1:{port}\", \"servers\": [\"http://127.0.0.1:1\", {{\"url\": \"http://127.0.0.1:2\", \"weight\": 0}}]}}"
+            ),
+            "config.json: servers[1].weight: must be at least 1\n".to_string(),
+        ),
+        (
+            format!("{{\"listenPort\": \"127.0.0.1:{port}\", \"algorithm\": \"fastest\", \"servers\": [\"http://127.0.0.1:1\"]}}"),
+            "config.json: algorithm: unknown algorithm \"fastest\" (valid: round_robin, weighted_round_robin, least_conn, ip_hash)\n"
+                .to_string(),
+        ),
+        (format!("{{\"listenPort\": \"127.0.0.1:{port}\", \"servers\": []}}"), "config.json: servers: must list at least one backend\n".to_string()),
+        ("{\"servers\": [".to_string(), "config.json: invalid JSON: EOF while parsing a list at line 1 column 13\n".to_string()),
+        (
+            format!("{{\"listenPort\": \"127.0.0.1:{port}\", \"requestTimeout\": \"ten\", \"servers\": [\"http://127.0.0.1:1\"]}}"),
+            "config.json: requestTimeout: must be a duration like \"50ms\", \"3s\" or \"1m\", got \"ten\"\n".to_string(),
+        ),
+    ];
+    for (text, expected) in cases {
+        let (code, stderr) = run_with(&text, &[]);
+        assert_eq!(code, Some(2), "{text}");
+        assert_eq!(stderr, expected, "{text}");
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "nothing listens");
+    }
+    let (code, stderr) = run_with("{\"servers\": [\"http://127.0.0.1:1\"]}", &["--algorithm", "nope"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.starts_with("--algorithm: unknown algorithm \"nope\" (valid: "), "{stderr}");
+
+    let missing =
+        Command::new(env!("CARGO_BIN_EXE_loadbalancer")).args(["--config", "/nonexistent/lb.json"]).output().unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).starts_with("/nonexistent/lb.json: cannot read file:"));
+}
