@@ -37,10 +37,10 @@ pub fn instructions(config: &Config, port: u16) -> String {
          loadbalancer demo: {count} echo backends ({backends}) behind http://localhost:{port}/ ({algorithm})\n\
          \n\
          Try, in another terminal:\n\
-         \x20 curl localhost:{port}/ping               # run it a few times: the backend rotates\n\
-         \x20 curl localhost:{port}/hello?x=1          # the request as the backend saw it, as JSON\n\
-         \x20 curl localhost:{port}{metrics}           # counters and backend health\n\
-         \x20 curl -d 'some data' localhost:{port}/echo   # the body, streamed back\n\
+         \x20 curl localhost:{port}/ping                  # a few times: the backend rotates\n\
+         \x20 curl 'localhost:{port}/hello?x=1'          # the request as the backend saw it\n\
+         \x20 curl localhost:{port}{metrics}               # counters and backend health\n\
+         \x20 curl -d 'some data' localhost:{port}/echo  # the body, streamed back\n\
          \n\
          Press Ctrl-C to stop.\n",
         count = backends.len(),

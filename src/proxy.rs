@@ -73,11 +73,14 @@ pub struct Client<'a> {
     pub ip: IpAddr,
     /// Set once any byte of the final response has been written.
     pub response_started: &'a Arc<AtomicBool>,
+    /// Whether the connection may stay open after this request at all (not while shutting down,
+    /// nor while other connections wait for a worker).
+    pub keep_alive_allowed: bool,
 }
 
 /// Serves one request that is not for the load balancer itself.
 pub fn handle(shared: &Shared, client: &Client<'_>, head: &RequestHead, buffers: &mut RequestBuffers) -> Exchange {
-    let keep_alive_wanted = head.wants_keep_alive() && !shared.is_shutting_down();
+    let keep_alive_wanted = head.wants_keep_alive() && client.keep_alive_allowed;
     let no_body = head.framing == BodyFraming::Empty;
     let own = |reply: Reply, keep_alive: bool, backend: Option<&Backend>, attempts: u32, outcome: Outcome| Exchange {
         status: reply.status,

@@ -8,9 +8,11 @@
 //! pair) is caught here, logged, answered with `500` if no response byte was sent yet, and the
 //! connection is closed. The worker itself lives on, so the pool never shrinks.
 //!
-//! A worker holds its connection between requests for at most [`IDLE_TIMEOUT`], and gives it up
-//! sooner (after [`IDLE_POLL`]) when other connections are waiting in the channel, so that idle
-//! keep-alive clients cannot starve new ones.
+//! Fairness: a worker serves one connection at a time, so a connection kept alive holds a worker.
+//! While other connections wait in the channel, a response ends its connection (`Connection:
+//! close`) and an idle connection is given up after [`IDLE_POLL`]; otherwise a connection may sit
+//! idle between requests for [`IDLE_TIMEOUT`]. With more busy clients than workers, keep-alive is
+//! traded for every client being served in turn.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
@@ -66,7 +68,8 @@ fn serve_connection(shared: &Shared, queue: &Receiver<TcpStream>, stream: TcpStr
     let _ = stream.set_write_timeout(Some(CLIENT_WRITE_TIMEOUT));
     let stream = Arc::new(stream);
     let response_started = Arc::new(AtomicBool::new(false));
-    let client = Client { stream: &stream, ip: peer.ip(), response_started: &response_started };
+    let mut client =
+        Client { stream: &stream, ip: peer.ip(), response_started: &response_started, keep_alive_allowed: true };
     buffers.client_inbound.clear();
     let mut first_request = true;
     loop {
@@ -86,11 +89,11 @@ fn serve_connection(shared: &Shared, queue: &Receiver<TcpStream>, stream: TcpStr
         };
         first_request = false;
         response_started.store(false, Ordering::Release);
+        client.keep_alive_allowed = queue.is_empty() && !shared.is_shutting_down();
         let started = Instant::now();
 
         if head.path() == shared.config.metrics_path {
-            let keep_alive =
-                head.wants_keep_alive() && head.framing == BodyFraming::Empty && !shared.is_shutting_down();
+            let keep_alive = head.wants_keep_alive() && head.framing == BodyFraming::Empty && client.keep_alive_allowed;
             send_reply(&client, &head, &Reply::json(shared.metrics().to_json()), keep_alive);
             log::debug!("{} \"{} {}\" 200 metrics", peer.ip(), head.method, head.target);
             if keep_alive {
@@ -99,25 +102,7 @@ fn serve_connection(shared: &Shared, queue: &Receiver<TcpStream>, stream: TcpStr
             return;
         }
 
-        let exchange = catch_unwind(AssertUnwindSafe(|| proxy::handle(shared, &client, &head, buffers)))
-            .unwrap_or_else(|panic| {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|text| text.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".to_string());
-                log::error!("panic while handling {} {} from {}: {message}", head.method, head.target, peer.ip());
-                *buffers = RequestBuffers::default();
-                let reply = Reply::error(500, None);
-                Exchange {
-                    status: 500,
-                    outcome: Outcome::Failed,
-                    backend: None,
-                    attempts: 0,
-                    keep_alive: false,
-                    reply: Some(reply),
-                }
-            });
+        let exchange = guard_panics(&head, peer, buffers, |buffers| proxy::handle(shared, &client, &head, buffers));
         // Count first, then let the last bytes go: a client holding its whole response always
         // finds it in the metrics.
         let latency = started.elapsed();
@@ -130,10 +115,38 @@ fn serve_connection(shared: &Shared, queue: &Receiver<TcpStream>, stream: TcpStr
             keep_alive = false;
         }
         log_access(peer, &head, &exchange, latency);
-        if !keep_alive || shared.is_shutting_down() {
+        if !keep_alive {
             return;
         }
     }
+}
+
+/// Runs `handle` for one request, turning a panic (on this thread or re-raised from the pair)
+/// into a `500` exchange that closes the connection. The buffers, possibly lost mid-request,
+/// start afresh.
+fn guard_panics(
+    head: &RequestHead,
+    peer: SocketAddr,
+    buffers: &mut RequestBuffers,
+    handle: impl FnOnce(&mut RequestBuffers) -> Exchange,
+) -> Exchange {
+    catch_unwind(AssertUnwindSafe(|| handle(buffers))).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|text| text.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_string());
+        log::error!("panic while handling {} {} from {}: {message}", head.method, head.target, peer.ip());
+        *buffers = RequestBuffers::default();
+        Exchange {
+            status: 500,
+            outcome: Outcome::Failed,
+            backend: None,
+            attempts: 0,
+            keep_alive: false,
+            reply: Some(Reply::error(500, None)),
+        }
+    })
 }
 
 /// Counts, answers and logs a request that could not be read.
@@ -223,5 +236,68 @@ fn read_request_head(
             Err(error) if is_timeout(&error) => {}
             Err(_) => return HeadRead::Closed,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::net::TcpListener;
+
+    fn head() -> RequestHead {
+        parse_request(b"GET /boom HTTP/1.1\r\nHost: a\r\n\r\n").unwrap().unwrap().0
+    }
+
+    fn peer() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 9))
+    }
+
+    /// A connected pair of sockets: (the load balancer's side, the client's side).
+    fn socket_pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        (server, client)
+    }
+
+    #[test]
+    fn a_panic_becomes_a_500_that_closes_the_connection() {
+        let mut buffers = RequestBuffers::default();
+        let exchange = guard_panics(&head(), peer(), &mut buffers, |_| panic!("bug in a handler"));
+        assert_eq!(exchange.status, 500);
+        assert!(!exchange.keep_alive);
+        assert_eq!(exchange.reply, Some(Reply::error(500, None)));
+    }
+
+    #[test]
+    fn a_panic_in_a_spawned_pair_thread_is_caught_too() {
+        let mut buffers = RequestBuffers::default();
+        let exchange = guard_panics(&head(), peer(), &mut buffers, |_| {
+            let pair_thread = std::thread::spawn(|| panic!("bug in a copy thread"));
+            match pair_thread.join() {
+                Ok(()) => unreachable!(),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        });
+        assert_eq!(exchange.status, 500);
+    }
+
+    #[test]
+    fn the_500_is_sent_only_if_no_response_byte_was() {
+        let (server, mut client_side) = socket_pair();
+        let server = Arc::new(server);
+        let started = Arc::new(AtomicBool::new(false));
+        let client = Client { stream: &server, ip: peer().ip(), response_started: &started, keep_alive_allowed: true };
+        send_reply(&client, &head(), &Reply::error(500, None), false);
+        // A response is under way now: a second reply must not be mixed into it.
+        send_reply(&client, &head(), &Reply::error(502, None), false);
+        server.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut received = String::new();
+        client_side.read_to_string(&mut received).unwrap();
+        assert!(received.starts_with("HTTP/1.1 500 Internal Server Error\r\n"), "{received}");
+        assert!(received.contains("Connection: close\r\n"));
+        assert!(!received.contains("502"), "{received}");
     }
 }

@@ -162,3 +162,21 @@ fn a_bad_config_exits_2_with_one_line_naming_the_key_and_nothing_listens() {
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).starts_with("/nonexistent/lb.json: cannot read file:"));
 }
+
+#[test]
+fn idle_keep_alive_connections_cannot_starve_waiting_ones() {
+    let backend = EchoBackend::start(&[]);
+    let lb = LoadBalancer::start(&config(&[backend.url()], "\"workers\": 1"));
+    let mut holder = common::Client::connect(lb.addr());
+    holder.send(b"GET /first HTTP/1.1\r\nHost: lb\r\n\r\n");
+    let first = holder.response(false);
+    assert_eq!((first.status, first.header("connection")), (200, None), "kept alive while nobody waits");
+
+    // The only worker now holds an idle keep-alive connection; a second client must still be
+    // served well before that connection's idle timeout (5 s) would free the worker.
+    let started = std::time::Instant::now();
+    let waiting = lb.get("/second");
+    assert_eq!(waiting.status, 200);
+    assert!(started.elapsed() < Duration::from_secs(4), "served after {:?}", started.elapsed());
+    assert!(holder.is_closed(), "the idle connection was given up for the waiting one");
+}

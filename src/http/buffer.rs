@@ -122,6 +122,17 @@ impl Outbound {
         Ok(())
     }
 
+    /// Adds bytes to send and keeps them gathered whatever their size (writing earlier gathered
+    /// bytes first if need be), so that they leave only at the next [`Outbound::flush`]. Used for
+    /// the last piece of a message, which the caller wants to release itself.
+    pub fn hold(&mut self, mut sink: impl Write, bytes: &[u8]) -> io::Result<()> {
+        if self.pending.len() + bytes.len() > OUTBOUND_CAPACITY {
+            self.flush(&mut sink)?;
+        }
+        self.pending.extend_from_slice(bytes);
+        Ok(())
+    }
+
     /// Writes everything gathered. Call before blocking on a read, so the peer is never kept
     /// waiting for bytes that sit here.
     pub fn flush(&mut self, mut sink: impl Write) -> io::Result<()> {

@@ -98,10 +98,17 @@ impl<R: Read, W: Write> Copier<'_, R, W> {
         self.outbound.send(&mut self.sink, bytes).map_err(CopyError::Sink)
     }
 
-    /// Moves up to `limit` buffered bytes to the outbound side; returns how many.
+    /// Moves up to `limit` buffered bytes to the outbound side; returns how many. When they are
+    /// the last `limit` bytes of the body, they are held for the caller's flush.
     fn pass_buffered(&mut self, limit: u64) -> Result<u64, CopyError> {
         let take = self.inbound.buffered().len().min(usize::try_from(limit).unwrap_or(usize::MAX));
-        self.outbound.send(&mut self.sink, &self.inbound.buffered()[..take]).map_err(CopyError::Sink)?;
+        let piece = &self.inbound.buffered()[..take];
+        let sent = if take as u64 == limit {
+            self.outbound.hold(&mut self.sink, piece)
+        } else {
+            self.outbound.send(&mut self.sink, piece)
+        };
+        sent.map_err(CopyError::Sink)?;
         self.inbound.consume(take);
         Ok(take as u64)
     }
@@ -234,6 +241,7 @@ fn is_field_value(bytes: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::buffer::OUTBOUND_CAPACITY;
 
     /// Copies a body given as one input, returning (output, payload bytes, bytes left over).
     fn copy(framing: BodyFraming, input: &[u8]) -> Result<(Vec<u8>, u64, Vec<u8>), CopyError> {
@@ -266,6 +274,19 @@ mod tests {
         assert_eq!((output.as_slice(), copied), (&b"hello"[..], 5));
         assert_eq!(rest, b"GET / HTTP/1.1");
         assert!(matches!(copy(BodyFraming::Length(10), b"short"), Err(CopyError::SourceClosed)));
+    }
+
+    #[test]
+    fn the_last_piece_of_a_body_waits_for_the_callers_flush() {
+        let body = vec![5u8; 3 * OUTBOUND_CAPACITY];
+        let mut inbound = Inbound::new();
+        let mut outbound = Outbound::new();
+        let mut output = Vec::new();
+        copy_body(BodyFraming::Length(body.len() as u64), &mut inbound, &body[..], &mut outbound, &mut output).unwrap();
+        assert!(outbound.pending() > 0, "the end of the body is held");
+        assert!(output.len() < body.len());
+        outbound.flush(&mut output).unwrap();
+        assert_eq!(output, body);
     }
 
     #[test]
