@@ -180,3 +180,20 @@ fn idle_keep_alive_connections_cannot_starve_waiting_ones() {
     assert!(started.elapsed() < Duration::from_secs(4), "served after {:?}", started.elapsed());
     assert!(holder.is_closed(), "the idle connection was given up for the waiting one");
 }
+
+#[test]
+fn lb_debug_turns_on_debug_logging_and_rust_log_can_quiet_it() {
+    let backend = EchoBackend::start(&[]);
+    let text = config(&[backend.url()], "");
+    let verbose = LoadBalancer::start_with(&text, &[], &[("LB_DEBUG", "1")]);
+    assert_eq!(verbose.get("/lb-metrics").status, 200);
+    let line = verbose.log.wait_for("metrics", Duration::from_secs(5));
+    assert!(line.contains("DEBUG"), "{line}");
+
+    let quiet = LoadBalancer::start_with(&text, &[], &[("RUST_LOG", "info,access=off")]);
+    assert_eq!(quiet.get("/ping").status, 200);
+    let normal = LoadBalancer::start(&text);
+    assert_eq!(normal.get("/ping").status, 200);
+    normal.log.wait_for("\"GET /ping HTTP/1.1\" 200", Duration::from_secs(5));
+    assert_eq!(quiet.log.count_containing("GET /ping"), 0, "{:?}", quiet.log.all());
+}
