@@ -31,6 +31,7 @@ ENDPOINTS:
     POST /echo        the request body, streamed back
     GET /status/N     an answer with status N (200..=599)
     GET /bytes/N      N bytes, byte i being i % 251
+    GET /ws           WebSocket upgrade; echoes each message
     anything else     a JSON description of the request
 ";
 
