@@ -9,7 +9,7 @@
 //! Precedence, highest first: command-line flag, environment variable, file, default.
 
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -32,9 +32,21 @@ pub const DEFAULT_WEIGHT: u32 = 1;
 pub const MAX_WEIGHT: u32 = 1000;
 pub const MAX_WORKERS: usize = 4096;
 pub const MAX_RETRIES_LIMIT: u32 = 16;
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+pub const DEFAULT_MAX_URI_BYTES: usize = 8 * 1024;
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// The most header fields `maxHeaders` may allow (the parser's field table has this many slots).
+pub const MAX_HEADERS_LIMIT: usize = 256;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The keys a config file may contain, in the order the README lists them.
-const KNOWN_KEYS: [&str; 14] = [
+const KNOWN_KEYS: [&str; 27] = [
     "listenPort",
     "algorithm",
     "workers",
@@ -49,6 +61,19 @@ const KNOWN_KEYS: [&str; 14] = [
     "rateLimit",
     "metricsPath",
     "servers",
+    "maxHeaderBytes",
+    "maxUriBytes",
+    "maxHeaders",
+    "maxBodyBytes",
+    "maxConnections",
+    "headerReadTimeout",
+    "idleTimeout",
+    "bodyReadTimeout",
+    "connectTimeout",
+    "writeTimeout",
+    "tunnelIdleTimeout",
+    "trustedProxies",
+    "adminListen",
 ];
 
 /// A validated configuration. Every field holds a usable value.
@@ -65,6 +90,111 @@ pub struct Config {
     pub rate_limit: Option<RateLimitSettings>,
     pub metrics_path: String,
     pub servers: Vec<ServerConfig>,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+    /// Peers whose `X-Forwarded-For` is believed (see [`crate::client_ip`]).
+    pub trusted_proxies: Vec<Cidr>,
+    /// Where the metrics are served instead of the main listener, as `HOST:PORT`.
+    pub admin_listen: Option<String>,
+}
+
+/// Bounds on what clients may send and how many may connect; each has its status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request head (431).
+    pub max_header_bytes: usize,
+    /// Longest request target (414).
+    pub max_uri_bytes: usize,
+    /// Most header fields (431).
+    pub max_headers: usize,
+    /// Largest request body, if limited (413).
+    pub max_body_bytes: Option<u64>,
+    /// Most client connections open at once; more are answered 503 and closed.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_uri_bytes: DEFAULT_MAX_URI_BYTES,
+            max_headers: DEFAULT_MAX_HEADERS,
+            max_body_bytes: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// How long each wait may last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// From a request's first byte (or a new connection) to its complete head (408).
+    pub header_read: Duration,
+    /// A kept-alive connection idle between requests (closed silently).
+    pub idle: Duration,
+    /// A pause within a request body (408 if nothing was answered yet).
+    pub body_read: Duration,
+    /// Connecting to a backend (then the next backend is tried).
+    pub connect: Duration,
+    /// A write to a client that stopped reading (the connection is dropped).
+    pub write: Duration,
+    /// An upgraded connection (WebSocket) with no traffic either way (closed).
+    pub tunnel_idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            header_read: DEFAULT_HEADER_READ_TIMEOUT,
+            idle: DEFAULT_IDLE_TIMEOUT,
+            body_read: DEFAULT_BODY_READ_TIMEOUT,
+            connect: DEFAULT_CONNECT_TIMEOUT,
+            write: DEFAULT_WRITE_TIMEOUT,
+            tunnel_idle: DEFAULT_TUNNEL_IDLE_TIMEOUT,
+        }
+    }
+}
+
+/// An address block such as `10.0.0.0/8` or `::1/128`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `ADDR/PREFIX`, or a bare address (a block of one).
+    pub fn parse(text: &str) -> Result<Cidr, String> {
+        let invalid = || format!("{text:?} is not an address block like \"10.0.0.0/8\" or \"::1\"");
+        let (address, prefix) = match text.split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix)),
+            None => (text, None),
+        };
+        let network: IpAddr = address.parse().map_err(|_| invalid())?;
+        let width = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(prefix) => prefix.parse::<u8>().ok().filter(|&bits| bits <= width).ok_or_else(invalid)?,
+            None => width,
+        };
+        Ok(Cidr { network, prefix })
+    }
+
+    /// Whether `address` lies in this block (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, address: IpAddr) -> bool {
+        let address = match address {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
+            v4 => v4,
+        };
+        let (network, address, width) = match (self.network, address) {
+            (IpAddr::V4(network), IpAddr::V4(address)) => {
+                (u128::from(u32::from(network)), u128::from(u32::from(address)), 32)
+            }
+            (IpAddr::V6(network), IpAddr::V6(address)) => (u128::from(network), u128::from(address), 128),
+            _ => return false,
+        };
+        let shift = width - u32::from(self.prefix);
+        shift >= width || (network >> shift) == (address >> shift)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -220,7 +350,79 @@ impl Reader<'_> {
             rate_limit: self.rate_limit()?,
             metrics_path: self.path("metricsPath", DEFAULT_METRICS_PATH)?,
             servers: self.servers()?,
+            limits: self.limits()?,
+            timeouts: Timeouts {
+                header_read: self.duration("headerReadTimeout", DEFAULT_HEADER_READ_TIMEOUT, false)?,
+                idle: self.duration("idleTimeout", DEFAULT_IDLE_TIMEOUT, false)?,
+                body_read: self.duration("bodyReadTimeout", DEFAULT_BODY_READ_TIMEOUT, false)?,
+                connect: self.duration("connectTimeout", DEFAULT_CONNECT_TIMEOUT, false)?,
+                write: self.duration("writeTimeout", DEFAULT_WRITE_TIMEOUT, false)?,
+                tunnel_idle: self.duration("tunnelIdleTimeout", DEFAULT_TUNNEL_IDLE_TIMEOUT, false)?,
+            },
+            trusted_proxies: self.trusted_proxies()?,
+            admin_listen: match self.string("adminListen")? {
+                Some(text) => Some(parse_listen(&text).map_err(|problem| self.error("adminListen", problem))?),
+                None => None,
+            },
         })
+    }
+
+    fn limits(&self) -> Result<Limits, ConfigError> {
+        let max_header_bytes =
+            self.size("maxHeaderBytes", 1024, 1 << 20)?.map_or(DEFAULT_MAX_HEADER_BYTES, |n| n as usize);
+        let max_uri_bytes = self.size("maxUriBytes", 16, 1 << 20)?.map_or(DEFAULT_MAX_URI_BYTES, |n| n as usize);
+        if max_uri_bytes > max_header_bytes {
+            return Err(self.error("maxUriBytes", format!("must not be more than maxHeaderBytes ({max_header_bytes})")));
+        }
+        Ok(Limits {
+            max_header_bytes,
+            max_uri_bytes,
+            max_headers: self
+                .integer("maxHeaders", 1, MAX_HEADERS_LIMIT as u64)?
+                .map_or(DEFAULT_MAX_HEADERS, |n| n as usize),
+            max_body_bytes: self.size("maxBodyBytes", 0, u64::MAX)?,
+            max_connections: self
+                .integer("maxConnections", 1, 1_000_000)?
+                .map_or(DEFAULT_MAX_CONNECTIONS, |n| n as usize),
+        })
+    }
+
+    /// A byte count: a whole number, or a string such as `"64KiB"`, `"10MiB"` or `"1GiB"`.
+    fn size(&self, key: &str, min: u64, max: u64) -> Result<Option<u64>, ConfigError> {
+        let bytes = match self.object.get(key) {
+            None => return Ok(None),
+            Some(Value::String(text)) => parse_size(text).map_err(|problem| self.error(key, problem))?,
+            Some(value) => value.as_u64().ok_or_else(|| {
+                self.error(key, format!("must be a whole number of bytes or a size like \"64KiB\", got {value}"))
+            })?,
+        };
+        if bytes < min {
+            return Err(self.error(key, format!("must be at least {min} bytes")));
+        }
+        if bytes > max {
+            return Err(self.error(key, format!("must be at most {max} bytes")));
+        }
+        Ok(Some(bytes))
+    }
+
+    fn trusted_proxies(&self) -> Result<Vec<Cidr>, ConfigError> {
+        match self.object.get("trustedProxies") {
+            None => Ok(Vec::new()),
+            Some(Value::Array(list)) => list
+                .iter()
+                .enumerate()
+                .map(|(index, entry)| {
+                    let key = format!("trustedProxies[{index}]");
+                    match entry {
+                        Value::String(text) => Cidr::parse(text).map_err(|problem| self.error(&key, problem)),
+                        other => Err(self.error(&key, format!("must be a string, got {}", kind_of(other)))),
+                    }
+                })
+                .collect(),
+            Some(other) => {
+                Err(self.error("trustedProxies", format!("must be a list of address blocks, got {}", kind_of(other))))
+            }
+        }
     }
 
     fn error(&self, key: &str, problem: impl Into<String>) -> ConfigError {
@@ -398,6 +600,25 @@ fn integer_in(value: &Value, min: u64, max: u64) -> Result<u64, String> {
         return Err(format!("must be at most {max}"));
     }
     Ok(number)
+}
+
+/// `"64KiB"` → 65536. Units: bytes with no suffix, `KiB`, `MiB`, `GiB`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let invalid =
+        || format!("must be a whole number of bytes or a size like \"64KiB\", \"10MiB\", \"1GiB\", got {text:?}");
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 {
+        return Err(invalid());
+    }
+    let number: u64 = text[..digits].parse().map_err(|_| invalid())?;
+    let multiplier: u64 = match &text[digits..] {
+        "" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return Err(invalid()),
+    };
+    number.checked_mul(multiplier).ok_or_else(invalid)
 }
 
 /// `":8080"` → `0.0.0.0:8080`; `"127.0.0.1:8080"`, `"[::1]:8080"` and `"localhost:8080"` kept.
@@ -618,6 +839,125 @@ mod tests {
             let error = load(text).unwrap_err();
             assert!(error.starts_with(expected), "for {text}\n  got: {error}\n want: {expected}");
             assert!(!error.contains('\n'), "one line: {error}");
+        }
+    }
+
+    #[test]
+    fn limits_timeouts_identity_and_admin_keys() {
+        let config = load(
+            r#"{"maxHeaderBytes": "16KiB", "maxUriBytes": 2048, "maxHeaders": 20, "maxBodyBytes": "1MiB",
+                "maxConnections": 50, "headerReadTimeout": "2s", "idleTimeout": "1s", "bodyReadTimeout": "3s",
+                "connectTimeout": "400ms", "writeTimeout": "4s", "tunnelIdleTimeout": "5m",
+                "trustedProxies": ["10.0.0.0/8", "::1"], "adminListen": "127.0.0.1:9100",
+                "servers": ["http://127.0.0.1:1"]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            config.limits,
+            Limits {
+                max_header_bytes: 16 * 1024,
+                max_uri_bytes: 2048,
+                max_headers: 20,
+                max_body_bytes: Some(1 << 20),
+                max_connections: 50
+            }
+        );
+        assert_eq!(
+            config.timeouts,
+            Timeouts {
+                header_read: Duration::from_secs(2),
+                idle: Duration::from_secs(1),
+                body_read: Duration::from_secs(3),
+                connect: Duration::from_millis(400),
+                write: Duration::from_secs(4),
+                tunnel_idle: Duration::from_secs(300),
+            }
+        );
+        assert_eq!(config.trusted_proxies, [Cidr::parse("10.0.0.0/8").unwrap(), Cidr::parse("::1/128").unwrap()]);
+        assert_eq!(config.admin_listen.as_deref(), Some("127.0.0.1:9100"));
+
+        let defaults = load(r#"{"servers": ["http://127.0.0.1:1"]}"#).unwrap();
+        assert_eq!((defaults.limits, defaults.timeouts), (Limits::default(), Timeouts::default()));
+        assert!(defaults.trusted_proxies.is_empty() && defaults.admin_listen.is_none());
+        assert_eq!(defaults.limits.max_body_bytes, None);
+    }
+
+    #[test]
+    fn errors_for_limits_and_identity_keys() {
+        let cases = [
+            (
+                r#"{"maxHeaderBytes": 10, "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: maxHeaderBytes: must be at least 1024 bytes",
+            ),
+            (
+                r#"{"maxHeaderBytes": "64kb", "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: maxHeaderBytes: must be a whole number of bytes or a size like",
+            ),
+            (
+                r#"{"maxUriBytes": 70000, "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: maxUriBytes: must not be more than maxHeaderBytes (65536)",
+            ),
+            (
+                r#"{"maxHeaders": 1000, "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: maxHeaders: must be at most 256",
+            ),
+            (
+                r#"{"maxBodyBytes": -1, "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: maxBodyBytes: must be a whole number of bytes",
+            ),
+            (
+                r#"{"maxConnections": 0, "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: maxConnections: must be at least 1",
+            ),
+            (
+                r#"{"idleTimeout": "0s", "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: idleTimeout: must be longer than 0s",
+            ),
+            (
+                r#"{"trustedProxies": "10.0.0.0/8", "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: trustedProxies: must be a list",
+            ),
+            (
+                r#"{"trustedProxies": ["10.0.0.0/33"], "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: trustedProxies[0]: \"10.0.0.0/33\" is not an address block",
+            ),
+            (
+                r#"{"trustedProxies": ["proxy.local"], "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: trustedProxies[0]: \"proxy.local\" is not an address block",
+            ),
+            (
+                r#"{"adminListen": "9100", "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: adminListen: must be \":PORT\" or \"HOST:PORT\"",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = load(text).unwrap_err();
+            assert!(error.starts_with(expected), "for {text}\n  got: {error}\n want: {expected}");
+        }
+    }
+
+    #[test]
+    fn address_blocks() {
+        let block = Cidr::parse("10.1.0.0/16").unwrap();
+        assert!(block.contains("10.1.200.3".parse().unwrap()));
+        assert!(!block.contains("10.2.0.1".parse().unwrap()));
+        assert!(block.contains("::ffff:10.1.0.9".parse().unwrap()), "IPv4-mapped addresses count as IPv4");
+        assert!(!block.contains("::1".parse().unwrap()));
+        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains("192.0.2.1".parse().unwrap()));
+        assert!(Cidr::parse("::1").unwrap().contains("::1".parse().unwrap()));
+        assert!(Cidr::parse("2001:db8::/32").unwrap().contains("2001:db8:1::5".parse().unwrap()));
+        assert!(Cidr::parse("127.0.0.1").unwrap().contains("127.0.0.1".parse().unwrap()));
+        assert!(!Cidr::parse("127.0.0.1").unwrap().contains("127.0.0.2".parse().unwrap()));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512"), Ok(512));
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("10MiB"), Ok(10 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        for bad in ["", "KiB", "1.5MiB", "10MB", "10 MiB", "99999999999GiB"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
         }
     }
 

@@ -40,6 +40,7 @@ pub mod pipe;
 pub mod proxy;
 pub mod ratelimit;
 pub mod server;
+pub mod tunnel;
 pub mod worker;
 
 #[path = "../test_backends/echo.rs"]

@@ -24,8 +24,9 @@ use std::time::{Duration, Instant};
 
 use crate::http::buffer::{Inbound, Outbound};
 use crate::http::framing::{CopyError, copy_body, is_timeout};
-use crate::http::head::{BodyFraming, parse_response};
+use crate::http::head::{BodyFraming, ResponseHead, parse_response};
 use crate::http::rewrite::response_for_client;
+use crate::tunnel::{self, UpgradeSignal, UpgradeWait};
 
 /// What the forward thread needs: the head to send and the body still to stream.
 pub struct ForwardJob {
@@ -36,6 +37,10 @@ pub struct ForwardJob {
     pub head: Vec<u8>,
     /// The part of the body still to copy from the client (`Empty` if none or already in `head`).
     pub body: BodyFraming,
+    /// How many more body bytes the client may send (`maxBodyBytes` less what was read already).
+    pub max_body_bytes: u64,
+    /// For an upgrade request: where to learn whether the backend switched protocols.
+    pub upgrade: Option<UpgradeWait>,
     pub outbound: Outbound,
 }
 
@@ -71,6 +76,8 @@ pub struct ReverseJob {
     /// Set just before the first byte is written to the client.
     pub response_started: Arc<AtomicBool>,
     pub head_buffer: Vec<u8>,
+    /// For an upgrade request: how to tell forward whether the backend switched protocols.
+    pub upgrade: Option<UpgradeSignal>,
 }
 
 pub struct ReverseReport {
@@ -176,13 +183,18 @@ pub fn forward(mut job: ForwardJob) -> ForwardReport {
     let guard = AbortOnPanic::new(&job.client, &job.backend);
     let backend: &TcpStream = &job.backend;
     let result = job.outbound.send(backend, &job.head).map_err(ForwardError::Backend).and_then(|()| {
-        copy_body(job.body, &mut job.client_inbound, &*job.client, &mut job.outbound, backend)
+        copy_body(job.body, &mut job.client_inbound, &*job.client, &mut job.outbound, backend, job.max_body_bytes)
             .map_err(|error| match error {
                 CopyError::Sink(cause) => ForwardError::Backend(cause),
                 client_side => ForwardError::Client(client_side),
             })
             .and_then(|_| job.outbound.flush(backend).map_err(ForwardError::Backend))
     });
+    if let (Ok(()), Some(upgrade)) = (&result, &job.upgrade)
+        && upgrade.switched.recv() == Ok(true)
+    {
+        tunnel::relay(&job.client, &mut job.client_inbound, backend, upgrade.idle_timeout, &upgrade.activity);
+    }
     match &result {
         // The backend would wait for the rest of the body forever: end the attempt.
         Err(ForwardError::Client(_)) => {
@@ -216,10 +228,10 @@ fn relay_response(job: &mut ReverseJob) -> Result<Relayed, ReverseError> {
     let deadline = Instant::now() + job.response_timeout;
     let head = loop {
         let head = read_response_head(job, deadline)?;
-        if head.status == 101 {
-            return Err(ReverseError::BadResponse("101 Switching Protocols to a request without Upgrade"));
-        }
         job.head_buffer.clear();
+        if head.status == 101 {
+            return switch_protocols(job, &head);
+        }
         if head.is_informational() {
             // Interim answers (100 Continue for a client that sent Expect) go on at once; a final
             // answer, even an error of the load balancer's own, may still follow them.
@@ -229,6 +241,9 @@ fn relay_response(job: &mut ReverseJob) -> Result<Relayed, ReverseError> {
         }
         break head;
     };
+    if let Some(upgrade) = &job.upgrade {
+        let _ = upgrade.switched.send(false);
+    }
     let status = head.status;
     let client_keep_alive = job.client_keep_alive && head.framing != BodyFraming::UntilClose;
     response_for_client(&head, job.client_minor_version, client_keep_alive, &mut job.head_buffer);
@@ -237,23 +252,34 @@ fn relay_response(job: &mut ReverseJob) -> Result<Relayed, ReverseError> {
     job.outbound
         .send(client, &job.head_buffer)
         .map_err(|cause| ReverseError::Client { status: Some(status), cause })?;
-    let body_bytes =
-        copy_body(head.framing, &mut job.backend_inbound, backend, &mut job.outbound, client).map_err(|error| {
-            match error {
-                CopyError::Sink(cause) => ReverseError::Client { status: Some(status), cause },
-                cause if cause.is_timeout() => ReverseError::Timeout { status: Some(status) },
-                cause => ReverseError::BrokenMidResponse { status, cause },
-            }
+    let body_bytes = copy_body(head.framing, &mut job.backend_inbound, backend, &mut job.outbound, client, u64::MAX)
+        .map_err(|error| match error {
+            CopyError::Sink(cause) => ReverseError::Client { status: Some(status), cause },
+            cause if cause.is_timeout() => ReverseError::Timeout { status: Some(status) },
+            cause => ReverseError::BrokenMidResponse { status, cause },
         })?;
     let backend_reusable = head.backend_keeps_alive() && job.backend_inbound.is_empty();
     Ok(Relayed { status, client_keep_alive, backend_reusable, body_bytes })
 }
 
+/// Relays a `101 Switching Protocols` and turns the exchange into a tunnel, if the client asked
+/// for an upgrade; otherwise a `101` is a malformed answer.
+fn switch_protocols(job: &mut ReverseJob, head: &ResponseHead) -> Result<Relayed, ReverseError> {
+    let Some(upgrade) = &job.upgrade else {
+        return Err(ReverseError::BadResponse("101 Switching Protocols to a request without Upgrade"));
+    };
+    let client: &TcpStream = &job.client;
+    response_for_client(head, job.client_minor_version, false, &mut job.head_buffer);
+    job.response_started.store(true, Ordering::Release);
+    (&*client).write_all(&job.head_buffer).map_err(|cause| ReverseError::Client { status: Some(101), cause })?;
+    let _ = upgrade.switched.send(true);
+    let body_bytes =
+        tunnel::relay(&job.backend, &mut job.backend_inbound, client, upgrade.idle_timeout, &upgrade.activity);
+    Ok(Relayed { status: 101, client_keep_alive: false, backend_reusable: false, body_bytes })
+}
+
 /// Reads and parses one response head from the backend, within `deadline`.
-fn read_response_head(
-    job: &mut ReverseJob,
-    deadline: Instant,
-) -> Result<crate::http::head::ResponseHead, ReverseError> {
+fn read_response_head(job: &mut ReverseJob, deadline: Instant) -> Result<ResponseHead, ReverseError> {
     let backend = Arc::clone(&job.backend);
     let backend: &TcpStream = &backend;
     loop {

@@ -20,8 +20,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::backend::Backend;
+use crate::config::Limits;
 use crate::http::buffer::{Inbound, Outbound};
-use crate::http::framing::{CopyError, copy_body};
+use crate::http::framing::{CopyError, copy_body, copy_chunked_prefix};
 use crate::http::head::{BodyFraming, RequestHead};
 use crate::http::is_idempotent;
 use crate::http::reply::Reply;
@@ -30,13 +31,10 @@ use crate::metrics::Outcome;
 use crate::pipe::{ForwardError, ForwardJob, ReverseError, ReverseJob, run_pair};
 use crate::ratelimit::Decision;
 use crate::server::Shared;
+use crate::tunnel::upgrade_pair;
 
 /// Request bodies up to this size are read before the first attempt, so they can be replayed.
 pub const MAX_KEPT_BODY: u64 = 64 * 1024;
-/// Longest wait for a backend to accept a connection.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// Longest wait for the next piece of a request body from the client.
-pub const CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub const ALL_BACKENDS_DOWN: &str = "Service Unavailable: all backends are down";
 
@@ -51,6 +49,32 @@ pub struct RequestBuffers {
     backend_outbound: Outbound,
     request_head: Vec<u8>,
     response_head: Vec<u8>,
+    /// Size of `client_inbound`: the largest head accepted plus room for body bytes behind it.
+    client_inbound_capacity: usize,
+}
+
+/// Body bytes an inbound buffer has room for behind the largest head.
+const READ_AHEAD: usize = 16 * 1024;
+
+impl RequestBuffers {
+    pub fn new(limits: &Limits) -> RequestBuffers {
+        let client_inbound_capacity = limits.max_header_bytes + READ_AHEAD;
+        RequestBuffers {
+            client_inbound: Inbound::with_capacity(client_inbound_capacity),
+            client_inbound_capacity,
+            ..RequestBuffers::default()
+        }
+    }
+
+    /// Starts afresh, as after a panic that may have lost buffers mid-request.
+    pub fn reset(&mut self) {
+        let capacity = self.client_inbound_capacity;
+        *self = RequestBuffers {
+            client_inbound: Inbound::with_capacity(capacity),
+            client_inbound_capacity: capacity,
+            ..RequestBuffers::default()
+        };
+    }
 }
 
 /// How one request ended, for the access log, the counters and the connection loop.
@@ -99,28 +123,27 @@ pub fn handle(shared: &Shared, client: &Client<'_>, head: &RequestHead, buffers:
         return own(reply, keep_alive_wanted && no_body, None, 0, Outcome::RateLimited);
     }
 
-    // The head for the backend, and the body behind it when it is small enough to keep.
+    let config = &shared.config;
+    let max_body = config.limits.max_body_bytes.unwrap_or(u64::MAX);
+    if let BodyFraming::Length(length) = head.framing
+        && length > max_body
+    {
+        return own(Reply::error(413, None), false, None, 0, Outcome::Failed);
+    }
+
+    // The head for the backend, then as much of the body as may be kept: all of it when it is
+    // small (so the request can be replayed, and a malformed or oversized small body is refused
+    // before anything reaches a backend), else what fits, with the rest streamed by forward.
     buffers.request_head.clear();
     request_for_backend(head, client.ip, &mut buffers.request_head);
-    let mut streamed_body = head.framing;
-    if let BodyFraming::Length(length) = head.framing
-        && length <= MAX_KEPT_BODY
-        && !head.expects_continue()
+    let (kept_bytes, streamed_body) = match keep_body(head, client.stream, buffers, config.timeouts.body_read, max_body)
     {
-        let _ = client.stream.set_read_timeout(Some(CLIENT_BODY_TIMEOUT));
-        let mut gather = Outbound::new();
-        let stream: &TcpStream = client.stream;
-        let kept = copy_body(head.framing, &mut buffers.client_inbound, stream, &mut gather, &mut buffers.request_head)
-            .and_then(|_| gather.flush(&mut buffers.request_head).map_err(CopyError::Sink));
-        if let Err(error) = kept {
-            return own(client_fault_reply(&error), false, None, 0, Outcome::Failed);
-        }
-        streamed_body = BodyFraming::Empty;
-    }
+        Ok(kept) => kept,
+        Err(error) => return own(client_fault_reply(&error), false, None, 0, Outcome::Failed),
+    };
     let replayable = is_idempotent(&head.method) && streamed_body == BodyFraming::Empty;
 
     let pool = shared.pool();
-    let config = &shared.config;
     let mut tried: Vec<usize> = Vec::with_capacity(config.max_retries as usize + 1);
     loop {
         let Some(index) = pool.balancer.pick(&pool.backends, client.ip, &tried) else {
@@ -145,7 +168,7 @@ pub fn handle(shared: &Shared, client: &Client<'_>, head: &RequestHead, buffers:
 
         let connection = match backend.take_idle() {
             Some(stream) => Ok(stream),
-            None => backend.connect(CONNECT_TIMEOUT.min(config.request_timeout)),
+            None => backend.connect(config.timeouts.connect),
         };
         let backend_stream = match connection {
             Ok(stream) => Arc::new(stream),
@@ -162,16 +185,25 @@ pub fn handle(shared: &Shared, client: &Client<'_>, head: &RequestHead, buffers:
         };
         let _ = backend_stream.set_write_timeout(Some(config.request_timeout));
         if streamed_body != BodyFraming::Empty {
-            let _ = client.stream.set_read_timeout(Some(CLIENT_BODY_TIMEOUT));
+            let _ = client.stream.set_read_timeout(Some(config.timeouts.body_read));
         }
 
         buffers.backend_inbound.clear();
+        let (upgrade_wait, upgrade_signal) = match head.wants_upgrade() {
+            true => {
+                let (wait, signal) = upgrade_pair(config.timeouts.tunnel_idle);
+                (Some(wait), Some(signal))
+            }
+            false => (None, None),
+        };
         let forward_job = ForwardJob {
             client: Arc::clone(client.stream),
             client_inbound: take(&mut buffers.client_inbound),
             backend: Arc::clone(&backend_stream),
             head: take(&mut buffers.request_head),
             body: streamed_body,
+            max_body_bytes: max_body.saturating_sub(kept_bytes),
+            upgrade: upgrade_wait,
             outbound: take(&mut buffers.backend_outbound),
         };
         let reverse_job = ReverseJob {
@@ -186,6 +218,7 @@ pub fn handle(shared: &Shared, client: &Client<'_>, head: &RequestHead, buffers:
             body_streams_from_client: streamed_body != BodyFraming::Empty,
             response_started: Arc::clone(client.response_started),
             head_buffer: take(&mut buffers.response_head),
+            upgrade: upgrade_signal,
         };
         let (forward, reverse) = match run_pair(shared.next_request_id(), forward_job, reverse_job) {
             Ok(reports) => reports,
@@ -288,8 +321,46 @@ fn broken(status: u16, backend: &Backend, attempts: u32) -> Exchange {
     }
 }
 
+/// Reads the body, or its start, behind the head in `buffers.request_head`, re-framed for the
+/// backend. Returns the payload bytes kept and the framing of what is left to stream (`Empty` when
+/// the whole body was kept). A body that waits for `100 Continue` is not read ahead: the client
+/// sends it only once the backend has agreed.
+fn keep_body(
+    head: &RequestHead,
+    stream: &TcpStream,
+    buffers: &mut RequestBuffers,
+    timeout: Duration,
+    max_body: u64,
+) -> Result<(u64, BodyFraming), CopyError> {
+    if head.expects_continue() {
+        return Ok((0, head.framing));
+    }
+    let _ = stream.set_read_timeout(Some(timeout));
+    let mut gather = Outbound::new();
+    let inbound = &mut buffers.client_inbound;
+    let kept = match head.framing {
+        BodyFraming::Length(length) if length <= MAX_KEPT_BODY => {
+            let length = copy_body(head.framing, inbound, stream, &mut gather, &mut buffers.request_head, max_body)?;
+            (length, BodyFraming::Empty)
+        }
+        BodyFraming::Chunked => {
+            match copy_chunked_prefix(inbound, stream, &mut gather, &mut buffers.request_head, MAX_KEPT_BODY, max_body)?
+            {
+                (length, true) => (length, BodyFraming::Empty),
+                (length, false) => (length, BodyFraming::Chunked),
+            }
+        }
+        other => (0, other),
+    };
+    gather.flush(&mut buffers.request_head).map_err(CopyError::Sink)?;
+    Ok(kept)
+}
+
 /// The answer for a client whose request body could not be read.
 fn client_fault_reply(error: &CopyError) -> Reply {
+    if matches!(error, CopyError::TooLarge) {
+        return Reply::error(413, Some("Content Too Large: the request body is over the limit"));
+    }
     if error.is_timeout() {
         Reply::error(408, Some("Request Timeout: the request body stalled"))
     } else {

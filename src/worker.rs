@@ -11,7 +11,7 @@
 //! Fairness: a worker serves one connection at a time, so a connection kept alive holds a worker.
 //! While other connections wait in the channel, a response ends its connection (`Connection:
 //! close`) and an idle connection is given up after [`IDLE_POLL`]; otherwise a connection may sit
-//! idle between requests for [`IDLE_TIMEOUT`]. With more busy clients than workers, keep-alive is
+//! idle between requests for `idleTimeout`. With more busy clients than workers, keep-alive is
 //! traded for every client being served in turn.
 
 use std::io::Write;
@@ -25,26 +25,19 @@ use crossbeam_channel::Receiver;
 
 use crate::http::buffer::Inbound;
 use crate::http::framing::is_timeout;
-use crate::http::head::{BodyFraming, RequestError, RequestHead, parse_request};
+use crate::http::head::{BodyFraming, HeadLimits, RequestError, RequestHead, parse_request};
 use crate::http::reply::Reply;
 use crate::metrics::Outcome;
 use crate::proxy::{self, Client, Exchange, RequestBuffers};
 use crate::server::Shared;
 
-/// Longest a kept-alive connection may sit idle between requests.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest a client may take to send a whole request head, counted from its first byte
-/// (or from the connection being handed to the worker, for its first request).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest a write to a client may block (a client that stopped reading).
-pub const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a waiting worker looks up from its socket to check for shutdown and for queued
 /// connections.
 pub const IDLE_POLL: Duration = Duration::from_millis(250);
 
 /// The worker loop: serves connections until the channel closes at shutdown.
 pub fn run(shared: &Shared, queue: &Receiver<TcpStream>) {
-    let mut buffers = RequestBuffers::default();
+    let mut buffers = RequestBuffers::new(&shared.config.limits);
     while let Ok(stream) = queue.recv() {
         serve_connection(shared, queue, stream, &mut buffers);
     }
@@ -65,7 +58,7 @@ fn serve_connection(shared: &Shared, queue: &Receiver<TcpStream>, stream: TcpStr
         return;
     };
     let _ = stream.set_nodelay(true);
-    let _ = stream.set_write_timeout(Some(CLIENT_WRITE_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(shared.config.timeouts.write));
     let stream = Arc::new(stream);
     let response_started = Arc::new(AtomicBool::new(false));
     let mut client =
@@ -137,7 +130,7 @@ fn guard_panics(
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown panic".to_string());
         log::error!("panic while handling {} {} from {}: {message}", head.method, head.target, peer.ip());
-        *buffers = RequestBuffers::default();
+        buffers.reset();
         Exchange {
             status: 500,
             outcome: Outcome::Failed,
@@ -194,12 +187,14 @@ fn read_request_head(
     inbound: &mut Inbound,
     first_request: bool,
 ) -> HeadRead {
+    let timeouts = &shared.config.timeouts;
+    let limits = HeadLimits::from(&shared.config.limits);
     let waiting_since = Instant::now();
     let mut head_started: Option<Instant> = None;
     loop {
         if !inbound.is_empty() {
             head_started.get_or_insert_with(Instant::now);
-            match parse_request(inbound.buffered()) {
+            match parse_request(inbound.buffered(), &limits) {
                 Ok(Some((head, used))) => {
                     inbound.consume(used);
                     return HeadRead::Request(head);
@@ -209,18 +204,18 @@ fn read_request_head(
             }
         }
         let deadline = match head_started {
-            Some(started) => started + HEADER_READ_TIMEOUT,
+            Some(started) => started + timeouts.header_read,
             None => {
                 if shared.is_shutting_down() {
                     return HeadRead::Closed;
                 }
                 if first_request {
-                    waiting_since + HEADER_READ_TIMEOUT
+                    waiting_since + timeouts.header_read
                 } else {
                     if !queue.is_empty() && waiting_since.elapsed() >= IDLE_POLL {
                         return HeadRead::Closed;
                     }
-                    waiting_since + IDLE_TIMEOUT
+                    waiting_since + timeouts.idle
                 }
             }
         };
@@ -246,7 +241,7 @@ mod tests {
     use std::net::TcpListener;
 
     fn head() -> RequestHead {
-        parse_request(b"GET /boom HTTP/1.1\r\nHost: a\r\n\r\n").unwrap().unwrap().0
+        parse_request(b"GET /boom HTTP/1.1\r\nHost: a\r\n\r\n", &HeadLimits::default()).unwrap().unwrap().0
     }
 
     fn peer() -> SocketAddr {

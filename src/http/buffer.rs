@@ -18,6 +18,7 @@ pub const OUTBOUND_CAPACITY: usize = 64 * 1024;
 #[derive(Debug)]
 pub struct Inbound {
     buf: Vec<u8>,
+    capacity: usize,
     start: usize,
     end: usize,
     received: u64,
@@ -33,7 +34,13 @@ impl Inbound {
     /// An empty buffer; its memory is allocated on the first read, so an `Inbound` that is only
     /// moved around (as buffers are between a worker and its pair) costs nothing.
     pub fn new() -> Inbound {
-        Inbound { buf: Vec::new(), start: 0, end: 0, received: 0 }
+        Inbound::with_capacity(INBOUND_CAPACITY)
+    }
+
+    /// An empty buffer that will hold up to `capacity` unconsumed bytes: at least the largest
+    /// head its owner accepts.
+    pub fn with_capacity(capacity: usize) -> Inbound {
+        Inbound { buf: Vec::new(), capacity, start: 0, end: 0, received: 0 }
     }
 
     /// The bytes read and not yet consumed.
@@ -67,10 +74,10 @@ impl Inbound {
 
     /// Reads once from `source`, appending to the buffered bytes. Returns how many bytes came
     /// (0 at end of stream). Fails with `OutOfMemory` if the buffer is full of unconsumed bytes,
-    /// which callers bound by [`MAX_HEAD_BYTES`] before it can happen.
+    /// which callers prevent by refusing heads larger than the buffer.
     pub fn fill(&mut self, mut source: impl Read) -> io::Result<usize> {
         if self.buf.is_empty() {
-            self.buf = vec![0; INBOUND_CAPACITY];
+            self.buf = vec![0; self.capacity];
         }
         if self.end == self.buf.len() {
             if self.start == 0 {

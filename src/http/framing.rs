@@ -29,6 +29,8 @@ pub enum CopyError {
     Sink(io::Error),
     /// The body's framing was broken (a bad chunk size line, say).
     Malformed(&'static str),
+    /// The body is larger than allowed.
+    TooLarge,
 }
 
 impl CopyError {
@@ -44,6 +46,7 @@ impl std::fmt::Display for CopyError {
             CopyError::Source(error) => write!(f, "reading body: {error}"),
             CopyError::Sink(error) => write!(f, "writing body: {error}"),
             CopyError::Malformed(reason) => write!(f, "malformed body: {reason}"),
+            CopyError::TooLarge => f.write_str("body larger than allowed"),
         }
     }
 }
@@ -59,21 +62,40 @@ pub fn is_timeout(error: &io::Error) -> bool {
 /// The last bytes may still be gathered in `outbound` on return: the caller flushes them when it
 /// chooses (the worker counts a response before its last bytes leave, so that a client holding a
 /// complete response always finds it in the metrics).
+///
+/// A body of more than `max_payload` bytes is refused with [`CopyError::TooLarge`]: a fixed
+/// length at once, a chunked body as soon as a chunk would cross the limit.
 pub fn copy_body(
     framing: BodyFraming,
     inbound: &mut Inbound,
     source: impl Read,
     outbound: &mut Outbound,
     sink: impl Write,
+    max_payload: u64,
 ) -> Result<u64, CopyError> {
-    let mut copier = Copier { inbound, source, outbound, sink };
-    let copied = match framing {
-        BodyFraming::Empty => 0,
-        BodyFraming::Length(length) => copier.copy_exact(length)?,
-        BodyFraming::UntilClose => copier.copy_until_close()?,
-        BodyFraming::Chunked => copier.copy_chunked()?,
-    };
-    Ok(copied)
+    let mut copier = Copier { inbound, source, outbound, sink, max_payload };
+    match framing {
+        BodyFraming::Empty => Ok(0),
+        BodyFraming::Length(length) if length > max_payload => Err(CopyError::TooLarge),
+        BodyFraming::Length(length) => copier.copy_exact(length),
+        BodyFraming::UntilClose => copier.copy_until_close(),
+        BodyFraming::Chunked => copier.copy_chunked(u64::MAX).map(|(copied, _)| copied),
+    }
+}
+
+/// Copies the start of a chunked body, whole chunks only, while it stays within `budget` bytes.
+/// Returns the payload bytes copied and whether that was the whole body (last chunk and trailers
+/// read). If not, it stopped before a chunk that would cross the budget, and [`copy_body`] with
+/// [`BodyFraming::Chunked`] copies the rest, resuming at that chunk.
+pub fn copy_chunked_prefix(
+    inbound: &mut Inbound,
+    source: impl Read,
+    outbound: &mut Outbound,
+    sink: impl Write,
+    budget: u64,
+    max_payload: u64,
+) -> Result<(u64, bool), CopyError> {
+    Copier { inbound, source, outbound, sink, max_payload }.copy_chunked(budget)
 }
 
 struct Copier<'a, R, W> {
@@ -81,6 +103,7 @@ struct Copier<'a, R, W> {
     source: R,
     outbound: &'a mut Outbound,
     sink: W,
+    max_payload: u64,
 }
 
 impl<R: Read, W: Write> Copier<'_, R, W> {
@@ -136,16 +159,25 @@ impl<R: Read, W: Write> Copier<'_, R, W> {
         }
     }
 
-    fn copy_chunked(&mut self) -> Result<u64, CopyError> {
-        let mut copied = 0;
+    /// Copies chunks until the last one (`(bytes, true)`), or until the next chunk would take the
+    /// total past `budget` (`(bytes, false)`, leaving that chunk's size line unread).
+    fn copy_chunked(&mut self, budget: u64) -> Result<(u64, bool), CopyError> {
+        let mut copied: u64 = 0;
         loop {
             let line_length = self.line(MAX_CHUNK_LINE, "chunk size line too long")?;
             let size = parse_chunk_size(&self.inbound.buffered()[..line_length])?;
+            let total = copied.saturating_add(size);
+            if total > self.max_payload {
+                return Err(CopyError::TooLarge);
+            }
+            if total > budget {
+                return Ok((copied, false));
+            }
             self.inbound.consume(line_length + 2);
             if size == 0 {
                 self.skip_trailers()?;
                 self.send(b"0\r\n\r\n")?;
-                return Ok(copied);
+                return Ok((copied, true));
             }
             self.send(format!("{size:x}\r\n").as_bytes())?;
             copied += self.copy_exact(size)?;
@@ -249,7 +281,7 @@ mod tests {
         let mut source = input;
         let mut outbound = Outbound::new();
         let mut output = Vec::new();
-        let copied = copy_body(framing, &mut inbound, &mut source, &mut outbound, &mut output)?;
+        let copied = copy_body(framing, &mut inbound, &mut source, &mut outbound, &mut output, u64::MAX)?;
         outbound.flush(&mut output).map_err(CopyError::Sink)?;
         let mut rest = inbound.buffered().to_vec();
         rest.extend_from_slice(source);
@@ -282,7 +314,8 @@ mod tests {
         let mut inbound = Inbound::new();
         let mut outbound = Outbound::new();
         let mut output = Vec::new();
-        copy_body(BodyFraming::Length(body.len() as u64), &mut inbound, &body[..], &mut outbound, &mut output).unwrap();
+        let length = BodyFraming::Length(body.len() as u64);
+        copy_body(length, &mut inbound, &body[..], &mut outbound, &mut output, u64::MAX).unwrap();
         assert!(outbound.pending() > 0, "the end of the body is held");
         assert!(output.len() < body.len());
         outbound.flush(&mut output).unwrap();
@@ -311,7 +344,8 @@ mod tests {
         let mut outbound = Outbound::new();
         let mut output = Vec::new();
         let copied =
-            copy_body(BodyFraming::Chunked, &mut inbound, Trickle(input, 1), &mut outbound, &mut output).unwrap();
+            copy_body(BodyFraming::Chunked, &mut inbound, Trickle(input, 1), &mut outbound, &mut output, u64::MAX)
+                .unwrap();
         outbound.flush(&mut output).unwrap();
         assert_eq!(copied, 13);
         assert_eq!(output, b"a\r\n0123456789\r\n3\r\nabc\r\n0\r\n\r\n");
@@ -348,5 +382,53 @@ mod tests {
             Err(CopyError::Malformed("trailer section too large"))
         ));
         assert!(matches!(copy(BodyFraming::Chunked, b"5\r\nhel"), Err(CopyError::SourceClosed)));
+    }
+
+    #[test]
+    fn bodies_over_the_limit_are_refused() {
+        let mut inbound = Inbound::new();
+        let mut outbound = Outbound::new();
+        let mut output = Vec::new();
+        let result =
+            copy_body(BodyFraming::Length(11), &mut inbound, &b"hello world"[..], &mut outbound, &mut output, 10);
+        assert!(matches!(result, Err(CopyError::TooLarge)));
+        assert!(output.is_empty() && outbound.pending() == 0, "nothing of it is passed on");
+
+        let chunked = b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+        let result = copy_body(BodyFraming::Chunked, &mut Inbound::new(), &chunked[..], &mut outbound, &mut output, 10);
+        assert!(matches!(result, Err(CopyError::TooLarge)));
+        let result = copy_body(
+            BodyFraming::Chunked,
+            &mut Inbound::new(),
+            &chunked[..],
+            &mut Outbound::new(),
+            &mut Vec::new(),
+            11,
+        );
+        assert_eq!(result.unwrap(), 11);
+    }
+
+    #[test]
+    fn a_chunked_prefix_stops_at_a_chunk_boundary_and_the_rest_resumes() {
+        let input = b"4\r\nabcd\r\n4\r\nefgh\r\n4\r\nijkl\r\n0\r\n\r\n";
+        let mut inbound = Inbound::new();
+        let mut source = &input[..];
+        let mut outbound = Outbound::new();
+        let mut kept = Vec::new();
+        let prefix = copy_chunked_prefix(&mut inbound, &mut source, &mut outbound, &mut kept, 9, u64::MAX).unwrap();
+        assert_eq!(prefix, (8, false), "the third chunk would pass the budget");
+        outbound.flush(&mut kept).unwrap();
+        assert_eq!(kept, b"4\r\nabcd\r\n4\r\nefgh\r\n");
+        let mut rest = Vec::new();
+        let copied =
+            copy_body(BodyFraming::Chunked, &mut inbound, &mut source, &mut outbound, &mut rest, u64::MAX).unwrap();
+        outbound.flush(&mut rest).unwrap();
+        assert_eq!((copied, rest.as_slice()), (4, &b"4\r\nijkl\r\n0\r\n\r\n"[..]));
+
+        let mut whole = Vec::new();
+        let mut outbound = Outbound::new();
+        let fitted =
+            copy_chunked_prefix(&mut Inbound::new(), &input[..], &mut outbound, &mut whole, 100, u64::MAX).unwrap();
+        assert_eq!(fitted, (12, true));
     }
 }

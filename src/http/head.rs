@@ -12,13 +12,40 @@
 
 use std::ops::Range;
 
+use crate::config::{DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADERS, DEFAULT_MAX_URI_BYTES, Limits, MAX_HEADERS_LIMIT};
 use crate::http::buffer::MAX_HEAD_BYTES;
 use crate::http::has_token;
 
-/// Most header fields accepted in one head.
-pub const MAX_HEADERS: usize = 100;
-/// Longest request target accepted.
-pub const MAX_TARGET_BYTES: usize = 8 * 1024;
+/// How large a request head may be (`maxHeaderBytes`, `maxUriBytes`, `maxHeaders`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadLimits {
+    pub max_bytes: usize,
+    pub max_target_bytes: usize,
+    pub max_fields: usize,
+}
+
+impl Default for HeadLimits {
+    fn default() -> Self {
+        HeadLimits {
+            max_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_target_bytes: DEFAULT_MAX_URI_BYTES,
+            max_fields: DEFAULT_MAX_HEADERS,
+        }
+    }
+}
+
+impl From<&Limits> for HeadLimits {
+    fn from(limits: &Limits) -> Self {
+        HeadLimits {
+            max_bytes: limits.max_header_bytes,
+            max_target_bytes: limits.max_uri_bytes,
+            max_fields: limits.max_headers.min(MAX_HEADERS_LIMIT),
+        }
+    }
+}
+
+/// Room for the method, spaces and version around a request target.
+const REQUEST_LINE_OVERHEAD: usize = 64;
 
 /// How a message body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +162,15 @@ impl RequestHead {
         }
     }
 
+    /// Whether the client asks to switch protocols (a WebSocket, say): an HTTP/1.1 request with
+    /// `Upgrade` and `Connection: upgrade`, and no body.
+    pub fn wants_upgrade(&self) -> bool {
+        self.minor_version == 1
+            && self.framing == BodyFraming::Empty
+            && self.fields.get("upgrade").is_some()
+            && self.fields.has_token("connection", "upgrade")
+    }
+
     pub fn expects_continue(&self) -> bool {
         self.fields.get("expect").is_some_and(|value| value.trim_ascii().eq_ignore_ascii_case(b"100-continue"))
     }
@@ -148,25 +184,33 @@ impl RequestHead {
 /// Parses a request head at the start of `bytes`.
 ///
 /// Returns `Ok(Some((head, used)))` when a complete, acceptable head was found in the first `used`
-/// bytes; `Ok(None)` if more bytes are needed; or the refusal.
-pub fn parse_request(bytes: &[u8]) -> Result<Option<(RequestHead, usize)>, RequestError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut request = httparse::Request::new(&mut headers);
+/// bytes; `Ok(None)` if more bytes are needed; or the refusal. A request line that cannot fit
+/// `limits.max_target_bytes` is refused with 414 as soon as that is clear, without waiting for the
+/// rest of the head.
+pub fn parse_request(bytes: &[u8], limits: &HeadLimits) -> Result<Option<(RequestHead, usize)>, RequestError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS_LIMIT];
+    let mut request = httparse::Request::new(&mut headers[..limits.max_fields.min(MAX_HEADERS_LIMIT)]);
     let used = match request.parse(bytes) {
         Ok(httparse::Status::Complete(used)) => used,
-        Ok(httparse::Status::Partial) if bytes.len() >= MAX_HEAD_BYTES => {
-            return Err(RequestError::HeaderFieldsTooLarge);
+        Ok(httparse::Status::Partial) => {
+            let line_ended = bytes.contains(&b'\n');
+            if !line_ended && bytes.len() > limits.max_target_bytes + REQUEST_LINE_OVERHEAD {
+                return Err(RequestError::UriTooLong);
+            }
+            if bytes.len() >= limits.max_bytes {
+                return Err(RequestError::HeaderFieldsTooLarge);
+            }
+            return Ok(None);
         }
-        Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(RequestError::HeaderFieldsTooLarge),
         Err(error) => return Err(RequestError::BadRequest(parse_error_reason(error))),
     };
-    if used > MAX_HEAD_BYTES {
+    if used > limits.max_bytes {
         return Err(RequestError::HeaderFieldsTooLarge);
     }
     let method = request.method.unwrap_or_default().to_string();
     let target = request.path.unwrap_or_default();
-    if target.len() > MAX_TARGET_BYTES {
+    if target.len() > limits.max_target_bytes {
         return Err(RequestError::UriTooLong);
     }
     let target = target.to_string();
@@ -286,7 +330,7 @@ pub struct BadResponse(pub &'static str);
 /// Parses a response head at the start of `bytes`; `request_is_head` says whether the request
 /// was `HEAD`, which makes any response bodiless.
 pub fn parse_response(bytes: &[u8], request_is_head: bool) -> Result<Option<(ResponseHead, usize)>, BadResponse> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS_LIMIT];
     let mut response = httparse::Response::new(&mut headers);
     let used = match response.parse(bytes) {
         Ok(httparse::Status::Complete(used)) => used,
@@ -327,7 +371,7 @@ mod tests {
     use super::*;
 
     fn request(text: &str) -> Result<Option<(RequestHead, usize)>, RequestError> {
-        parse_request(text.as_bytes())
+        parse_request(text.as_bytes(), &HeadLimits::default())
     }
 
     fn framing_of(text: &str) -> Result<BodyFraming, RequestError> {
@@ -417,12 +461,22 @@ mod tests {
 
     #[test]
     fn limits_map_to_their_status_codes() {
-        let long_target = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(MAX_TARGET_BYTES));
+        let long_target = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(DEFAULT_MAX_URI_BYTES));
         assert_eq!(request(&long_target).unwrap_err().status(), 414);
-        let many = format!("GET / HTTP/1.1\r\nHost: a\r\n{}\r\n", "X-A: b\r\n".repeat(MAX_HEADERS));
+        let endless_target = format!("GET /{}", "a".repeat(DEFAULT_MAX_URI_BYTES + REQUEST_LINE_OVERHEAD));
+        assert_eq!(request(&endless_target).unwrap_err().status(), 414, "refused before the line ends");
+        let many = format!("GET / HTTP/1.1\r\nHost: a\r\n{}\r\n", "X-A: b\r\n".repeat(DEFAULT_MAX_HEADERS));
         assert_eq!(request(&many).unwrap_err().status(), 431);
-        let huge = format!("GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}", "b".repeat(MAX_HEAD_BYTES));
+        let huge = format!("GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}", "b".repeat(DEFAULT_MAX_HEADER_BYTES));
         assert_eq!(request(&huge).unwrap_err().status(), 431);
+
+        let tight = HeadLimits { max_bytes: 100, max_target_bytes: 10, max_fields: 2 };
+        let parse = |text: &str| parse_request(text.as_bytes(), &tight);
+        assert_eq!(parse("GET /0123456789a HTTP/1.1\r\nHost: a\r\n\r\n").unwrap_err().status(), 414);
+        assert_eq!(parse("GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\n\r\n").unwrap_err().status(), 431);
+        assert!(parse("GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\n\r\n").unwrap().is_some());
+        let long_head = format!("GET / HTTP/1.1\r\nHost: a\r\nA: {}\r\n\r\n", "x".repeat(100));
+        assert_eq!(parse(&long_head).unwrap_err().status(), 431);
     }
 
     #[test]

@@ -8,11 +8,19 @@
 //!
 //! `Connection` can name fields to drop, but never `Host`, `Content-Length` or `Transfer-Encoding`:
 //! dropping those would change where the message ends.
+//!
+//! An upgrade request (see [`RequestHead::wants_upgrade`]) keeps its `Upgrade` field and gets
+//! `Connection: upgrade`, and a `101` answer keeps `Upgrade` and gets `Connection: Upgrade`: the
+//! switch of protocols is the one hop-by-hop exchange a proxy must carry through.
+//!
+//! A request's framing is restated unambiguously: one `Content-Length` with the agreed length where
+//! the client may have sent several equal ones (`5, 5`, or the field twice), or one
+//! `Transfer-Encoding: chunked` for a chunked body, which forward re-encodes.
 
 use std::io::Write;
 use std::net::IpAddr;
 
-use crate::http::head::{Fields, RequestHead, ResponseHead};
+use crate::http::head::{BodyFraming, Fields, RequestHead, ResponseHead};
 
 const HOP_BY_HOP: [&str; 6] = ["connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"];
 const NEVER_NOMINATED: [&str; 3] = ["host", "content-length", "transfer-encoding"];
@@ -45,9 +53,26 @@ pub fn request_for_backend(head: &RequestHead, client_ip: IpAddr, out: &mut Vec<
     let _ = write!(out, "{} {} HTTP/{version}\r\n", head.method, head.target);
     let forwarded_for_count = head.fields.values("x-forwarded-for").count();
     let mut forwarded_for_seen = 0;
+    let mut framing_stated = false;
+    let upgrade = head.wants_upgrade();
     for (name, value) in head.fields.iter() {
+        if upgrade && name.eq_ignore_ascii_case(b"upgrade") {
+            write_field(out, name, value);
+            continue;
+        }
         if is_hop_by_hop(name, &head.fields) || SET_BY_PROXY.iter().any(|own| name.eq_ignore_ascii_case(own.as_bytes()))
         {
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"transfer-encoding") {
+            if !framing_stated {
+                framing_stated = true;
+                match head.framing {
+                    BodyFraming::Length(length) => write_field(out, name, length.to_string().as_bytes()),
+                    BodyFraming::Chunked => write_field(out, name, b"chunked"),
+                    BodyFraming::Empty | BodyFraming::UntilClose => {}
+                }
+            }
             continue;
         }
         if name.eq_ignore_ascii_case(b"x-forwarded-for") {
@@ -66,7 +91,9 @@ pub fn request_for_backend(head: &RequestHead, client_ip: IpAddr, out: &mut Vec<
         let _ = write!(out, "X-Forwarded-For: {client_ip}\r\n");
     }
     let _ = write!(out, "X-Real-IP: {client_ip}\r\nX-Forwarded-Proto: http\r\n");
-    if head.minor_version == 0 {
+    if upgrade {
+        out.extend_from_slice(b"Connection: upgrade\r\n");
+    } else if head.minor_version == 0 {
         // Ask an HTTP/1.0 backend to keep the connection for reuse; it may still decline.
         out.extend_from_slice(b"Connection: keep-alive\r\n");
     }
@@ -81,6 +108,15 @@ pub fn response_for_client(head: &ResponseHead, client_minor_version: u8, keep_a
     out.extend_from_slice(&head.status_line);
     out.extend_from_slice(b"\r\n");
     let chunked = head.fields.get("transfer-encoding").is_some();
+    if head.status == 101 {
+        for (name, value) in head.fields.iter() {
+            if name.eq_ignore_ascii_case(b"upgrade") || !is_hop_by_hop(name, &head.fields) {
+                write_field(out, name, value);
+            }
+        }
+        out.extend_from_slice(b"Connection: Upgrade\r\n\r\n");
+        return;
+    }
     for (name, value) in head.fields.iter() {
         // A length beside Transfer-Encoding is wrong (RFC 9112 §6.1); the client must not see both.
         let stray_length = chunked && name.eq_ignore_ascii_case(b"content-length");
@@ -101,10 +137,10 @@ pub fn response_for_client(head: &ResponseHead, client_minor_version: u8, keep_a
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::head::{parse_request, parse_response};
+    use crate::http::head::{HeadLimits, parse_request, parse_response};
 
     fn rewrite_request(text: &str) -> String {
-        let (head, _) = parse_request(text.as_bytes()).unwrap().unwrap();
+        let (head, _) = parse_request(text.as_bytes(), &HeadLimits::default()).unwrap().unwrap();
         let mut out = Vec::new();
         request_for_backend(&head, IpAddr::from([10, 1, 2, 3]), &mut out);
         String::from_utf8(out).unwrap()
@@ -150,6 +186,42 @@ mod tests {
             "POST / HTTP/1.1\r\nHost: a\r\nConnection: Content-Length, Host, Transfer-Encoding\r\nContent-Length: 1\r\n\r\n",
         );
         assert!(sent.contains("Host: a\r\n") && sent.contains("Content-Length: 1\r\n"), "{sent}");
+    }
+
+    #[test]
+    fn an_upgrade_is_carried_through_both_ways() {
+        let sent = rewrite_request(
+            "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n\
+             Sec-WebSocket-Key: k\r\n\r\n",
+        );
+        assert_eq!(
+            sent,
+            "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\n\
+             X-Forwarded-For: 10.1.2.3\r\nX-Real-IP: 10.1.2.3\r\nX-Forwarded-Proto: http\r\nConnection: upgrade\r\n\r\n"
+        );
+        let not_asked = rewrite_request("GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n");
+        assert!(!not_asked.contains("Upgrade"), "Upgrade without Connection: upgrade is dropped: {not_asked}");
+        assert_eq!(
+            rewrite_response(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\nX: 1\r\n\r\n",
+                1,
+                false
+            ),
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nX: 1\r\nConnection: Upgrade\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn framing_is_restated_once() {
+        let sent =
+            rewrite_request("POST / HTTP/1.1\r\nHost: a\r\ncontent-length: 5, 5\r\nX: y\r\nContent-Length: 5\r\n\r\n");
+        assert_eq!(
+            sent,
+            "POST / HTTP/1.1\r\nHost: a\r\ncontent-length: 5\r\nX: y\r\n\
+             X-Forwarded-For: 10.1.2.3\r\nX-Real-IP: 10.1.2.3\r\nX-Forwarded-Proto: http\r\n\r\n"
+        );
+        let sent = rewrite_request("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: CHUNKED\r\n\r\n");
+        assert!(sent.contains("\r\nTransfer-Encoding: chunked\r\n"), "{sent}");
     }
 
     #[test]

@@ -321,6 +321,12 @@ impl Client {
         self.buf.drain(..count).collect()
     }
 
+    /// The bytes read past the last response, as a reader that continues with the socket: for
+    /// protocols that take over the connection (after a `101`).
+    pub fn into_reader(self) -> impl Read {
+        std::io::Cursor::new(self.buf).chain(self.stream)
+    }
+
     /// Whether the server closed the connection (reads 0 bytes before `limit`).
     pub fn is_closed(&mut self) -> bool {
         if !self.buf.is_empty() {
