@@ -2,7 +2,8 @@
 //!
 //! The hand-off is a bounded crossbeam channel. When it is full, every worker is busy and the
 //! backlog is long: the acceptor still owns the socket, so it answers `503` at once and closes it,
-//! rather than letting the client wait unanswered. On shutdown it stops accepting and drops the
+//! rather than letting the client wait unanswered. The same happens to a connection beyond
+//! `maxConnections` open at once, so file descriptors and memory stay bounded whatever arrives. On shutdown it stops accepting and drops the
 //! channel's sender; the workers finish what they hold and then see the channel close.
 
 use std::io::Write;
@@ -33,18 +34,29 @@ pub fn run(shared: &Shared, listener: &TcpListener, workers: Sender<TcpStream>) 
                 continue;
             }
         };
+        if !shared.try_open_connection() {
+            refuse(stream, "Service Unavailable: too many connections");
+            continue;
+        }
         match workers.try_send(stream) {
             Ok(()) => {}
-            Err(TrySendError::Full(stream)) => refuse_busy(stream),
-            Err(TrySendError::Disconnected(_)) => break,
+            Err(TrySendError::Full(stream)) => {
+                drop(shared.connection_slot());
+                refuse(stream, "Service Unavailable: the load balancer is at capacity");
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                drop(shared.connection_slot());
+                break;
+            }
         }
     }
     log::debug!("acceptor stopped");
 }
 
-fn refuse_busy(mut stream: TcpStream) {
-    log::warn!("all workers busy and the queue is full: answering 503");
-    let reply = Reply::error(503, Some("Service Unavailable: the load balancer is at capacity"));
+/// Answers `503` at once and closes: cheap, and the client learns why.
+fn refuse(mut stream: TcpStream, why: &str) {
+    log::warn!("refusing a connection with 503: {why}");
+    let reply = Reply::error(503, Some(why));
     let _ = stream.set_write_timeout(Some(BUSY_REPLY_TIMEOUT));
     let _ = stream.write_all(&reply.to_bytes(1, false, false));
 }

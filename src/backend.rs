@@ -156,6 +156,16 @@ impl Backend {
         }
     }
 
+    /// Closes idle connections too old to be reused, so their descriptors do not linger.
+    pub fn prune_idle(&self) {
+        self.idle.lock().retain(|connection| connection.since.elapsed() < IDLE_CONNECTION_MAX_AGE);
+    }
+
+    /// Idle connections kept for reuse now.
+    pub fn idle_connections(&self) -> usize {
+        self.idle.lock().len()
+    }
+
     /// Offers a connection whose last response ended cleanly for reuse; drops it if the pool is full.
     pub fn put_idle(&self, stream: TcpStream) {
         if !self.is_healthy() {

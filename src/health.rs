@@ -6,7 +6,8 @@
 //! nothing: every probe is bounded by `healthCheckTimeout`, from connect to status line. The first
 //! round runs at start-up. A 2xx or 3xx status is a success; anything else, or no answer in time,
 //! is a failure. Only changes of state are logged (WARN when a backend goes down, INFO when it
-//! comes back), as decided by [`Backend::record_probe`].
+//! comes back), as decided by [`Backend::record_probe`]. Each round also closes backend
+//! connections that have sat idle in a pool for too long.
 
 use std::io::{self, Read, Write};
 use std::thread;
@@ -34,6 +35,7 @@ pub fn run(shared: &Shared, stop: &Receiver<()>) {
 pub fn probe_round(backends: &[std::sync::Arc<Backend>], settings: &HealthSettings) {
     thread::scope(|scope| {
         for (index, backend) in backends.iter().enumerate() {
+            backend.prune_idle();
             let spawned = thread::Builder::new().name(format!("health-probe-{index}")).spawn_scoped(scope, move || {
                 let result = probe(backend, settings);
                 if let Err(reason) = &result {

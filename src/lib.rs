@@ -27,9 +27,11 @@
 //! - [`config`], [`cli`], [`duration`]: configuration; [`demo`] and [`echo`]: the bundled backends.
 
 pub mod acceptor;
+pub mod admin;
 pub mod backend;
 pub mod balance;
 pub mod cli;
+pub mod client_ip;
 pub mod config;
 pub mod demo;
 pub mod duration;

@@ -64,6 +64,8 @@ pub struct Snapshot {
     pub avg_latency_ms: f64,
     pub healthy_backends: usize,
     pub total_backends: usize,
+    /// Client connections open now (accepted and not yet closed).
+    pub open_connections: usize,
     pub backends: Vec<BackendSnapshot>,
 }
 
@@ -115,6 +117,7 @@ impl Snapshot {
             avg_latency_ms,
             healthy_backends: backends.iter().filter(|backend| backend.state == "healthy").count(),
             total_backends: backends.len(),
+            open_connections: 0,
             backends,
         }
     }

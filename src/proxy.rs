@@ -26,7 +26,7 @@ use crate::http::framing::{CopyError, copy_body, copy_chunked_prefix};
 use crate::http::head::{BodyFraming, RequestHead};
 use crate::http::is_idempotent;
 use crate::http::reply::Reply;
-use crate::http::rewrite::request_for_backend;
+use crate::http::rewrite::{Forwarded, request_for_backend};
 use crate::metrics::Outcome;
 use crate::pipe::{ForwardError, ForwardJob, ReverseError, ReverseJob, run_pair};
 use crate::ratelimit::Decision;
@@ -94,7 +94,11 @@ pub struct Exchange {
 /// Everything about the client a request needs.
 pub struct Client<'a> {
     pub stream: &'a Arc<TcpStream>,
+    /// The socket's peer address.
     pub ip: IpAddr,
+    /// Who the request is for: `ip`, or the address a trusted proxy forwarded it for
+    /// ([`crate::client_ip`]). Used for `ip_hash`, the rate limiter and `X-Real-IP`.
+    pub address: IpAddr,
     /// Set once any byte of the final response has been written.
     pub response_started: &'a Arc<AtomicBool>,
     /// Whether the connection may stay open after this request at all (not while shutting down,
@@ -116,7 +120,7 @@ pub fn handle(shared: &Shared, client: &Client<'_>, head: &RequestHead, buffers:
     };
 
     if let Some(limiter) = &shared.rate_limiter
-        && let Decision::Limited { retry_after } = limiter.check(client.ip, Instant::now())
+        && let Decision::Limited { retry_after } = limiter.check(client.address, Instant::now())
     {
         let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
         let reply = Reply::error(429, None).with_field("Retry-After", seconds.to_string());
@@ -135,7 +139,7 @@ pub fn handle(shared: &Shared, client: &Client<'_>, head: &RequestHead, buffers:
     // small (so the request can be replayed, and a malformed or oversized small body is refused
     // before anything reaches a backend), else what fits, with the rest streamed by forward.
     buffers.request_head.clear();
-    request_for_backend(head, client.ip, &mut buffers.request_head);
+    request_for_backend(head, Forwarded { peer: client.ip, client: client.address }, &mut buffers.request_head);
     let (kept_bytes, streamed_body) = match keep_body(head, client.stream, buffers, config.timeouts.body_read, max_body)
     {
         Ok(kept) => kept,
@@ -146,7 +150,7 @@ pub fn handle(shared: &Shared, client: &Client<'_>, head: &RequestHead, buffers:
     let pool = shared.pool();
     let mut tried: Vec<usize> = Vec::with_capacity(config.max_retries as usize + 1);
     loop {
-        let Some(index) = pool.balancer.pick(&pool.backends, client.ip, &tried) else {
+        let Some(index) = pool.balancer.pick(&pool.backends, client.address, &tried) else {
             let last = tried.last().map(|&index| &*pool.backends[index]);
             let reply = if tried.is_empty() {
                 Reply::error(503, Some(ALL_BACKENDS_DOWN))

@@ -5,7 +5,8 @@
 //! - `acceptor`: accepts connections and hands them to the workers over a bounded channel;
 //! - `worker-N` (a fixed pool of `workers`): serves one client connection at a time;
 //! - `req-N-fwd` / `req-N-rev`: the pair a worker spawns for each request attempt;
-//! - `health`: probes every backend each `healthCheckInterval`.
+//! - `health`: probes every backend each `healthCheckInterval`;
+//! - `admin` (with `adminListen`): serves the metrics on their own address.
 //!
 //! What they share is [`Shared`]: the validated config, the backend [`Pool`], the counters, the
 //! rate limiter and the shutdown flag. The pool sits behind a lock as an `Arc` that is replaced
@@ -14,7 +15,7 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,7 @@ use crate::balance::Balancer;
 use crate::config::Config;
 use crate::metrics::{Snapshot, Stats};
 use crate::ratelimit::RateLimiter;
-use crate::{acceptor, health, worker};
+use crate::{acceptor, admin, health, worker};
 
 /// Connections that may wait in the hand-off channel, per worker.
 pub const QUEUED_CONNECTIONS_PER_WORKER: usize = 16;
@@ -56,6 +57,19 @@ pub struct Shared {
     shutting_down: AtomicBool,
     started: Instant,
     next_request_id: AtomicU64,
+    open_connections: AtomicUsize,
+}
+
+/// One client connection counted against `maxConnections`, from accept until it closes.
+#[derive(Debug)]
+pub struct ConnectionSlot<'a> {
+    shared: &'a Shared,
+}
+
+impl Drop for ConnectionSlot<'_> {
+    fn drop(&mut self) {
+        self.shared.open_connections.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Shared {
@@ -68,7 +82,26 @@ impl Shared {
             shutting_down: AtomicBool::new(false),
             started: Instant::now(),
             next_request_id: AtomicU64::new(1),
+            open_connections: AtomicUsize::new(0),
         }
+    }
+
+    /// Counts a newly accepted connection, unless `maxConnections` are open already.
+    pub fn try_open_connection(&self) -> bool {
+        let limit = self.config.limits.max_connections;
+        self.open_connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| (open < limit).then_some(open + 1))
+            .is_ok()
+    }
+
+    /// Takes over the count of one connection opened with [`Shared::try_open_connection`]; it is
+    /// released when the slot drops.
+    pub fn connection_slot(&self) -> ConnectionSlot<'_> {
+        ConnectionSlot { shared: self }
+    }
+
+    pub fn open_connections(&self) -> usize {
+        self.open_connections.load(Ordering::Acquire)
     }
 
     /// The current backend pool.
@@ -87,7 +120,10 @@ impl Shared {
 
     pub fn metrics(&self) -> Snapshot {
         let pool = self.pool();
-        Snapshot::take(&self.stats, self.started.elapsed(), self.config.algorithm.name(), &pool.backends)
+        let mut snapshot =
+            Snapshot::take(&self.stats, self.started.elapsed(), self.config.algorithm.name(), &pool.backends);
+        snapshot.open_connections = self.open_connections();
+        snapshot
     }
 }
 
@@ -95,6 +131,7 @@ impl Shared {
 pub struct Server {
     shared: Arc<Shared>,
     local_addr: SocketAddr,
+    admin: Option<(SocketAddr, JoinHandle<()>)>,
     acceptor: JoinHandle<()>,
     workers: Vec<JoinHandle<()>>,
     health: JoinHandle<()>,
@@ -107,6 +144,12 @@ impl Server {
         let listener = TcpListener::bind(&config.listen)
             .map_err(|error| io::Error::new(error.kind(), format!("cannot listen on {}: {error}", config.listen)))?;
         let local_addr = listener.local_addr()?;
+        let admin_listener = match &config.admin_listen {
+            Some(address) => Some(TcpListener::bind(address).map_err(|error| {
+                io::Error::new(error.kind(), format!("cannot listen on {address} (adminListen): {error}"))
+            })?),
+            None => None,
+        };
         let worker_count = config.workers;
         let shared = Arc::new(Shared::new(config));
 
@@ -132,6 +175,16 @@ impl Server {
             move || acceptor::run(&shared, &listener, connections)
         })?;
 
+        let admin = match admin_listener {
+            Some(listener) => {
+                let address = listener.local_addr()?;
+                let shared = Arc::clone(&shared);
+                log::info!("admin listening on {address}: {} is served there only", shared.config.metrics_path);
+                Some((address, spawn_named("admin", move || admin::run(&shared, &listener))?))
+            }
+            None => None,
+        };
+
         let pool = shared.pool();
         let backend_list: Vec<String> =
             pool.backends.iter().map(|backend| format!("{} (weight {})", backend.url, backend.weight)).collect();
@@ -140,7 +193,7 @@ impl Server {
             shared.config.algorithm.name(),
             backend_list.join(", ")
         );
-        Ok(Server { shared, local_addr, acceptor, workers, health, health_stop })
+        Ok(Server { shared, local_addr, admin, acceptor, workers, health, health_stop })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -158,6 +211,10 @@ impl Server {
         self.shared.shutting_down.store(true, Ordering::Release);
         acceptor::wake(self.local_addr);
         let _ = self.acceptor.join();
+        if let Some((address, admin)) = self.admin {
+            acceptor::wake(address);
+            let _ = admin.join();
+        }
         let _ = self.health_stop.send(());
         let _ = self.health.join();
         while Instant::now() < deadline && !self.workers.iter().all(JoinHandle::is_finished) {

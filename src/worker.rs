@@ -15,7 +15,7 @@
 //! traded for every client being served in turn.
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
+use crate::client_ip::client_address;
 use crate::http::buffer::Inbound;
 use crate::http::framing::is_timeout;
 use crate::http::head::{BodyFraming, HeadLimits, RequestError, RequestHead, parse_request};
@@ -54,6 +55,7 @@ enum HeadRead {
 }
 
 fn serve_connection(shared: &Shared, queue: &Receiver<TcpStream>, stream: TcpStream, buffers: &mut RequestBuffers) {
+    let _slot = shared.connection_slot();
     let Ok(peer) = stream.peer_addr() else {
         return;
     };
@@ -61,8 +63,13 @@ fn serve_connection(shared: &Shared, queue: &Receiver<TcpStream>, stream: TcpStr
     let _ = stream.set_write_timeout(Some(shared.config.timeouts.write));
     let stream = Arc::new(stream);
     let response_started = Arc::new(AtomicBool::new(false));
-    let mut client =
-        Client { stream: &stream, ip: peer.ip(), response_started: &response_started, keep_alive_allowed: true };
+    let mut client = Client {
+        stream: &stream,
+        ip: peer.ip(),
+        address: peer.ip(),
+        response_started: &response_started,
+        keep_alive_allowed: true,
+    };
     buffers.client_inbound.clear();
     let mut first_request = true;
     loop {
@@ -83,9 +90,10 @@ fn serve_connection(shared: &Shared, queue: &Receiver<TcpStream>, stream: TcpStr
         first_request = false;
         response_started.store(false, Ordering::Release);
         client.keep_alive_allowed = queue.is_empty() && !shared.is_shutting_down();
+        client.address = client_address(peer.ip(), &head.fields, &shared.config.trusted_proxies);
         let started = Instant::now();
 
-        if head.path() == shared.config.metrics_path {
+        if shared.config.admin_listen.is_none() && head.path() == shared.config.metrics_path {
             let keep_alive = head.wants_keep_alive() && head.framing == BodyFraming::Empty && client.keep_alive_allowed;
             send_reply(&client, &head, &Reply::json(shared.metrics().to_json()), keep_alive);
             log::debug!("{} \"{} {}\" 200 metrics", peer.ip(), head.method, head.target);
@@ -107,7 +115,7 @@ fn serve_connection(shared: &Shared, queue: &Receiver<TcpStream>, stream: TcpStr
         if buffers.client_outbound.flush(&*stream).is_err() {
             keep_alive = false;
         }
-        log_access(peer, &head, &exchange, latency);
+        log_access(client.address, &head, &exchange, latency);
         if !keep_alive {
             return;
         }
@@ -164,11 +172,11 @@ fn reason(status: u16) -> &'static str {
     crate::http::reply::reason_phrase(status)
 }
 
-fn log_access(peer: SocketAddr, head: &RequestHead, exchange: &Exchange, latency: Duration) {
+fn log_access(client: IpAddr, head: &RequestHead, exchange: &Exchange, latency: Duration) {
     log::info!(
         target: "access",
         "{} \"{} {} HTTP/1.{}\" {} {} {}ms attempts={}",
-        peer.ip(),
+        client,
         head.method,
         head.target,
         head.minor_version,
@@ -284,7 +292,13 @@ mod tests {
         let (server, mut client_side) = socket_pair();
         let server = Arc::new(server);
         let started = Arc::new(AtomicBool::new(false));
-        let client = Client { stream: &server, ip: peer().ip(), response_started: &started, keep_alive_allowed: true };
+        let client = Client {
+            stream: &server,
+            ip: peer().ip(),
+            address: peer().ip(),
+            response_started: &started,
+            keep_alive_allowed: true,
+        };
         send_reply(&client, &head(), &Reply::error(500, None), false);
         // A response is under way now: a second reply must not be mixed into it.
         send_reply(&client, &head(), &Reply::error(502, None), false);

@@ -47,8 +47,24 @@ fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Appends to `out` the head to send to a backend for `head`, from a client at `client_ip`.
-pub fn request_for_backend(head: &RequestHead, client_ip: IpAddr, out: &mut Vec<u8>) {
+/// The addresses a forwarded request names: the hop it came from (appended to
+/// `X-Forwarded-For`) and the client it is for (`X-Real-IP`); the same unless the hop is a
+/// trusted proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forwarded {
+    pub peer: IpAddr,
+    pub client: IpAddr,
+}
+
+impl From<IpAddr> for Forwarded {
+    fn from(address: IpAddr) -> Self {
+        Forwarded { peer: address, client: address }
+    }
+}
+
+/// Appends to `out` the head to send to a backend for `head`.
+pub fn request_for_backend(head: &RequestHead, forwarded: impl Into<Forwarded>, out: &mut Vec<u8>) {
+    let Forwarded { peer, client } = forwarded.into();
     let version = if head.minor_version == 0 { "1.0" } else { "1.1" };
     let _ = write!(out, "{} {} HTTP/{version}\r\n", head.method, head.target);
     let forwarded_for_count = head.fields.values("x-forwarded-for").count();
@@ -81,16 +97,16 @@ pub fn request_for_backend(head: &RequestHead, client_ip: IpAddr, out: &mut Vec<
                 out.extend_from_slice(name);
                 out.extend_from_slice(b": ");
                 out.extend_from_slice(value);
-                let _ = write!(out, ", {client_ip}\r\n");
+                let _ = write!(out, ", {peer}\r\n");
                 continue;
             }
         }
         write_field(out, name, value);
     }
     if forwarded_for_count == 0 {
-        let _ = write!(out, "X-Forwarded-For: {client_ip}\r\n");
+        let _ = write!(out, "X-Forwarded-For: {peer}\r\n");
     }
-    let _ = write!(out, "X-Real-IP: {client_ip}\r\nX-Forwarded-Proto: http\r\n");
+    let _ = write!(out, "X-Real-IP: {client}\r\nX-Forwarded-Proto: http\r\n");
     if upgrade {
         out.extend_from_slice(b"Connection: upgrade\r\n");
     } else if head.minor_version == 0 {
