@@ -179,7 +179,7 @@ impl Server {
             Some(listener) => {
                 let address = listener.local_addr()?;
                 let shared = Arc::clone(&shared);
-                log::info!("admin listening on {address}: {} is served there only", shared.config.metrics_path);
+                log::info!("admin endpoint on {address}: {} is served there only", shared.config.metrics_path);
                 Some((address, spawn_named("admin", move || admin::run(&shared, &listener))?))
             }
             None => None,
