@@ -370,10 +370,16 @@ impl Reader<'_> {
     fn limits(&self) -> Result<Limits, ConfigError> {
         let max_header_bytes =
             self.size("maxHeaderBytes", 1024, 1 << 20)?.map_or(DEFAULT_MAX_HEADER_BYTES, |n| n as usize);
-        let max_uri_bytes = self.size("maxUriBytes", 16, 1 << 20)?.map_or(DEFAULT_MAX_URI_BYTES, |n| n as usize);
-        if max_uri_bytes > max_header_bytes {
-            return Err(self.error("maxUriBytes", format!("must not be more than maxHeaderBytes ({max_header_bytes})")));
-        }
+        let max_uri_bytes = match self.size("maxUriBytes", 16, 1 << 20)? {
+            Some(bytes) if bytes as usize > max_header_bytes => {
+                return Err(
+                    self.error("maxUriBytes", format!("must not be more than maxHeaderBytes ({max_header_bytes})"))
+                );
+            }
+            Some(bytes) => bytes as usize,
+            // The default shrinks to fit a smaller head.
+            None => DEFAULT_MAX_URI_BYTES.min(max_header_bytes),
+        };
         Ok(Limits {
             max_header_bytes,
             max_uri_bytes,
@@ -879,6 +885,8 @@ mod tests {
         let defaults = load(r#"{"servers": ["http://127.0.0.1:1"]}"#).unwrap();
         assert_eq!((defaults.limits, defaults.timeouts), (Limits::default(), Timeouts::default()));
         assert!(defaults.trusted_proxies.is_empty() && defaults.admin_listen.is_none());
+        let small_head = load(r#"{"maxHeaderBytes": "2KiB", "servers": ["http://127.0.0.1:1"]}"#).unwrap();
+        assert_eq!(small_head.limits.max_uri_bytes, 2048, "the target limit shrinks with the head limit");
         assert_eq!(defaults.limits.max_body_bytes, None);
     }
 

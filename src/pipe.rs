@@ -42,6 +42,8 @@ pub struct ForwardJob {
     /// For an upgrade request: where to learn whether the backend switched protocols.
     pub upgrade: Option<UpgradeWait>,
     pub outbound: Outbound,
+    /// Set once the whole request has been sent (or sending it failed).
+    pub request_done: Arc<AtomicBool>,
 }
 
 pub struct ForwardReport {
@@ -78,6 +80,9 @@ pub struct ReverseJob {
     pub head_buffer: Vec<u8>,
     /// For an upgrade request: how to tell forward whether the backend switched protocols.
     pub upgrade: Option<UpgradeSignal>,
+    /// Set by forward once the whole request has been sent. A response that is complete while
+    /// the client is still sending its body goes out at once rather than waiting for the worker.
+    pub request_done: Arc<AtomicBool>,
 }
 
 pub struct ReverseReport {
@@ -190,6 +195,7 @@ pub fn forward(mut job: ForwardJob) -> ForwardReport {
             })
             .and_then(|_| job.outbound.flush(backend).map_err(ForwardError::Backend))
     });
+    job.request_done.store(true, Ordering::Release);
     if let (Ok(()), Some(upgrade)) = (&result, &job.upgrade)
         && upgrade.switched.recv() == Ok(true)
     {
@@ -258,6 +264,11 @@ fn relay_response(job: &mut ReverseJob) -> Result<Relayed, ReverseError> {
             cause if cause.is_timeout() => ReverseError::Timeout { status: Some(status) },
             cause => ReverseError::BrokenMidResponse { status, cause },
         })?;
+    if !job.request_done.load(Ordering::Acquire) {
+        // The backend answered before the request body was all sent (an early error, say): the
+        // client must have the answer now, not when its upload ends or times out.
+        job.outbound.flush(client).map_err(|cause| ReverseError::Client { status: Some(status), cause })?;
+    }
     let backend_reusable = head.backend_keeps_alive() && job.backend_inbound.is_empty();
     Ok(Relayed { status, client_keep_alive, backend_reusable, body_bytes })
 }

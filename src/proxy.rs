@@ -200,6 +200,7 @@ pub fn handle(shared: &Shared, client: &Client<'_>, head: &RequestHead, buffers:
             }
             false => (None, None),
         };
+        let request_done = Arc::new(AtomicBool::new(false));
         let forward_job = ForwardJob {
             client: Arc::clone(client.stream),
             client_inbound: take(&mut buffers.client_inbound),
@@ -208,6 +209,7 @@ pub fn handle(shared: &Shared, client: &Client<'_>, head: &RequestHead, buffers:
             body: streamed_body,
             max_body_bytes: max_body.saturating_sub(kept_bytes),
             upgrade: upgrade_wait,
+            request_done: Arc::clone(&request_done),
             outbound: take(&mut buffers.backend_outbound),
         };
         let reverse_job = ReverseJob {
@@ -223,6 +225,7 @@ pub fn handle(shared: &Shared, client: &Client<'_>, head: &RequestHead, buffers:
             response_started: Arc::clone(client.response_started),
             head_buffer: take(&mut buffers.response_head),
             upgrade: upgrade_signal,
+            request_done,
         };
         let (forward, reverse) = match run_pair(shared.next_request_id(), forward_job, reverse_job) {
             Ok(reports) => reports,
