@@ -194,8 +194,11 @@ impl<R: Read, W: Write> Copier<'_, R, W> {
 
     /// Reads trailer lines up to the empty line that ends the message; they are not forwarded.
     fn skip_trailers(&mut self) -> Result<(), CopyError> {
-        let mut trailer_bytes = 0;
+        let mut trailer_bytes: usize = 0;
         loop {
+            if trailer_bytes > MAX_TRAILER_BYTES {
+                return Err(CopyError::Malformed("trailer section too large"));
+            }
             let length = self.line(MAX_TRAILER_BYTES - trailer_bytes, "trailer section too large")?;
             let line = &self.inbound.buffered()[..length];
             let valid = line.is_empty()

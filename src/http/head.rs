@@ -210,7 +210,9 @@ pub fn parse_request(bytes: &[u8], limits: &HeadLimits) -> Result<Option<(Reques
     }
     let method = request.method.unwrap_or_default().to_string();
     let target = request.path.unwrap_or_default();
-    if target.len() > limits.max_target_bytes {
+    let request_line = bytes.iter().position(|&byte| byte == b'\n').unwrap_or(used);
+    // The same rule as for an incomplete head, so the answer never depends on how reads split.
+    if target.len() > limits.max_target_bytes || request_line > limits.max_target_bytes + REQUEST_LINE_OVERHEAD {
         return Err(RequestError::UriTooLong);
     }
     let target = target.to_string();
@@ -469,6 +471,10 @@ mod tests {
         assert_eq!(request(&many).unwrap_err().status(), 431);
         let huge = format!("GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}", "b".repeat(DEFAULT_MAX_HEADER_BYTES));
         assert_eq!(request(&huge).unwrap_err().status(), 431);
+
+        let long_method = format!("{} / HTTP/1.1\r\nHost: a\r\n\r\n", "A".repeat(9000));
+        assert_eq!(request(&long_method).unwrap_err().status(), 414, "the same answer whole or in pieces");
+        assert_eq!(request(&long_method[..8300]).unwrap_err().status(), 414);
 
         let tight = HeadLimits { max_bytes: 100, max_target_bytes: 10, max_fields: 2 };
         let parse = |text: &str| parse_request(text.as_bytes(), &tight);

@@ -67,7 +67,12 @@ pub fn request_for_backend(head: &RequestHead, forwarded: impl Into<Forwarded>, 
     let Forwarded { peer, client } = forwarded.into();
     let version = if head.minor_version == 0 { "1.0" } else { "1.1" };
     let _ = write!(out, "{} {} HTTP/{version}\r\n", head.method, head.target);
-    let forwarded_for_count = head.fields.values("x-forwarded-for").count();
+    // Only the fields that will be forwarded: `Connection` may name X-Forwarded-For itself.
+    let forwarded_for_count = head
+        .fields
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case(b"x-forwarded-for") && !is_hop_by_hop(name, &head.fields))
+        .count();
     let mut forwarded_for_seen = 0;
     let mut framing_stated = false;
     let upgrade = head.wants_upgrade();
