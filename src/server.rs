@@ -58,6 +58,19 @@ pub struct Shared {
     started: Instant,
     next_request_id: AtomicU64,
     open_connections: AtomicUsize,
+    workers_waiting: AtomicUsize,
+}
+
+/// A worker waiting for its next connection, counted while this lives.
+#[derive(Debug)]
+pub struct WorkerWaiting<'a> {
+    shared: &'a Shared,
+}
+
+impl Drop for WorkerWaiting<'_> {
+    fn drop(&mut self) {
+        self.shared.workers_waiting.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// One client connection counted against `maxConnections`, from accept until it closes.
@@ -83,6 +96,7 @@ impl Shared {
             started: Instant::now(),
             next_request_id: AtomicU64::new(1),
             open_connections: AtomicUsize::new(0),
+            workers_waiting: AtomicUsize::new(0),
         }
     }
 
@@ -98,6 +112,17 @@ impl Shared {
     /// released when the slot drops.
     pub fn connection_slot(&self) -> ConnectionSlot<'_> {
         ConnectionSlot { shared: self }
+    }
+
+    /// Marks the calling worker as free for a new connection until the result drops.
+    pub fn worker_waiting(&self) -> WorkerWaiting<'_> {
+        self.workers_waiting.fetch_add(1, Ordering::AcqRel);
+        WorkerWaiting { shared: self }
+    }
+
+    /// Workers free to take a new connection now.
+    pub fn workers_waiting(&self) -> usize {
+        self.workers_waiting.load(Ordering::Acquire)
     }
 
     pub fn open_connections(&self) -> usize {

@@ -9,7 +9,8 @@
 //! connection is closed. The worker itself lives on, so the pool never shrinks.
 //!
 //! Fairness: a worker serves one connection at a time, so a connection kept alive holds a worker.
-//! While other connections wait in the channel, a response ends its connection (`Connection:
+//! While other connections wait in the channel and no worker is free to take them, a response
+//! ends its connection (`Connection:
 //! close`) and an idle connection is given up after [`IDLE_POLL`]; otherwise a connection may sit
 //! idle between requests for `idleTimeout`. With more busy clients than workers, keep-alive is
 //! traded for every client being served in turn.
@@ -39,9 +40,17 @@ pub const IDLE_POLL: Duration = Duration::from_millis(250);
 /// The worker loop: serves connections until the channel closes at shutdown.
 pub fn run(shared: &Shared, queue: &Receiver<TcpStream>) {
     let mut buffers = RequestBuffers::new(&shared.config.limits);
-    while let Ok(stream) = queue.recv() {
+    loop {
+        let waiting = shared.worker_waiting();
+        let Ok(stream) = queue.recv() else { break };
+        drop(waiting);
         serve_connection(shared, queue, stream, &mut buffers);
     }
+}
+
+/// Whether connections are waiting in the channel with no worker free to take them.
+fn others_wait(shared: &Shared, queue: &Receiver<TcpStream>) -> bool {
+    queue.len() > shared.workers_waiting()
 }
 
 /// What waiting for a request head produced.
@@ -89,7 +98,7 @@ fn serve_connection(shared: &Shared, queue: &Receiver<TcpStream>, stream: TcpStr
         };
         first_request = false;
         response_started.store(false, Ordering::Release);
-        client.keep_alive_allowed = queue.is_empty() && !shared.is_shutting_down();
+        client.keep_alive_allowed = !others_wait(shared, queue) && !shared.is_shutting_down();
         client.address = client_address(peer.ip(), &head.fields, &shared.config.trusted_proxies);
         let started = Instant::now();
 
@@ -220,7 +229,7 @@ fn read_request_head(
                 if first_request {
                     waiting_since + timeouts.header_read
                 } else {
-                    if !queue.is_empty() && waiting_since.elapsed() >= IDLE_POLL {
+                    if others_wait(shared, queue) && waiting_since.elapsed() >= IDLE_POLL {
                         return HeadRead::Closed;
                     }
                     waiting_since + timeouts.idle

@@ -193,8 +193,7 @@ pub fn parse_request(bytes: &[u8], limits: &HeadLimits) -> Result<Option<(Reques
     let used = match request.parse(bytes) {
         Ok(httparse::Status::Complete(used)) => used,
         Ok(httparse::Status::Partial) => {
-            let line_ended = bytes.contains(&b'\n');
-            if !line_ended && bytes.len() > limits.max_target_bytes + REQUEST_LINE_OVERHEAD {
+            if request_line_too_long(bytes, limits) {
                 return Err(RequestError::UriTooLong);
             }
             if bytes.len() >= limits.max_bytes {
@@ -205,17 +204,16 @@ pub fn parse_request(bytes: &[u8], limits: &HeadLimits) -> Result<Option<(Reques
         Err(httparse::Error::TooManyHeaders) => return Err(RequestError::HeaderFieldsTooLarge),
         Err(error) => return Err(RequestError::BadRequest(parse_error_reason(error))),
     };
+    // The same rules in the same order as for an incomplete head, so that the answer never
+    // depends on how the bytes were split between reads.
+    if request_line_too_long(bytes, limits) {
+        return Err(RequestError::UriTooLong);
+    }
     if used > limits.max_bytes {
         return Err(RequestError::HeaderFieldsTooLarge);
     }
     let method = request.method.unwrap_or_default().to_string();
-    let target = request.path.unwrap_or_default();
-    let request_line = bytes.iter().position(|&byte| byte == b'\n').unwrap_or(used);
-    // The same rule as for an incomplete head, so the answer never depends on how reads split.
-    if target.len() > limits.max_target_bytes || request_line > limits.max_target_bytes + REQUEST_LINE_OVERHEAD {
-        return Err(RequestError::UriTooLong);
-    }
-    let target = target.to_string();
+    let target = request.path.unwrap_or_default().to_string();
     let minor_version = request.version.unwrap_or(1);
     let fields = Fields::from_httparse(&bytes[..used], request.headers);
 
@@ -228,6 +226,19 @@ pub fn parse_request(bytes: &[u8], limits: &HeadLimits) -> Result<Option<(Reques
     }
     let framing = request_framing(&fields, minor_version)?;
     Ok(Some((RequestHead { method, target, minor_version, fields, framing }, used)))
+}
+
+/// Whether the request line at the start of `bytes`, complete or not, is already too long: longer
+/// than the target limit plus room for method and version, or, once complete, with a target over
+/// the limit.
+fn request_line_too_long(bytes: &[u8], limits: &HeadLimits) -> bool {
+    let line_end = bytes.iter().position(|&byte| byte == b'\n');
+    let line = &bytes[..line_end.unwrap_or(bytes.len())];
+    if line.len() > limits.max_target_bytes + REQUEST_LINE_OVERHEAD {
+        return true;
+    }
+    let target_length = line.split(|&byte| byte == b' ').nth(1).map_or(0, <[u8]>::len);
+    line_end.is_some() && target_length > limits.max_target_bytes
 }
 
 fn parse_error_reason(error: httparse::Error) -> &'static str {
@@ -475,6 +486,11 @@ mod tests {
         let long_method = format!("{} / HTTP/1.1\r\nHost: a\r\n\r\n", "A".repeat(9000));
         assert_eq!(request(&long_method).unwrap_err().status(), 414, "the same answer whole or in pieces");
         assert_eq!(request(&long_method[..8300]).unwrap_err().status(), 414);
+        let huge_target = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(67_000));
+        assert_eq!(request(&huge_target).unwrap_err().status(), 414, "414 even when the head is over 64 KiB");
+        assert_eq!(request(&huge_target[..30_000]).unwrap_err().status(), 414);
+        let target_then_partial = format!("GET /{} HTTP/1.1\r\nHost: a\r\n", "a".repeat(8200));
+        assert_eq!(request(&target_then_partial).unwrap_err().status(), 414, "known before the head ends");
 
         let tight = HeadLimits { max_bytes: 100, max_target_bytes: 10, max_fields: 2 };
         let parse = |text: &str| parse_request(text.as_bytes(), &tight);

@@ -448,3 +448,37 @@ pub fn answer_health(stream: &mut TcpStream, head: &str) -> bool {
     }
     false
 }
+
+/// A field of `/proc/PID/status` (`Threads:`, `State:`, ...), its first word after the name.
+fn proc_status_field(pid: u32, name: &str) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with(name))?;
+    line.split_whitespace().nth(1).map(str::to_string)
+}
+
+/// How many threads a process has now (`Threads:` in /proc/PID/status).
+pub fn thread_count(pid: u32) -> usize {
+    proc_status_field(pid, "Threads:").and_then(|count| count.parse().ok()).expect("Threads: in /proc/PID/status")
+}
+
+/// How many file descriptors a process has open now (entries in /proc/PID/fd).
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).expect("/proc/PID/fd").count()
+}
+
+/// Whether a process is still running: /proc/PID exists and it is not a zombie waiting to be reaped.
+pub fn process_running(pid: u32) -> bool {
+    proc_status_field(pid, "State:").is_some_and(|state| state != "Z" && state != "X")
+}
+
+/// The lowest value `sample` takes over `period`, sampled every 10 ms: a count at rest (threads,
+/// file descriptors), not one caught while something short-lived such as a health probe runs.
+pub fn lowest_over(period: Duration, mut sample: impl FnMut() -> usize) -> usize {
+    let until = Instant::now() + period;
+    let mut lowest = sample();
+    while Instant::now() < until {
+        thread::sleep(Duration::from_millis(10));
+        lowest = lowest.min(sample());
+    }
+    lowest
+}
