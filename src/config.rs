@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 
 use crate::balance::Algorithm;
 use crate::duration::parse_duration;
+use crate::pair::PairThreads;
 
 pub const DEFAULT_LISTEN: &str = ":8080";
 pub const DEFAULT_WORKERS: usize = 64;
@@ -46,7 +47,7 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The keys a config file may contain, in the order the README lists them.
-const KNOWN_KEYS: [&str; 27] = [
+const KNOWN_KEYS: [&str; 28] = [
     "listenPort",
     "algorithm",
     "workers",
@@ -74,6 +75,7 @@ const KNOWN_KEYS: [&str; 27] = [
     "tunnelIdleTimeout",
     "trustedProxies",
     "adminListen",
+    "pairThreads",
 ];
 
 /// A validated configuration. Every field holds a usable value.
@@ -96,6 +98,8 @@ pub struct Config {
     pub trusted_proxies: Vec<Cidr>,
     /// Where the metrics are served instead of the main listener, as `HOST:PORT`.
     pub admin_listen: Option<String>,
+    /// Where each request's forward and reverse threads come from.
+    pub pair_threads: PairThreads,
 }
 
 /// Bounds on what clients may send and how many may connect; each has its status code.
@@ -363,6 +367,10 @@ impl Reader<'_> {
             admin_listen: match self.string("adminListen")? {
                 Some(text) => Some(parse_listen(&text).map_err(|problem| self.error("adminListen", problem))?),
                 None => None,
+            },
+            pair_threads: match self.string("pairThreads")? {
+                Some(name) => PairThreads::from_name(&name).map_err(|problem| self.error("pairThreads", problem))?,
+                None => PairThreads::Spawn,
             },
         })
     }
@@ -881,10 +889,13 @@ mod tests {
         );
         assert_eq!(config.trusted_proxies, [Cidr::parse("10.0.0.0/8").unwrap(), Cidr::parse("::1/128").unwrap()]);
         assert_eq!(config.admin_listen.as_deref(), Some("127.0.0.1:9100"));
+        let pooled = load(r#"{"pairThreads": "pooled", "servers": ["http://127.0.0.1:1"]}"#).unwrap();
+        assert_eq!(pooled.pair_threads, PairThreads::Pooled);
 
         let defaults = load(r#"{"servers": ["http://127.0.0.1:1"]}"#).unwrap();
         assert_eq!((defaults.limits, defaults.timeouts), (Limits::default(), Timeouts::default()));
         assert!(defaults.trusted_proxies.is_empty() && defaults.admin_listen.is_none());
+        assert_eq!(defaults.pair_threads, PairThreads::Spawn);
         let small_head = load(r#"{"maxHeaderBytes": "2KiB", "servers": ["http://127.0.0.1:1"]}"#).unwrap();
         assert_eq!(small_head.limits.max_uri_bytes, 2048, "the target limit shrinks with the head limit");
         assert_eq!(defaults.limits.max_body_bytes, None);
@@ -932,6 +943,10 @@ mod tests {
             (
                 r#"{"trustedProxies": ["proxy.local"], "servers": ["http://127.0.0.1:1"]}"#,
                 "config.json: trustedProxies[0]: \"proxy.local\" is not an address block",
+            ),
+            (
+                r#"{"pairThreads": "forked", "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: pairThreads: must be \"spawn\" or \"pooled\", got \"forked\"",
             ),
             (
                 r#"{"adminListen": "9100", "servers": ["http://127.0.0.1:1"]}"#,

@@ -38,6 +38,7 @@ pub mod duration;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod pair;
 pub mod pipe;
 pub mod proxy;
 pub mod ratelimit;

@@ -3,7 +3,7 @@
 //! *forward* (`req-N-fwd`) writes the rewritten request head to the backend and streams the rest of
 //! the request body from the client; *reverse* (`req-N-rev`) reads the backend's response head,
 //! relays any `1xx` interim answers, writes the final head to the client and streams the response
-//! body. The worker that spawned them waits for both ([`run_pair`]), counts the request, and only
+//! body. The worker waits for both ([`crate::pair`] says where the threads come from), counts the request, and only
 //! then sends the last bytes the reverse thread gathered, so a client that has its whole response
 //! always finds it counted in the metrics.
 //!
@@ -131,34 +131,8 @@ impl ReverseError {
     }
 }
 
-/// Runs one attempt: spawns `req-<id>-fwd` and `req-<id>-rev`, waits for both, and returns their
-/// reports. A panic in either thread is re-raised here, on the worker, once both have ended.
-pub fn run_pair(
-    request_id: u64,
-    forward_job: ForwardJob,
-    reverse_job: ReverseJob,
-) -> io::Result<(ForwardReport, ReverseReport)> {
-    let sockets = (Arc::clone(&forward_job.client), Arc::clone(&forward_job.backend));
-    let forward_thread =
-        thread::Builder::new().name(format!("req-{request_id}-fwd")).spawn(move || forward(forward_job))?;
-    let reverse_thread =
-        match thread::Builder::new().name(format!("req-{request_id}-rev")).spawn(move || reverse(reverse_job)) {
-            Ok(handle) => handle,
-            Err(error) => {
-                abort_both(&sockets.0, &sockets.1);
-                let _ = forward_thread.join();
-                return Err(error);
-            }
-        };
-    let forward_result = forward_thread.join();
-    let reverse_result = reverse_thread.join();
-    match (forward_result, reverse_result) {
-        (Ok(forward_report), Ok(reverse_report)) => Ok((forward_report, reverse_report)),
-        (Err(panic), _) | (_, Err(panic)) => std::panic::resume_unwind(panic),
-    }
-}
-
-fn abort_both(client: &TcpStream, backend: &TcpStream) {
+/// Shuts the sockets a pair thread may be blocked on, so that it ends promptly.
+pub fn abort_both(client: &TcpStream, backend: &TcpStream) {
     let _ = backend.shutdown(Shutdown::Both);
     let _ = client.shutdown(Shutdown::Read);
 }

@@ -28,7 +28,8 @@ use crate::http::is_idempotent;
 use crate::http::reply::Reply;
 use crate::http::rewrite::{Forwarded, request_for_backend};
 use crate::metrics::Outcome;
-use crate::pipe::{ForwardError, ForwardJob, ReverseError, ReverseJob, run_pair};
+use crate::pair::PairRunner;
+use crate::pipe::{ForwardError, ForwardJob, ReverseError, ReverseJob};
 use crate::ratelimit::Decision;
 use crate::server::Shared;
 use crate::tunnel::upgrade_pair;
@@ -107,7 +108,13 @@ pub struct Client<'a> {
 }
 
 /// Serves one request that is not for the load balancer itself.
-pub fn handle(shared: &Shared, client: &Client<'_>, head: &RequestHead, buffers: &mut RequestBuffers) -> Exchange {
+pub fn handle(
+    shared: &Shared,
+    client: &Client<'_>,
+    head: &RequestHead,
+    buffers: &mut RequestBuffers,
+    pair: &PairRunner,
+) -> Exchange {
     let keep_alive_wanted = head.wants_keep_alive() && client.keep_alive_allowed;
     let no_body = head.framing == BodyFraming::Empty;
     let own = |reply: Reply, keep_alive: bool, backend: Option<&Backend>, attempts: u32, outcome: Outcome| Exchange {
@@ -227,7 +234,7 @@ pub fn handle(shared: &Shared, client: &Client<'_>, head: &RequestHead, buffers:
             upgrade: upgrade_signal,
             request_done,
         };
-        let (forward, reverse) = match run_pair(shared.next_request_id(), forward_job, reverse_job) {
+        let (forward, reverse) = match pair.run(shared.next_request_id(), forward_job, reverse_job) {
             Ok(reports) => reports,
             Err(error) => {
                 log::error!("cannot start the forward/reverse pair: {error}");

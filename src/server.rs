@@ -4,7 +4,8 @@
 //!
 //! - `acceptor`: accepts connections and hands them to the workers over a bounded channel;
 //! - `worker-N` (a fixed pool of `workers`): serves one client connection at a time;
-//! - `req-N-fwd` / `req-N-rev`: the pair a worker spawns for each request attempt;
+//! - `req-N-fwd` / `req-N-rev`: the pair a worker spawns for each request attempt, or with
+//!   `"pairThreads": "pooled"`, `worker-N-fwd` / `worker-N-rev`, the pair each worker owns;
 //! - `health`: probes every backend each `healthCheckInterval`;
 //! - `admin` (with `adminListen`): serves the metrics on their own address.
 //!
@@ -26,6 +27,7 @@ use crate::backend::Backend;
 use crate::balance::Balancer;
 use crate::config::Config;
 use crate::metrics::{Snapshot, Stats};
+use crate::pair::PairRunner;
 use crate::ratelimit::RateLimiter;
 use crate::{acceptor, admin, health, worker};
 
@@ -190,7 +192,8 @@ impl Server {
             .map(|index| {
                 let shared = Arc::clone(&shared);
                 let queue = queue.clone();
-                spawn_named(&format!("worker-{index}"), move || worker::run(&shared, &queue))
+                let pair = PairRunner::new(shared.config.pair_threads, index)?;
+                spawn_named(&format!("worker-{index}"), move || worker::run(&shared, &queue, &pair))
             })
             .collect::<io::Result<Vec<_>>>()?;
         drop(queue);

@@ -30,6 +30,7 @@ use crate::http::framing::is_timeout;
 use crate::http::head::{BodyFraming, HeadLimits, RequestError, RequestHead, parse_request};
 use crate::http::reply::Reply;
 use crate::metrics::Outcome;
+use crate::pair::PairRunner;
 use crate::proxy::{self, Client, Exchange, RequestBuffers};
 use crate::server::Shared;
 
@@ -38,13 +39,13 @@ use crate::server::Shared;
 pub const IDLE_POLL: Duration = Duration::from_millis(250);
 
 /// The worker loop: serves connections until the channel closes at shutdown.
-pub fn run(shared: &Shared, queue: &Receiver<TcpStream>) {
+pub fn run(shared: &Shared, queue: &Receiver<TcpStream>, pair: &PairRunner) {
     let mut buffers = RequestBuffers::new(&shared.config.limits);
     loop {
         let waiting = shared.worker_waiting();
         let Ok(stream) = queue.recv() else { break };
         drop(waiting);
-        serve_connection(shared, queue, stream, &mut buffers);
+        serve_connection(shared, queue, stream, &mut buffers, pair);
     }
 }
 
@@ -63,7 +64,13 @@ enum HeadRead {
     TimedOut,
 }
 
-fn serve_connection(shared: &Shared, queue: &Receiver<TcpStream>, stream: TcpStream, buffers: &mut RequestBuffers) {
+fn serve_connection(
+    shared: &Shared,
+    queue: &Receiver<TcpStream>,
+    stream: TcpStream,
+    buffers: &mut RequestBuffers,
+    pair: &PairRunner,
+) {
     let _slot = shared.connection_slot();
     let Ok(peer) = stream.peer_addr() else {
         return;
@@ -112,7 +119,8 @@ fn serve_connection(shared: &Shared, queue: &Receiver<TcpStream>, stream: TcpStr
             return;
         }
 
-        let exchange = guard_panics(&head, peer, buffers, |buffers| proxy::handle(shared, &client, &head, buffers));
+        let exchange =
+            guard_panics(&head, peer, buffers, |buffers| proxy::handle(shared, &client, &head, buffers, pair));
         // Count first, then let the last bytes go: a client holding its whole response always
         // finds it in the metrics.
         let latency = started.elapsed();

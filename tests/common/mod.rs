@@ -158,9 +158,17 @@ impl LoadBalancer {
         LoadBalancer::start_with(config, &[], &[])
     }
 
+    /// `LB_TEST_PAIR_THREADS=pooled` runs every test's load balancer with `"pairThreads": "pooled"`
+    /// (unless the test sets it), so CI can run the whole suite in both modes.
     pub fn start_with(config: &str, args: &[&str], env: &[(&str, &str)]) -> LoadBalancer {
         let dir = TempDir::new();
-        let path = dir.write("config.json", config);
+        let config = match std::env::var("LB_TEST_PAIR_THREADS") {
+            Ok(mode) if !config.contains("\"pairThreads\"") && config.trim_start().starts_with('{') => {
+                config.replacen('{', &format!("{{\"pairThreads\": \"{mode}\", "), 1)
+            }
+            _ => config.to_string(),
+        };
+        let path = dir.write("config.json", &config);
         let mut command = Command::new(env!("CARGO_BIN_EXE_loadbalancer"));
         command
             .arg("--config")
