@@ -1,4 +1,4 @@
-//! [acceptor] Accepts client connections and hands them to the worker pool.
+//! Thread `acceptor`: Accepts client connections and hands them to the worker pool.
 //!
 //! The hand-off is a bounded crossbeam channel. When it is full, every worker is busy and the
 //! backlog is long: the acceptor still owns the socket, so it answers `503` at once and closes it,
@@ -41,11 +41,11 @@ pub fn run(shared: &Shared, listener: &TcpListener, workers: Sender<TcpStream>) 
         match workers.try_send(stream) {
             Ok(()) => {}
             Err(TrySendError::Full(stream)) => {
-                drop(shared.connection_slot());
+                shared.close_connection();
                 refuse(stream, "Service Unavailable: the load balancer is at capacity");
             }
             Err(TrySendError::Disconnected(_)) => {
-                drop(shared.connection_slot());
+                shared.close_connection();
                 break;
             }
         }

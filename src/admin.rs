@@ -1,4 +1,4 @@
-//! [admin] The administrative listener (`adminListen`): the metrics, away from the public port.
+//! Thread `admin`: The administrative listener (`adminListen`): the metrics, away from the public port.
 //!
 //! When `adminListen` is set, the metrics are served there and nowhere else, and `metricsPath` on
 //! the public listener is an ordinary path proxied to the backends. Keeping operational endpoints

@@ -1,4 +1,4 @@
-//! [health] Active health checks: every `healthCheckInterval`, a `GET healthCheckPath` to each
+//! Thread `health`: Active health checks: every `healthCheckInterval`, a `GET healthCheckPath` to each
 //! backend, with hysteresis.
 //!
 //! One dedicated thread owns the schedule. Each round it starts one short-lived probe thread per

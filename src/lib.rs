@@ -13,6 +13,9 @@
 //!                                                  ┌─────────────┐               ┌─────────────┐
 //!                                client body ────▶ │ req-N-fwd   │ ──▶ backend ──▶│ req-N-rev   │ ──▶ client
 //!                                                  └─────────────┘               └─────────────┘
+//!   ┌─────────┐  idle connections (nothing to read): parked by a worker, epoll-watched,
+//!   │ watcher │  handed back to the workers when their next request arrives
+//!   └─────────┘
 //!   ┌────────┐  every healthCheckInterval: one short probe thread per backend
 //!   │ health │──────────────────────────────────────▶ Backend records (atomics + parking_lot)
 //!   └────────┘                                        shared with every worker and pair
@@ -20,7 +23,8 @@
 //!
 //! Modules, by what they own:
 //! - [`server`]: starting every thread, the shared state, graceful shutdown;
-//! - [`acceptor`], [`worker`], [`pipe`], [`health`]: one thread role each;
+//! - [`acceptor`], [`worker`], [`pipe`] (with [`pair`] and [`tunnel`]), [`watcher`], [`health`],
+//!   [`admin`]: one thread role each;
 //! - [`proxy`]: one request: rate limit, choice of backend, retries;
 //! - [`http`]: heads, body framing, header rewriting, the load balancer's own replies;
 //! - [`backend`], [`balance`], [`ratelimit`], [`metrics`]: shared state and pure logic;
@@ -44,7 +48,21 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod server;
 pub mod tunnel;
+pub mod watcher;
 pub mod worker;
 
 #[path = "../test_backends/echo.rs"]
 pub mod echo;
+
+/// Small helpers for unit tests that wait on sockets.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    /// Polls `condition` every 5 ms for up to 5 s; panics if it never holds.
+    pub fn wait_for(mut condition: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !condition() {
+            assert!(std::time::Instant::now() < deadline, "condition not met within 5 s");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+}

@@ -1,4 +1,4 @@
-//! [forward + reverse] The pair of threads that carries one request attempt.
+//! Threads `req-N-fwd` and `req-N-rev` (forward and reverse): the pair that carries one request attempt.
 //!
 //! *forward* (`req-N-fwd`) writes the rewritten request head to the backend and streams the rest of
 //! the request body from the client; *reverse* (`req-N-rev`) reads the backend's response head,

@@ -6,6 +6,7 @@
 //! - `worker-N` (a fixed pool of `workers`): serves one client connection at a time;
 //! - `req-N-fwd` / `req-N-rev`: the pair a worker spawns for each request attempt, or with
 //!   `"pairThreads": "pooled"`, `worker-N-fwd` / `worker-N-rev`, the pair each worker owns;
+//! - `watcher`: holds idle client connections until their next request arrives;
 //! - `health`: probes every backend each `healthCheckInterval`;
 //! - `admin` (with `adminListen`): serves the metrics on their own address.
 //!
@@ -29,6 +30,7 @@ use crate::config::Config;
 use crate::metrics::{Snapshot, Stats};
 use crate::pair::PairRunner;
 use crate::ratelimit::RateLimiter;
+use crate::watcher::Watcher;
 use crate::{acceptor, admin, health, worker};
 
 /// Connections that may wait in the hand-off channel, per worker.
@@ -60,36 +62,35 @@ pub struct Shared {
     started: Instant,
     next_request_id: AtomicU64,
     open_connections: AtomicUsize,
-    workers_waiting: AtomicUsize,
+    /// Idle client connections, waiting for their next request.
+    pub watcher: Watcher,
 }
 
-/// A worker waiting for its next connection, counted while this lives.
-#[derive(Debug)]
-pub struct WorkerWaiting<'a> {
-    shared: &'a Shared,
-}
-
-impl Drop for WorkerWaiting<'_> {
-    fn drop(&mut self) {
-        self.shared.workers_waiting.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// One client connection counted against `maxConnections`, from accept until it closes.
+/// One open client connection, counted against `maxConnections`: the count drops with this,
+/// unless [`ConnectionSlot::keep`] hands the connection on (to the watcher) still open.
 #[derive(Debug)]
 pub struct ConnectionSlot<'a> {
     shared: &'a Shared,
 }
 
+impl ConnectionSlot<'_> {
+    /// The connection stays open in other hands: do not count it closed.
+    pub fn keep(self) {
+        std::mem::forget(self);
+    }
+}
+
 impl Drop for ConnectionSlot<'_> {
     fn drop(&mut self) {
-        self.shared.open_connections.fetch_sub(1, Ordering::AcqRel);
+        self.shared.close_connection();
     }
 }
 
 impl Shared {
-    pub fn new(config: Config) -> Shared {
-        Shared {
+    /// The shared state, and the channel on which the watcher returns readable connections.
+    pub fn new(config: Config) -> io::Result<(Shared, Receiver<TcpStream>)> {
+        let (watcher, returned) = Watcher::new()?;
+        let shared = Shared {
             pool: RwLock::new(Arc::new(Pool::new(&config))),
             rate_limiter: config.rate_limit.map(RateLimiter::new),
             config,
@@ -98,8 +99,9 @@ impl Shared {
             started: Instant::now(),
             next_request_id: AtomicU64::new(1),
             open_connections: AtomicUsize::new(0),
-            workers_waiting: AtomicUsize::new(0),
-        }
+            watcher,
+        };
+        Ok((shared, returned))
     }
 
     /// Counts a newly accepted connection, unless `maxConnections` are open already.
@@ -110,21 +112,15 @@ impl Shared {
             .is_ok()
     }
 
-    /// Takes over the count of one connection opened with [`Shared::try_open_connection`]; it is
-    /// released when the slot drops.
-    pub fn connection_slot(&self) -> ConnectionSlot<'_> {
+    /// Takes over the count of one open connection (counted by [`Shared::try_open_connection`]);
+    /// it is released when the slot drops.
+    pub fn adopt_connection(&self) -> ConnectionSlot<'_> {
         ConnectionSlot { shared: self }
     }
 
-    /// Marks the calling worker as free for a new connection until the result drops.
-    pub fn worker_waiting(&self) -> WorkerWaiting<'_> {
-        self.workers_waiting.fetch_add(1, Ordering::AcqRel);
-        WorkerWaiting { shared: self }
-    }
-
-    /// Workers free to take a new connection now.
-    pub fn workers_waiting(&self) -> usize {
-        self.workers_waiting.load(Ordering::Acquire)
+    /// Counts one connection closed.
+    pub fn close_connection(&self) {
+        self.open_connections.fetch_sub(1, Ordering::AcqRel);
     }
 
     pub fn open_connections(&self) -> usize {
@@ -161,6 +157,7 @@ pub struct Server {
     admin: Option<(SocketAddr, JoinHandle<()>)>,
     acceptor: JoinHandle<()>,
     workers: Vec<JoinHandle<()>>,
+    watcher: JoinHandle<()>,
     health: JoinHandle<()>,
     health_stop: Sender<()>,
 }
@@ -171,6 +168,7 @@ impl Server {
         let listener = TcpListener::bind(&config.listen)
             .map_err(|error| io::Error::new(error.kind(), format!("cannot listen on {}: {error}", config.listen)))?;
         let local_addr = listener.local_addr()?;
+        let open_files = raise_open_file_limit();
         let admin_listener = match &config.admin_listen {
             Some(address) => Some(TcpListener::bind(address).map_err(|error| {
                 io::Error::new(error.kind(), format!("cannot listen on {address} (adminListen): {error}"))
@@ -178,7 +176,13 @@ impl Server {
             None => None,
         };
         let worker_count = config.workers;
-        let shared = Arc::new(Shared::new(config));
+        let (shared, returned) = Shared::new(config)?;
+        let shared = Arc::new(shared);
+
+        let watcher = spawn_named("watcher", {
+            let shared = Arc::clone(&shared);
+            move || shared.watcher.run(|| shared.is_shutting_down(), || shared.close_connection())
+        })?;
 
         let (health_stop, health_stopped) = crossbeam_channel::bounded(1);
         let health = spawn_named("health", {
@@ -191,9 +195,9 @@ impl Server {
         let workers = (0..worker_count)
             .map(|index| {
                 let shared = Arc::clone(&shared);
-                let queue = queue.clone();
+                let (queue, returned) = (queue.clone(), returned.clone());
                 let pair = PairRunner::new(shared.config.pair_threads, index)?;
-                spawn_named(&format!("worker-{index}"), move || worker::run(&shared, &queue, &pair))
+                spawn_named(&format!("worker-{index}"), move || worker::run(&shared, &queue, &returned, &pair))
             })
             .collect::<io::Result<Vec<_>>>()?;
         drop(queue);
@@ -217,11 +221,17 @@ impl Server {
         let backend_list: Vec<String> =
             pool.backends.iter().map(|backend| format!("{} (weight {})", backend.url, backend.weight)).collect();
         log::info!(
-            "listening on {local_addr}, algorithm {}, {worker_count} workers, backends: {}",
+            "listening on {local_addr}, algorithm {}, {worker_count} workers ({} pair threads), backends: {}",
             shared.config.algorithm.name(),
+            shared.config.pair_threads.name(),
             backend_list.join(", ")
         );
-        Ok(Server { shared, local_addr, admin, acceptor, workers, health, health_stop })
+        let open_files = open_files.map_or_else(|| "unlimited".to_string(), |limit| limit.to_string());
+        log::info!(
+            "open-file limit {open_files}; at most {} client connections (maxConnections)",
+            shared.config.limits.max_connections
+        );
+        Ok(Server { shared, local_addr, admin, acceptor, workers, watcher, health, health_stop })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -245,6 +255,7 @@ impl Server {
         }
         let _ = self.health_stop.send(());
         let _ = self.health.join();
+        let _ = self.watcher.join();
         while Instant::now() < deadline && !self.workers.iter().all(JoinHandle::is_finished) {
             thread::sleep(Duration::from_millis(20));
         }
@@ -258,6 +269,21 @@ impl Server {
         }
         true
     }
+}
+
+/// Raises the open-file soft limit to the hard limit, as nginx's `worker_rlimit_nofile` does: every
+/// client and backend connection is a descriptor, and the usual soft limit of 1024 would cap the
+/// connections long before memory does. Returns the limit now in force, if known.
+pub fn raise_open_file_limit() -> Option<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = rustix::process::Rlimit { current: limit.maximum, maximum: limit.maximum };
+        if let Err(error) = setrlimit(Resource::Nofile, raised) {
+            log::warn!("cannot raise the open-file limit from {:?} to {:?}: {error}", limit.current, limit.maximum);
+        }
+    }
+    getrlimit(Resource::Nofile).current
 }
 
 fn spawn_named(name: &str, body: impl FnOnce() + Send + 'static) -> io::Result<JoinHandle<()>> {

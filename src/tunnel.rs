@@ -1,4 +1,4 @@
-//! [forward + reverse, after `101 Switching Protocols`] An upgraded connection (a WebSocket, say)
+//! The forward and reverse threads after `101 Switching Protocols`: an upgraded connection (a WebSocket, say)
 //! as a raw two-way tunnel.
 //!
 //! Once the backend accepts an upgrade, HTTP is over on both connections: the forward thread

@@ -1,4 +1,4 @@
-//! [worker-N] Serves client connections taken from the acceptor's channel, one at a time.
+//! Thread `worker-N`: Serves client connections taken from the acceptor's channel, one at a time.
 //!
 //! For each connection the worker loops: read and parse a request head, answer it (the metrics
 //! document itself, everything else through [`proxy::handle`] and its forward/reverse pair), write
@@ -8,12 +8,10 @@
 //! pair) is caught here, logged, answered with `500` if no response byte was sent yet, and the
 //! connection is closed. The worker itself lives on, so the pool never shrinks.
 //!
-//! Fairness: a worker serves one connection at a time, so a connection kept alive holds a worker.
-//! While other connections wait in the channel and no worker is free to take them, a response
-//! ends its connection (`Connection:
-//! close`) and an idle connection is given up after [`IDLE_POLL`]; otherwise a connection may sit
-//! idle between requests for `idleTimeout`. With more busy clients than workers, keep-alive is
-//! traded for every client being served in turn.
+//! A worker never waits for a connection that has nothing to say: when a connection has no bytes
+//! waiting (a new one whose request has not arrived, or a kept-alive one after its response), the
+//! worker parks it with the [`crate::watcher`] and takes other work. The watcher hands it back
+//! when its next request arrives. So idle clients cost no worker, however many there are.
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -33,25 +31,38 @@ use crate::metrics::Outcome;
 use crate::pair::PairRunner;
 use crate::proxy::{self, Client, Exchange, RequestBuffers};
 use crate::server::Shared;
+use crate::watcher::{Readiness, readiness};
 
-/// How often a waiting worker looks up from its socket to check for shutdown and for queued
-/// connections.
-pub const IDLE_POLL: Duration = Duration::from_millis(250);
-
-/// The worker loop: serves connections until the channel closes at shutdown.
-pub fn run(shared: &Shared, queue: &Receiver<TcpStream>, pair: &PairRunner) {
+/// The worker loop: serves connections, those coming back from the watcher first, until the
+/// acceptor's channel closes at shutdown.
+pub fn run(shared: &Shared, queue: &Receiver<TcpStream>, returned: &Receiver<TcpStream>, pair: &PairRunner) {
     let mut buffers = RequestBuffers::new(&shared.config.limits);
     loop {
-        let waiting = shared.worker_waiting();
-        let Ok(stream) = queue.recv() else { break };
-        drop(waiting);
-        serve_connection(shared, queue, stream, &mut buffers, pair);
+        let (stream, arrival) = crossbeam_channel::select_biased! {
+            recv(returned) -> stream => match stream {
+                Ok(stream) => (stream, Arrival::Returning),
+                Err(_) => break,
+            },
+            recv(queue) -> stream => match stream {
+                Ok(stream) => (stream, Arrival::New),
+                Err(_) => break,
+            },
+        };
+        serve_connection(shared, stream, arrival, &mut buffers, pair);
+    }
+    // Shutting down: whatever the watcher still hands back is closed.
+    while let Ok(stream) = returned.try_recv() {
+        serve_connection(shared, stream, Arrival::Returning, &mut buffers, pair);
     }
 }
 
-/// Whether connections are waiting in the channel with no worker free to take them.
-fn others_wait(shared: &Shared, queue: &Receiver<TcpStream>) -> bool {
-    queue.len() > shared.workers_waiting()
+/// Where a connection comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arrival {
+    /// Just accepted: its first request may not have arrived yet.
+    New,
+    /// Back from the watcher: bytes are waiting.
+    Returning,
 }
 
 /// What waiting for a request head produced.
@@ -66,46 +77,79 @@ enum HeadRead {
 
 fn serve_connection(
     shared: &Shared,
-    queue: &Receiver<TcpStream>,
     stream: TcpStream,
+    arrival: Arrival,
     buffers: &mut RequestBuffers,
     pair: &PairRunner,
 ) {
-    let _slot = shared.connection_slot();
+    let slot = shared.adopt_connection();
     let Ok(peer) = stream.peer_addr() else {
         return;
     };
-    let _ = stream.set_nodelay(true);
-    let _ = stream.set_write_timeout(Some(shared.config.timeouts.write));
+    if arrival == Arrival::New {
+        let _ = stream.set_nodelay(true);
+        let _ = stream.set_write_timeout(Some(shared.config.timeouts.write));
+    }
     let stream = Arc::new(stream);
+    let park_for = serve_requests(shared, &stream, peer, arrival, buffers, pair);
+    if let Some(wait) = park_for
+        && let Ok(stream) = Arc::try_unwrap(stream)
+        && shared.watcher.park(stream, Instant::now() + wait).is_ok()
+    {
+        // Still open: the watcher holds it now, and closing it is the watcher's business.
+        slot.keep();
+    }
+}
+
+/// Serves requests on `stream` while they keep coming. Returns how long the connection may then
+/// idle in the watcher, or `None` when it must close.
+fn serve_requests(
+    shared: &Shared,
+    stream: &Arc<TcpStream>,
+    peer: SocketAddr,
+    arrival: Arrival,
+    buffers: &mut RequestBuffers,
+    pair: &PairRunner,
+) -> Option<Duration> {
     let response_started = Arc::new(AtomicBool::new(false));
     let mut client = Client {
-        stream: &stream,
+        stream,
         ip: peer.ip(),
         address: peer.ip(),
         response_started: &response_started,
         keep_alive_allowed: true,
     };
     buffers.client_inbound.clear();
-    let mut first_request = true;
+    let mut idle_allowance =
+        if arrival == Arrival::New { shared.config.timeouts.header_read } else { shared.config.timeouts.idle };
     loop {
-        let head = match read_request_head(shared, queue, &stream, &mut buffers.client_inbound, first_request) {
+        if buffers.client_inbound.is_empty() {
+            if shared.is_shutting_down() {
+                return None;
+            }
+            match readiness(stream) {
+                Readiness::Readable => {}
+                Readiness::Idle => return Some(idle_allowance),
+                Readiness::Closed => return None,
+            }
+        }
+        let head = match read_request_head(shared, stream, &mut buffers.client_inbound) {
             HeadRead::Request(head) => head,
-            HeadRead::Closed => return,
+            HeadRead::Closed => return None,
             HeadRead::Refused(error) => {
                 let reply =
                     Reply::error(error.status(), Some(&format!("{}: {}", reason(error.status()), error.reason())));
                 refuse(shared, &client, peer, &reply);
-                return;
+                return None;
             }
             HeadRead::TimedOut => {
                 refuse(shared, &client, peer, &Reply::error(408, Some("Request Timeout: the request head stalled")));
-                return;
+                return None;
             }
         };
-        first_request = false;
+        idle_allowance = shared.config.timeouts.idle;
         response_started.store(false, Ordering::Release);
-        client.keep_alive_allowed = !others_wait(shared, queue) && !shared.is_shutting_down();
+        client.keep_alive_allowed = !shared.is_shutting_down();
         client.address = client_address(peer.ip(), &head.fields, &shared.config.trusted_proxies);
         let started = Instant::now();
 
@@ -116,7 +160,7 @@ fn serve_connection(
             if keep_alive {
                 continue;
             }
-            return;
+            return None;
         }
 
         let exchange =
@@ -129,12 +173,12 @@ fn serve_connection(
         if let Some(reply) = &exchange.reply {
             send_reply(&client, &head, reply, keep_alive);
         }
-        if buffers.client_outbound.flush(&*stream).is_err() {
+        if buffers.client_outbound.flush(&**stream).is_err() {
             keep_alive = false;
         }
         log_access(client.address, &head, &exchange, latency);
         if !keep_alive {
-            return;
+            return None;
         }
     }
 }
@@ -204,21 +248,13 @@ fn log_access(client: IpAddr, head: &RequestHead, exchange: &Exchange, latency: 
     );
 }
 
-/// Waits for and parses the next request head on `stream`.
-fn read_request_head(
-    shared: &Shared,
-    queue: &Receiver<TcpStream>,
-    stream: &TcpStream,
-    inbound: &mut Inbound,
-    first_request: bool,
-) -> HeadRead {
-    let timeouts = &shared.config.timeouts;
+/// Reads and parses the next request head on `stream`, which has bytes waiting (or some
+/// already in `inbound`). The head must be complete within `headerReadTimeout` of its first byte.
+fn read_request_head(shared: &Shared, stream: &TcpStream, inbound: &mut Inbound) -> HeadRead {
     let limits = HeadLimits::from(&shared.config.limits);
-    let waiting_since = Instant::now();
-    let mut head_started: Option<Instant> = None;
+    let deadline = Instant::now() + shared.config.timeouts.header_read;
     loop {
         if !inbound.is_empty() {
-            head_started.get_or_insert_with(Instant::now);
             match parse_request(inbound.buffered(), &limits) {
                 Ok(Some((head, used))) => {
                     inbound.consume(used);
@@ -228,102 +264,16 @@ fn read_request_head(
                 Err(error) => return HeadRead::Refused(error),
             }
         }
-        let deadline = match head_started {
-            Some(started) => started + timeouts.header_read,
-            None => {
-                if shared.is_shutting_down() {
-                    return HeadRead::Closed;
-                }
-                if first_request {
-                    waiting_since + timeouts.header_read
-                } else {
-                    if others_wait(shared, queue) && waiting_since.elapsed() >= IDLE_POLL {
-                        return HeadRead::Closed;
-                    }
-                    waiting_since + timeouts.idle
-                }
-            }
-        };
-        let now = Instant::now();
-        if now >= deadline {
-            return if head_started.is_some() { HeadRead::TimedOut } else { HeadRead::Closed };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return if inbound.is_empty() { HeadRead::Closed } else { HeadRead::TimedOut };
         }
-        let wait = if head_started.is_some() { deadline - now } else { (deadline - now).min(IDLE_POLL) };
-        let _ = stream.set_read_timeout(Some(wait));
+        let _ = stream.set_read_timeout(Some(remaining));
         match inbound.fill(stream) {
             Ok(0) => return HeadRead::Closed,
             Ok(_) => {}
             Err(error) if is_timeout(&error) => {}
             Err(_) => return HeadRead::Closed,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Read;
-    use std::net::TcpListener;
-
-    fn head() -> RequestHead {
-        parse_request(b"GET /boom HTTP/1.1\r\nHost: a\r\n\r\n", &HeadLimits::default()).unwrap().unwrap().0
-    }
-
-    fn peer() -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], 9))
-    }
-
-    /// A connected pair of sockets: (the load balancer's side, the client's side).
-    fn socket_pair() -> (TcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, _) = listener.accept().unwrap();
-        client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        (server, client)
-    }
-
-    #[test]
-    fn a_panic_becomes_a_500_that_closes_the_connection() {
-        let mut buffers = RequestBuffers::default();
-        let exchange = guard_panics(&head(), peer(), &mut buffers, |_| panic!("bug in a handler"));
-        assert_eq!(exchange.status, 500);
-        assert!(!exchange.keep_alive);
-        assert_eq!(exchange.reply, Some(Reply::error(500, None)));
-    }
-
-    #[test]
-    fn a_panic_in_a_spawned_pair_thread_is_caught_too() {
-        let mut buffers = RequestBuffers::default();
-        let exchange = guard_panics(&head(), peer(), &mut buffers, |_| {
-            let pair_thread = std::thread::spawn(|| panic!("bug in a copy thread"));
-            match pair_thread.join() {
-                Ok(()) => unreachable!(),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        });
-        assert_eq!(exchange.status, 500);
-    }
-
-    #[test]
-    fn the_500_is_sent_only_if_no_response_byte_was() {
-        let (server, mut client_side) = socket_pair();
-        let server = Arc::new(server);
-        let started = Arc::new(AtomicBool::new(false));
-        let client = Client {
-            stream: &server,
-            ip: peer().ip(),
-            address: peer().ip(),
-            response_started: &started,
-            keep_alive_allowed: true,
-        };
-        send_reply(&client, &head(), &Reply::error(500, None), false);
-        // A response is under way now: a second reply must not be mixed into it.
-        send_reply(&client, &head(), &Reply::error(502, None), false);
-        server.shutdown(std::net::Shutdown::Write).unwrap();
-        let mut received = String::new();
-        client_side.read_to_string(&mut received).unwrap();
-        assert!(received.starts_with("HTTP/1.1 500 Internal Server Error\r\n"), "{received}");
-        assert!(received.contains("Connection: close\r\n"));
-        assert!(!received.contains("502"), "{received}");
     }
 }
