@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 use parking_lot::Mutex;
 
 use crate::config::ServerConfig;
+use crate::watcher::{Readiness, readiness};
 
 /// How many idle keep-alive connections each backend keeps for reuse.
 pub const IDLE_CONNECTIONS_PER_BACKEND: usize = 16;
@@ -131,13 +132,16 @@ impl Backend {
         None
     }
 
-    /// Connects to the first address that answers within `timeout`.
-    pub fn connect(&self, timeout: Duration) -> io::Result<TcpStream> {
+    /// Connects to the first address that answers within `timeout`. Every later read and write
+    /// on the connection may block for at most `io_timeout`; set once here, for its whole life.
+    pub fn connect(&self, timeout: Duration, io_timeout: Duration) -> io::Result<TcpStream> {
         let mut last_error = io::Error::new(io::ErrorKind::NotFound, "backend has no address");
         for addr in &self.addrs {
             match TcpStream::connect_timeout(addr, timeout) {
                 Ok(stream) => {
                     stream.set_nodelay(true)?;
+                    stream.set_read_timeout(Some(io_timeout))?;
+                    stream.set_write_timeout(Some(io_timeout))?;
                     return Ok(stream);
                 }
                 Err(error) => last_error = error,
@@ -180,14 +184,9 @@ impl Backend {
 }
 
 /// An idle keep-alive connection that the backend has closed, or that holds unexpected bytes,
-/// cannot carry a request. A non-blocking peek tells without consuming anything.
+/// cannot carry a request. One non-blocking peek tells, without consuming anything.
 fn looks_open(stream: &TcpStream) -> bool {
-    if stream.set_nonblocking(true).is_err() {
-        return false;
-    }
-    let mut probe = [0u8; 1];
-    let open = matches!(stream.peek(&mut probe), Err(ref error) if error.kind() == io::ErrorKind::WouldBlock);
-    open && stream.set_nonblocking(false).is_ok()
+    readiness(stream) == Readiness::Idle
 }
 
 /// Marks one request in flight on a backend; the count drops when this does, even on panic.

@@ -69,8 +69,8 @@ pub fn probe_round(backends: &[std::sync::Arc<Backend>], settings: &HealthSettin
 /// Returns the status on success (2xx or 3xx) and a reason on failure.
 pub fn probe(backend: &Backend, settings: &HealthSettings) -> Result<u16, String> {
     let deadline = Instant::now() + settings.timeout;
-    let mut stream = backend.connect(settings.timeout).map_err(|error| format!("connect: {error}"))?;
-    stream.set_write_timeout(Some(settings.timeout)).map_err(|error| error.to_string())?;
+    let mut stream =
+        backend.connect(settings.timeout, settings.timeout).map_err(|error| format!("connect: {error}"))?;
     let request = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: loadbalancer-health-check\r\nConnection: close\r\n\r\n",
         settings.path, backend.host_header

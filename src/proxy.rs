@@ -179,7 +179,7 @@ pub fn handle(
 
         let connection = match backend.take_idle() {
             Some(stream) => Ok(stream),
-            None => backend.connect(config.timeouts.connect),
+            None => backend.connect(config.timeouts.connect, config.request_timeout),
         };
         let backend_stream = match connection {
             Ok(stream) => Arc::new(stream),
@@ -194,10 +194,6 @@ pub fn handle(
                 return own(reply, keep_alive, Some(backend), attempts, Outcome::Failed);
             }
         };
-        let _ = backend_stream.set_write_timeout(Some(config.request_timeout));
-        if streamed_body != BodyFraming::Empty {
-            let _ = client.stream.set_read_timeout(Some(config.timeouts.body_read));
-        }
 
         buffers.backend_inbound.clear();
         let (upgrade_wait, upgrade_signal) = match head.wants_upgrade() {
@@ -346,10 +342,13 @@ fn keep_body(
     timeout: Duration,
     max_body: u64,
 ) -> Result<(u64, BodyFraming), CopyError> {
+    if head.framing == BodyFraming::Empty {
+        return Ok((0, BodyFraming::Empty));
+    }
+    let _ = stream.set_read_timeout(Some(timeout));
     if head.expects_continue() {
         return Ok((0, head.framing));
     }
-    let _ = stream.set_read_timeout(Some(timeout));
     let mut gather = Outbound::new();
     let inbound = &mut buffers.client_inbound;
     let kept = match head.framing {

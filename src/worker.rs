@@ -253,6 +253,8 @@ fn log_access(client: IpAddr, head: &RequestHead, exchange: &Exchange, latency: 
 fn read_request_head(shared: &Shared, stream: &TcpStream, inbound: &mut Inbound) -> HeadRead {
     let limits = HeadLimits::from(&shared.config.limits);
     let deadline = Instant::now() + shared.config.timeouts.header_read;
+    // With nothing buffered, the caller saw bytes waiting: the first read cannot block.
+    let mut bytes_waiting = inbound.is_empty();
     loop {
         if !inbound.is_empty() {
             match parse_request(inbound.buffered(), &limits) {
@@ -268,7 +270,10 @@ fn read_request_head(shared: &Shared, stream: &TcpStream, inbound: &mut Inbound)
         if remaining.is_zero() {
             return if inbound.is_empty() { HeadRead::Closed } else { HeadRead::TimedOut };
         }
-        let _ = stream.set_read_timeout(Some(remaining));
+        // Later reads wait for the rest of the head at most until the deadline.
+        if !std::mem::take(&mut bytes_waiting) {
+            let _ = stream.set_read_timeout(Some(remaining));
+        }
         match inbound.fill(stream) {
             Ok(0) => return HeadRead::Closed,
             Ok(_) => {}
