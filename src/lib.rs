@@ -54,9 +54,21 @@ pub mod worker;
 #[path = "../test_backends/echo.rs"]
 pub mod echo;
 
-/// Small helpers for unit tests that wait on sockets.
+/// Small helpers for unit tests that work with real sockets.
 #[cfg(test)]
 pub(crate) mod tests_support {
+    use std::net::{TcpListener, TcpStream};
+
+    /// A connected pair of loopback sockets: (the outside end, the end a server would hold). The
+    /// outside end's reads time out after 5 s.
+    pub fn socket_pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let outside = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (inside, _) = listener.accept().unwrap();
+        outside.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        (outside, inside)
+    }
+
     /// Polls `condition` every 5 ms for up to 5 s; panics if it never holds.
     pub fn wait_for(mut condition: impl FnMut() -> bool) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);

@@ -121,16 +121,8 @@ fn shut_both(from: &TcpStream, to: &TcpStream) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::TcpListener;
+    use crate::tests_support::socket_pair as pair;
     use std::thread;
-
-    fn pair() -> (TcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let outside = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (inside, _) = listener.accept().unwrap();
-        outside.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        (outside, inside)
-    }
 
     #[test]
     fn copies_both_ways_and_propagates_half_close() {

@@ -151,17 +151,10 @@ impl Watcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tests_support::socket_pair as pair;
     use std::io::Write;
-    use std::net::TcpListener;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-
-    fn pair() -> (TcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let outside = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (inside, _) = listener.accept().unwrap();
-        (outside, inside)
-    }
 
     #[test]
     fn readiness_tells_idle_readable_and_closed_apart() {

@@ -282,3 +282,68 @@ fn read_request_head(shared: &Shared, stream: &TcpStream, inbound: &mut Inbound)
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn head() -> RequestHead {
+        parse_request(b"GET /boom HTTP/1.1\r\nHost: a\r\n\r\n", &HeadLimits::default()).unwrap().unwrap().0
+    }
+
+    fn peer() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 9))
+    }
+
+    /// A connected pair of sockets: (the load balancer's side, the client's side).
+    fn socket_pair() -> (TcpStream, TcpStream) {
+        let (client, server) = crate::tests_support::socket_pair();
+        (server, client)
+    }
+
+    #[test]
+    fn a_panic_becomes_a_500_that_closes_the_connection() {
+        let mut buffers = RequestBuffers::default();
+        let exchange = guard_panics(&head(), peer(), &mut buffers, |_| panic!("bug in a handler"));
+        assert_eq!(exchange.status, 500);
+        assert!(!exchange.keep_alive);
+        assert_eq!(exchange.reply, Some(Reply::error(500, None)));
+    }
+
+    #[test]
+    fn a_panic_in_a_spawned_pair_thread_is_caught_too() {
+        let mut buffers = RequestBuffers::default();
+        let exchange = guard_panics(&head(), peer(), &mut buffers, |_| {
+            let pair_thread = std::thread::spawn(|| panic!("bug in a copy thread"));
+            match pair_thread.join() {
+                Ok(()) => unreachable!(),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        });
+        assert_eq!(exchange.status, 500);
+    }
+
+    #[test]
+    fn the_500_is_sent_only_if_no_response_byte_was() {
+        let (server, mut client_side) = socket_pair();
+        let server = Arc::new(server);
+        let started = Arc::new(AtomicBool::new(false));
+        let client = Client {
+            stream: &server,
+            ip: peer().ip(),
+            address: peer().ip(),
+            response_started: &started,
+            keep_alive_allowed: true,
+        };
+        send_reply(&client, &head(), &Reply::error(500, None), false);
+        // A response is under way now: a second reply must not be mixed into it.
+        send_reply(&client, &head(), &Reply::error(502, None), false);
+        server.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut received = String::new();
+        client_side.read_to_string(&mut received).unwrap();
+        assert!(received.starts_with("HTTP/1.1 500 Internal Server Error\r\n"), "{received}");
+        assert!(received.contains("Connection: close\r\n"));
+        assert!(!received.contains("502"), "{received}");
+    }
+}
