@@ -1,0 +1,524 @@
+#!/usr/bin/env python3
+"""Record benchmark runs and turn them into Markdown tables (used by bench/run.sh).
+
+    report.py record  --data runs.jsonl --wrk-out FILE [run facts...]   append one run
+    report.py table   --data runs.jsonl --scenario ID                   one scenario's tables
+    report.py idle    --data idle.jsonl                                 the 10,000-idle table
+    report.py markdown --data runs.jsonl --idle-data idle.jsonl --meta meta.txt --out FILE
+
+Each run is one JSON line: the scenario, the round, the target, wrk's figures (from the
+`BENCH_JSON` line printed by lib/wrk/done.lua), the proxy's peak RSS, CPU ticks of the proxy and
+of the backend during the measured run, a probe request made mid-run on a fresh connection, and
+for the idle-pressure scenario the idle connections' fate. Figures in tables are medians over
+rounds; ratios are medians of the per-round ratios (each round's runs are close in time).
+"""
+
+import argparse
+import json
+import statistics
+import sys
+
+TARGETS = [
+    ("direct", "backend directly (ceiling)"),
+    ("spawn", "loadbalancer, pairThreads spawn"),
+    ("pooled", "loadbalancer, pairThreads pooled"),
+    ("nginx", "nginx"),
+    ("haproxy", "HAProxy"),
+]
+LABEL = dict(TARGETS)
+OURS = [("spawn", "ours, spawn"), ("pooled", "ours, pooled")]
+PEERS = [("nginx", "nginx"), ("haproxy", "HAProxy")]
+MIB = 1024 * 1024
+
+
+# ---------------------------------------------------------------------------------------------
+# record
+
+
+def parse_wrk(path):
+    """The BENCH_JSON line of a wrk output file, or None if wrk did not print one."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("BENCH_JSON "):
+                    return json.loads(line[len("BENCH_JSON "):])
+    except OSError:
+        pass
+    return None
+
+
+def parse_json_lines(path, event):
+    """The last JSON line of `path` whose "event" is `event`."""
+    found = None
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                line = line.strip()
+                if line.startswith("{"):
+                    try:
+                        obj = json.loads(line)
+                    except ValueError:
+                        continue
+                    if obj.get("event") == event:
+                        found = obj
+    except OSError:
+        pass
+    return found
+
+
+def cmd_record(a):
+    probe = None
+    if a.probe:
+        parts = a.probe.split()
+        probe = {"code": parts[0] if parts else "000",
+                 "seconds": float(parts[1]) if len(parts) > 1 else None}
+    rec = {
+        "scenario": a.scenario, "title": a.title, "unit": a.unit, "expect_status": a.expect_status,
+        "round": a.round, "target": a.target,
+        "wrk": parse_wrk(a.wrk_out), "wrk_rc": a.wrk_rc,
+        "rss_kib": a.rss_kib, "proxy_ticks": a.proxy_ticks, "backend_ticks": a.backend_ticks,
+        "clk_tck": a.clk_tck, "probe": probe, "alive": bool(a.alive),
+        "idle_ready": parse_json_lines(a.idle_out, "ready") if a.idle_out else None,
+        "idle_done": parse_json_lines(a.idle_out, "done") if a.idle_out else None,
+        "idle_count": a.idle_count,
+        "log_problems": a.log_problems,
+    }
+    with open(a.data, "a", encoding="utf-8") as f:
+        f.write(json.dumps(rec) + "\n")
+    problems = run_problems(rec)
+    w = rec["wrk"] or {}
+    rate = throughput(rec)
+    print(f"    {a.target:<8} round {a.round}: "
+          + (f"{rate:,.1f} {a.unit}" if rate is not None else "no result")
+          + (f", p99 {fmt_ms(w.get('p99_us'))} ms" if w else "")
+          + (f", peak RSS {rec['rss_kib'] / 1024:.1f} MiB" if rec["rss_kib"] else "")
+          + ("" if not problems else "  !! " + "; ".join(problems)), flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# figures of one run
+
+
+def throughput(rec):
+    w = rec.get("wrk")
+    if not w or not w.get("duration_us"):
+        return None
+    secs = w["duration_us"] / 1e6
+    if rec["unit"] == "MiB/s":
+        return w["bytes"] / secs / MIB
+    return w["requests"] / secs
+
+
+def req_rate(rec):
+    w = rec.get("wrk")
+    if not w or not w.get("duration_us"):
+        return None
+    return w["requests"] / (w["duration_us"] / 1e6)
+
+
+def cpu_us_per_req(rec, key):
+    w = rec.get("wrk")
+    ticks = rec.get(key)
+    if not w or not w.get("requests") or ticks is None or ticks < 0:
+        return None
+    return ticks / rec["clk_tck"] * 1e6 / w["requests"]
+
+
+def run_problems(rec):
+    """Everything about one run that makes its figures suspect, as short phrases."""
+    out = []
+    w = rec.get("wrk")
+    if rec.get("wrk_rc") == 99 and not w:
+        return ["proxy did not start"]
+    if rec.get("wrk_rc"):
+        out.append(f"wrk exit {rec['wrk_rc']}")
+    if not w:
+        out.append("no wrk result")
+        return out
+    if w["requests"] == 0:
+        out.append("0 requests")
+    errs = [f"{w[k]} {k}" for k in ("connect", "read", "write", "timeout") if w.get(k)]
+    if errs:
+        out.append("socket errors: " + ", ".join(errs))
+    if w.get("status", 0) > rec.get("expect_status", 0):
+        out.append(f"{w['status']} non-2xx")
+    probe = rec.get("probe")
+    if probe is not None and probe["code"] != "200":
+        out.append(f"mid-run probe got {probe['code']}")
+    if not rec.get("alive", True):
+        out.append("proxy died")
+    logged = (rec.get("log_problems") or "0\t").split("\t", 1)
+    if logged[0] not in ("", "0"):
+        first = logged[1].strip().replace("|", "/")
+        out.append(f"{logged[0]} warning(s) in proxy log, first: {first}")
+    if rec.get("idle_count"):
+        ready, done = rec.get("idle_ready"), rec.get("idle_done")
+        if not ready:
+            out.append("idle connections not opened")
+        else:
+            if ready["opened"] < rec["idle_count"]:
+                out.append(f"only {ready['opened']}/{rec['idle_count']} idle opened"
+                           + why(ready))
+            if not done:
+                out.append("idle check missing")
+            else:
+                if done["closed_by_peer"]:
+                    out.append(f"{done['closed_by_peer']} idle closed by proxy")
+                if done.get("failed_again"):
+                    out.append(f"{done['failed_again']} idle unanswered after run" + why(done))
+    return out
+
+
+def why(event):
+    """' (reason: count, ...)' from an idle_conns.py event, or ''."""
+    reasons = event.get("why") or {}
+    if not reasons:
+        return ""
+    return " (" + ", ".join(f"{k}: {v}" for k, v in sorted(reasons.items())) + ")"
+
+
+# ---------------------------------------------------------------------------------------------
+# formatting
+
+
+def fmt_ms(us):
+    if us is None:
+        return "–"
+    ms = us / 1000
+    if ms < 1:
+        return f"{ms:.3f}"
+    if ms < 10:
+        return f"{ms:.2f}"
+    return f"{ms:.1f}"
+
+
+def fmt_rate(x, unit):
+    if x is None:
+        return "–"
+    return f"{x:,.1f}" if unit == "MiB/s" else f"{x:,.0f}"
+
+
+def fmt_short(x, unit):
+    if x is None:
+        return "–"
+    if unit == "MiB/s":
+        return f"{x:,.0f}"
+    return f"{x / 1000:.1f}k"
+
+
+def fmt_ratio(x):
+    return "–" if x is None else f"{x:.2f}×"
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def table(headers, rows, align=None):
+    align = align or ["l"] + ["r"] * (len(headers) - 1)
+    sep = ["---:" if a == "r" else "---" for a in align]
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(sep) + " |"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# tables
+
+
+def load(path):
+    recs = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            recs = [json.loads(line) for line in f if line.strip()]
+    except OSError:
+        pass
+    return recs
+
+
+def scenario_ids(recs):
+    seen = []
+    for r in recs:
+        if r["scenario"] not in seen:
+            seen.append(r["scenario"])
+    return seen
+
+
+def by_target_round(recs, scenario):
+    out = {}
+    for r in recs:
+        if r["scenario"] == scenario:
+            out.setdefault(r["target"], {})[r["round"]] = r
+    return out
+
+
+def per_round_ratio(runs, ours, peer, fn):
+    """Median over the rounds where both ran of fn(ours) / fn(peer)."""
+    ratios = []
+    for rnd, mine in runs.get(ours, {}).items():
+        theirs = runs.get(peer, {}).get(rnd)
+        if theirs is None:
+            continue
+        a, b = fn(mine), fn(theirs)
+        if a is not None and b:
+            ratios.append(a / b)
+    return median(ratios)
+
+
+def p99(rec):
+    w = rec.get("wrk")
+    return w["p99_us"] if w else None
+
+
+def scenario_markdown(recs, scenario):
+    rs = [r for r in recs if r["scenario"] == scenario]
+    if not rs:
+        return ""
+    title, unit = rs[0]["title"], rs[0]["unit"]
+    runs = by_target_round(recs, scenario)
+    idle = bool(rs[0].get("idle_count"))
+    rate_head = "MiB/s" if unit == "MiB/s" else "req/s"
+    headers = ["target", rate_head] + (["req/s"] if unit == "MiB/s" else []) + [
+        "p50 ms", "p99 ms", "p99.9 ms", "peak RSS MiB", "proxy CPU µs/req",
+        "backend CPU µs/req", f"{rate_head} per round", "checks"]
+    rows = []
+    for target, label in TARGETS:
+        tr = runs.get(target)
+        if not tr:
+            continue
+        ordered = [tr[k] for k in sorted(tr)]
+        ws = [r["wrk"] for r in ordered if r.get("wrk")]
+        rss = median([r["rss_kib"] for r in ordered if r.get("rss_kib")])
+        problems = []
+        for r in ordered:
+            for p in run_problems(r):
+                problems.append(f"r{r['round']}: {p}")
+        checks = "ok" if not problems else "⚠ " + "; ".join(problems)
+        if idle and not problems:
+            held = [r["idle_done"]["still_open"] for r in ordered if r.get("idle_done")]
+            if held:
+                checks = f"ok ({min(held):,} idle held"
+                again = [r["idle_done"].get("answered_again") for r in ordered if r.get("idle_done")]
+                if all(x is not None for x in again):
+                    checks += f", {min(again):,} answered again"
+                checks += ")"
+        row = [label, fmt_rate(median([throughput(r) for r in ordered]), unit)]
+        if unit == "MiB/s":
+            row.append(fmt_rate(median([req_rate(r) for r in ordered]), "req/s"))
+        row += [
+            fmt_ms(median([w["p50_us"] for w in ws])),
+            fmt_ms(median([w["p99_us"] for w in ws])),
+            fmt_ms(median([w["p999_us"] for w in ws])),
+            "–" if target == "direct" or rss is None else f"{rss / 1024:.1f}",
+            "–" if target == "direct" else fmt_cpu(median([cpu_us_per_req(r, "proxy_ticks") for r in ordered])),
+            fmt_cpu(median([cpu_us_per_req(r, "backend_ticks") for r in ordered])),
+            " / ".join(fmt_short(throughput(r), unit) for r in ordered),
+            checks,
+        ]
+        rows.append(row)
+    out = [f"### {title}", "", table(headers, rows, ["l"] + ["r"] * (len(headers) - 3) + ["l", "l"])]
+
+    ratio_rows = []
+    for ours, olabel in OURS:
+        if ours not in runs:
+            continue
+        row = [olabel]
+        for peer, _ in [("direct", "")] + PEERS:
+            row.append(fmt_ratio(per_round_ratio(runs, ours, peer, throughput)))
+        for peer, _ in PEERS:
+            row.append(fmt_ratio(per_round_ratio(runs, ours, peer, p99)))
+        ratio_rows.append(row)
+    if ratio_rows:
+        out += ["", table([f"ours ÷ other (median of per-round ratios)", f"{rate_head} ÷ direct",
+                           f"{rate_head} ÷ nginx", f"{rate_head} ÷ HAProxy",
+                           "p99 ÷ nginx", "p99 ÷ HAProxy"], ratio_rows)]
+        out += ["", f"Higher is better for {rate_head} ratios, lower is better for p99 ratios."]
+    return "\n".join(out) + "\n"
+
+
+def fmt_cpu(x):
+    return "–" if x is None else f"{x:.1f}"
+
+
+def summary_markdown(recs):
+    """One headline line per scenario: the median throughput and p99 of every target."""
+    headers = ["scenario"] + [LABEL[t].split(" (")[0].replace("loadbalancer, pairThreads ", "ours ")
+                              for t, _ in TARGETS] + ["spawn ÷ best peer", "pooled ÷ best peer"]
+    rows = []
+    for sc in scenario_ids(recs):
+        runs = by_target_round(recs, sc)
+        rs = [r for r in recs if r["scenario"] == sc]
+        unit = rs[0]["unit"]
+        row = [rs[0]["title"] + f" ({unit}, p99 ms)"]
+        for t, _ in TARGETS:
+            tr = list(runs.get(t, {}).values())
+            rate = median([throughput(r) for r in tr])
+            lat = median([p99(r) for r in tr])
+            flag = " ⚠" if any(run_problems(r) for r in tr) else ""
+            row.append(f"{fmt_rate(rate, unit)} ({fmt_ms(lat)}){flag}" if tr else "–")
+        for ours, _ in OURS:
+            best = None
+            for peer, _ in PEERS:
+                peer_rate = median([throughput(r) for r in runs.get(peer, {}).values()])
+                if peer_rate is not None and (best is None or peer_rate > best[1]):
+                    best = (peer, peer_rate)
+            row.append(fmt_ratio(per_round_ratio(runs, ours, best[0], throughput)) if best else "–")
+        rows.append(row)
+    return table(headers, rows, ["l"] + ["r"] * (len(headers) - 1))
+
+
+def idle_markdown(path):
+    recs = load(path)
+    if not recs:
+        return "_not measured_\n"
+    rows = []
+    for r in recs:
+        verdict = "–"
+        if r.get("rss_kib"):
+            verdict = "yes" if r["rss_kib"] < 200 * 1024 else "**no**"
+        done = r.get("done") or {}
+        ready = r.get("ready") or {}
+        rows.append([
+            LABEL.get(r["mode"], r["mode"]),
+            f"{ready.get('opened', 0):,} / {r['count']:,}",
+            f"{ready.get('seconds', '–')}",
+            "–" if r.get("rss_kib") is None else f"{r['rss_kib'] / 1024:.1f}",
+            "–" if r.get("hwm_kib") is None else f"{r['hwm_kib'] / 1024:.1f}",
+            str(r.get("threads", "–")),
+            f"{done.get('still_open', 0):,}" if done else "–",
+            f"{done.get('answered_again', 0):,}" if done and "answered_again" in done else "–",
+            verdict,
+            (why(ready) + why(done)).strip() or "–",
+        ])
+    return table(["target", "idle connections opened", "open time s", "RSS MiB (idle)",
+                  "peak RSS MiB", "threads", "still open after", "answered again",
+                  "under 200 MiB", "failures"], rows, ["l"] + ["r"] * 8 + ["l"]) + "\n"
+
+
+def read_meta(path):
+    meta = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if "\t" in line:
+                k, v = line.rstrip("\n").split("\t", 1)
+                if v.startswith("@"):  # "@PATH": the value is that file's text
+                    try:
+                        with open(v[1:], encoding="utf-8") as g:
+                            v = g.read().rstrip("\n")
+                    except OSError:
+                        v = ""
+                meta[k] = v
+    return meta
+
+
+def cmd_markdown(a):
+    recs = load(a.data)
+    m = read_meta(a.meta)
+    parts = [
+        "# Benchmark results",
+        "",
+        f"Produced by `bench/run.sh` on {m.get('date', '?')}. Total run time: {m.get('total', '?')}.",
+        "",
+        "## Machine and versions",
+        "",
+        table(["what", "value"], [
+            ["CPU", m.get("cpu", "?")],
+            ["cores", m.get("cores", "?")],
+            ["kernel", m.get("kernel", "?")],
+            ["memory", m.get("memory", "?")],
+            ["load average", m.get("load", "?")],
+            ["wrk", m.get("wrk", "?")],
+            ["nginx", m.get("nginx", "?")],
+            ["HAProxy", m.get("haproxy", "?")],
+            ["rustc", m.get("rustc", "?")],
+            ["loadbalancer", m.get("commit", "?")],
+        ], ["l", "l"]),
+        "",
+        "## Method",
+        "",
+        m.get("method", ""),
+        "",
+        "## Summary",
+        "",
+        "Median over rounds of each target's throughput (and p99 latency in ms); the last two columns"
+        " are our throughput divided by the faster peer's, median of the per-round ratios."
+        " ⚠ marks a target with a flagged run (see its scenario's checks column).",
+        "",
+        summary_markdown(recs),
+        "",
+        "## Scenarios",
+        "",
+    ]
+    for sc in scenario_ids(recs):
+        parts.append(scenario_markdown(recs, sc))
+    parts += [
+        "## 10,000 idle keep-alive connections (our load balancer only)",
+        "",
+        m.get("idle_method", ""),
+        "",
+        idle_markdown(a.idle_data),
+        "## Thread spawn+join micro-benchmark",
+        "",
+        m.get("spawn_join", "_missing_"),
+        "",
+    ]
+    with open(a.out, "w", encoding="utf-8") as f:
+        f.write("\n".join(parts))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("record")
+    r.add_argument("--data", required=True)
+    r.add_argument("--wrk-out", required=True)
+    r.add_argument("--wrk-rc", type=int, default=0)
+    r.add_argument("--scenario", required=True)
+    r.add_argument("--title", required=True)
+    r.add_argument("--unit", default="req/s")
+    r.add_argument("--expect-status", type=int, default=0)
+    r.add_argument("--round", type=int, required=True)
+    r.add_argument("--target", required=True)
+    r.add_argument("--rss-kib", type=int, default=0)
+    r.add_argument("--proxy-ticks", type=int, default=-1)
+    r.add_argument("--backend-ticks", type=int, default=-1)
+    r.add_argument("--clk-tck", type=int, default=100)
+    r.add_argument("--probe", default="")
+    r.add_argument("--alive", type=int, default=1)
+    r.add_argument("--idle-out", default="")
+    r.add_argument("--idle-count", type=int, default=0)
+    r.add_argument("--log-problems", default="", help="COUNT<TAB>first line")
+    t = sub.add_parser("table")
+    t.add_argument("--data", required=True)
+    t.add_argument("--scenario", required=True)
+    i = sub.add_parser("idle")
+    i.add_argument("--data", required=True)
+    i.add_argument("--record", nargs="*", help="mode count rss_kib hwm_kib threads ready_file")
+    md = sub.add_parser("markdown")
+    md.add_argument("--data", required=True)
+    md.add_argument("--idle-data", required=True)
+    md.add_argument("--meta", required=True)
+    md.add_argument("--out", required=True)
+    a = ap.parse_args()
+    if a.cmd == "record":
+        cmd_record(a)
+    elif a.cmd == "table":
+        sys.stdout.write(scenario_markdown(load(a.data), a.scenario))
+    elif a.cmd == "idle":
+        if a.record:
+            mode, count, rss, hwm, threads, outfile = a.record
+            rec = {"mode": mode, "count": int(count), "rss_kib": int(rss) or None,
+                   "hwm_kib": int(hwm) or None, "threads": int(threads) if threads else None,
+                   "ready": parse_json_lines(outfile, "ready"),
+                   "done": parse_json_lines(outfile, "done")}
+            with open(a.data, "a", encoding="utf-8") as f:
+                f.write(json.dumps(rec) + "\n")
+        else:
+            sys.stdout.write(idle_markdown(a.data))
+    elif a.cmd == "markdown":
+        cmd_markdown(a)
+
+
+if __name__ == "__main__":
+    main()

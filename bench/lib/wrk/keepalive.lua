@@ -1,0 +1,1 @@
+-- Plain GET on keep-alive connections (wrk's default): nothing to set.

@@ -1,0 +1,669 @@
+#!/usr/bin/env bash
+# bench/run.sh: benchmark `loadbalancer` against nginx and HAProxy on loopback, from a fresh
+# machine, in under 15 minutes on 2 cores.
+#
+# What it does, step by step (one function each, below):
+#   1. install_tools      wrk, nginx, HAProxy, curl from Debian's packages if missing
+#   2. build              cargo build --release
+#   3. spawn_join_bench   cargo bench --bench spawn_join, if that target exists
+#   4. write_configs      three nginx backends, the nginx and HAProxy proxies, our two configs
+#   5. start_backends     one nginx process serving three identical backends on loopback
+#   6. smoke_test         each target answers 200 with the right body sizes before any load
+#   7. run_scenarios      every scenario against the five targets, interleaved, N rounds;
+#                         a fresh proxy process per run (so peak RSS is per run)
+#   8. idle_10k           our load balancer's RSS with 10,000 idle keep-alive connections
+#   9. write_report       tables on stdout as it goes, and bench/results.md at the end
+#
+# Tunables (environment): BENCH_ROUNDS (3), BENCH_DURATION (4 s per measured run),
+# BENCH_WARMUP (1 s), BENCH_PORT_BASE (19000), BENCH_SCENARIOS (all; or ids such as
+# "ka50 close50"), BENCH_IDLE_10K (1; 0 skips it), BENCH_OUT (bench/results.md).
+#
+# All traffic goes to 127.0.0.1. Every process is started in the background with its pid kept,
+# stopped by that pid, and killed by the EXIT trap if still running.
+
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(dirname "$BENCH_DIR")
+LIB=$BENCH_DIR/lib
+
+ROUNDS=${BENCH_ROUNDS:-3}
+DURATION=${BENCH_DURATION:-4}
+WARMUP=${BENCH_WARMUP:-1}
+PORT_BASE=${BENCH_PORT_BASE:-19000}
+ONLY=${BENCH_SCENARIOS:-all}
+IDLE_10K=${BENCH_IDLE_10K:-1}
+OUT=${BENCH_OUT:-$BENCH_DIR/results.md}
+
+WRK_THREADS=2           # wrk's threads: one per core
+PROXY_CPUS=2            # nginx worker_processes and HAProxy nbthread: the machine's cores
+BACKEND_WORKERS=2       # worker_processes of the backend nginx
+LB_WORKERS=64           # our default: requests in progress at once, not CPU parallelism
+IDLE_PRESSURE=1000      # idle connections held in the idle-pressure scenario
+IDLE_BIG=10000          # idle connections for the RSS check of our load balancer
+
+# Ports: three backends, then one per proxy. `direct` is the first backend itself.
+BACKEND_PORTS=($((PORT_BASE + 1)) $((PORT_BASE + 2)) $((PORT_BASE + 3)))
+declare -A PORT=([direct]=$((PORT_BASE + 1)) [spawn]=$((PORT_BASE + 81)) [pooled]=$((PORT_BASE + 82))
+                 [nginx]=$((PORT_BASE + 83)) [haproxy]=$((PORT_BASE + 84)))
+TARGETS=(direct spawn pooled nginx haproxy)
+
+# Scenarios: id | title | unit | connections | path | wrk script | idle connections held
+SCENARIOS=(
+  "ka10|keep-alive, 10 connections|req/s|10|/|keepalive.lua|0"
+  "ka50|keep-alive, 50 connections|req/s|50|/|keepalive.lua|0"
+  "ka200|keep-alive, 200 connections|req/s|200|/|keepalive.lua|0"
+  "close50|Connection: close, 50 connections|req/s|50|/|close.lua|0"
+  "large10|1 MiB responses, 10 connections|MiB/s|10|/1m|keepalive.lua|0"
+  "upload10|64 KiB uploads (POST), 10 connections|req/s|10|/upload|upload.lua|0"
+  "idle1000|idle pressure: 1,000 idle keep-alive connections + 10 active|req/s|10|/|keepalive.lua|$IDLE_PRESSURE"
+)
+
+START_TIME=$(date +%s)
+LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)   # was the machine quiet when we began?
+WORK=$(mktemp -d -t lb-bench.XXXXXX)
+chmod 755 "$WORK"   # nginx workers (user nobody when started as root) read files under it
+mkdir -p "$WORK/logs" "$WORK/runs" "$WORK/meta"
+DATA=$WORK/runs.jsonl
+IDLE_DATA=$WORK/idle10k.jsonl
+META=$WORK/meta/meta.txt
+: >"$DATA"
+: >"$IDLE_DATA"
+: >"$META"
+CLK_TCK=$(getconf CLK_TCK)
+NGINX=nginx
+LB=$REPO_DIR/target/release/loadbalancer
+
+PIDS=()        # every background process this script started and has not yet stopped
+LAST_PID=      # set by start_bg
+
+# ---------------------------------------------------------------------------------------------
+# Process handling: start in the background, remember the pid, stop by pid.
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+
+# start_bg NAME OUTFILE CMD...: run CMD in the background, stdout+stderr to OUTFILE.
+start_bg() {
+  local name=$1 out=$2
+  shift 2
+  "$@" >"$out" 2>&1 &
+  LAST_PID=$!
+  PIDS+=("$LAST_PID")
+  echo "$name $LAST_PID" >>"$WORK/logs/pids"
+}
+
+forget_pid() {
+  local pid=$1 kept=() p
+  for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || kept+=("$p"); done
+  PIDS=("${kept[@]+"${kept[@]}"}")
+}
+
+alive() { kill -0 "$1" 2>/dev/null; }
+
+# stop_pid PID: SIGTERM, wait up to 5 s, then SIGKILL; children (nginx workers) too.
+stop_pid() {
+  local pid=$1 children i
+  children=$(pgrep -P "$pid" 2>/dev/null || true)
+  if alive "$pid"; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do alive "$pid" || break; sleep 0.05; done
+    alive "$pid" && kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+  for i in $children; do alive "$i" && kill -KILL "$i" 2>/dev/null || true; done
+  forget_pid "$pid"
+}
+
+# On exit (normal, error or Ctrl-C): stop everything still running, remove the temp dir.
+cleanup() {
+  local rc=$? pid
+  trap - EXIT INT TERM
+  for pid in "${PIDS[@]+"${PIDS[@]}"}"; do stop_pid "$pid"; done
+  rm -rf "$WORK"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# wait_port PORT PID: until 127.0.0.1:PORT accepts (5 s at most) while PID lives.
+wait_port() {
+  local port=$1 pid=${2:-} i
+  for ((i = 0; i < 250; i++)); do
+    if (: </dev/tcp/127.0.0.1/"$port") 2>/dev/null; then return 0; fi
+    if [[ -n $pid ]] && ! alive "$pid"; then return 1; fi
+    sleep 0.02
+  done
+  return 1
+}
+
+port_in_use() { (: </dev/tcp/127.0.0.1/"$1") 2>/dev/null; }
+
+# pids_of_tree PID: the process and its direct children (nginx: master and workers).
+pids_of_tree() { echo "$1" $(pgrep -P "$1" 2>/dev/null || true); }
+
+# cpu_ticks PID...: utime + stime of the processes (all their threads, live and exited).
+cpu_ticks() {
+  local total=0 p s f
+  for p in "$@"; do
+    s=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+    s=${s##*) }
+    read -r -a f <<<"$s"
+    total=$((total + f[11] + f[12]))
+  done
+  echo "$total"
+}
+
+# peak_rss_kib PID...: the sum of VmHWM (peak resident set) of the processes, in KiB.
+peak_rss_kib() {
+  local total=0 p v
+  for p in "$@"; do
+    v=$(awk '/^VmHWM:/ {print $2}' "/proc/$p/status" 2>/dev/null || true)
+    total=$((total + ${v:-0}))
+  done
+  echo "$total"
+}
+
+# ---------------------------------------------------------------------------------------------
+# 1. Tools
+
+install_tools() {
+  local missing=()
+  command -v wrk >/dev/null || missing+=(wrk)
+  command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
+  command -v haproxy >/dev/null || [[ -x /usr/sbin/haproxy ]] || missing+=(haproxy)
+  command -v curl >/dev/null || missing+=(curl)
+  command -v python3 >/dev/null || missing+=(python3)
+  command -v pgrep >/dev/null || missing+=(procps)
+  if ((${#missing[@]})); then
+    log "installing from Debian's packages: ${missing[*]}"
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
+  fi
+  NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+  HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
+  command -v cargo >/dev/null || { echo "cargo is needed (Rust toolchain)" >&2; exit 1; }
+}
+
+# ---------------------------------------------------------------------------------------------
+# 2. Build
+
+build() {
+  log "cargo build --release"
+  (cd "$REPO_DIR" && cargo build --release --quiet)
+  [[ -x $LB ]] || { echo "no $LB after the build" >&2; exit 1; }
+}
+
+# 3. The spawn+join micro-benchmark of the other contributor's bench target, if it is there.
+spawn_join_bench() {
+  local out=$WORK/meta/spawn_join.md lines
+  log "cargo bench --bench spawn_join"
+  lines=$(cd "$REPO_DIR" && cargo bench --bench spawn_join 2>/dev/null | grep -E 'spawn\+join|hand-off' || true)
+  if [[ -n $lines ]]; then
+    { echo "\`cargo bench --bench spawn_join\` (run before the load tests start):"
+      echo
+      echo '```text'
+      echo "$lines"
+      echo '```'; } >"$out"
+  else
+    echo "The \`spawn_join\` bench target is missing (or printed no \`spawn+join\` line): not measured." >"$out"
+  fi
+  echo "$lines" | sed 's/^/    /'
+  printf 'spawn_join\t@%s\n' "$out" >>"$META"
+}
+
+# ---------------------------------------------------------------------------------------------
+# 4. Configurations
+
+write_configs() {
+  local www=$WORK/www p
+  mkdir -p "$www" "$WORK/nginx-backend" "$WORK/nginx-proxy"
+  head -c $((1024 * 1024)) /dev/zero | tr '\0' 'x' >"$www/1m"   # the 1 MiB file
+  BODY64=$(printf 'x%.0s' $(seq 63))                            # 63 bytes + newline = 64
+  chmod -R a+rX "$www"
+
+  # The backends: one nginx, three server blocks, each serving a 64-byte body at /, a 1 MiB
+  # file at /1m and a small 200 for uploads at /upload (nginx reads and discards the body).
+  {
+    cat <<EOF
+worker_processes $BACKEND_WORKERS;
+worker_rlimit_nofile 20000;
+pid $WORK/nginx-backend/nginx.pid;
+error_log $WORK/nginx-backend/error.log warn;
+events { worker_connections 9000; }
+http {
+    access_log off;
+    default_type text/plain;
+    sendfile on;
+    keepalive_timeout 75s;
+    keepalive_requests 1000000;
+    client_max_body_size 1m;
+    client_body_buffer_size 128k;
+    client_body_temp_path $WORK/nginx-backend/body;
+    proxy_temp_path $WORK/nginx-backend/proxy;
+    fastcgi_temp_path $WORK/nginx-backend/fastcgi;
+    uwsgi_temp_path $WORK/nginx-backend/uwsgi;
+    scgi_temp_path $WORK/nginx-backend/scgi;
+EOF
+    for p in "${BACKEND_PORTS[@]}"; do
+      cat <<EOF
+    server {
+        listen 127.0.0.1:$p;
+        root $www;
+        location / { return 200 "$BODY64\n"; }
+        location = /1m { }
+        location = /upload { return 200 "ok\n"; }
+    }
+EOF
+    done
+    echo "}"
+  } >"$WORK/nginx-backend/nginx.conf"
+
+  # nginx as a proxy: 2 worker processes, an upstream pool with keepalive.
+  cat >"$WORK/nginx-proxy/nginx.conf" <<EOF
+worker_processes $PROXY_CPUS;
+worker_rlimit_nofile 20000;
+pid $WORK/nginx-proxy/nginx.pid;
+error_log $WORK/nginx-proxy/error.log warn;
+events { worker_connections 9000; }
+http {
+    access_log off;
+    keepalive_timeout 75s;
+    keepalive_requests 1000000;
+    client_max_body_size 1m;
+    client_body_buffer_size 128k;
+    client_body_temp_path $WORK/nginx-proxy/body;
+    proxy_temp_path $WORK/nginx-proxy/proxy;
+    fastcgi_temp_path $WORK/nginx-proxy/fastcgi;
+    uwsgi_temp_path $WORK/nginx-proxy/uwsgi;
+    scgi_temp_path $WORK/nginx-proxy/scgi;
+    upstream backends {
+        server 127.0.0.1:${BACKEND_PORTS[0]};
+        server 127.0.0.1:${BACKEND_PORTS[1]};
+        server 127.0.0.1:${BACKEND_PORTS[2]};
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:${PORT[nginx]};
+        location / {
+            proxy_pass http://backends;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+
+  # HAProxy: 2 threads, round robin over the same three backends.
+  cat >"$WORK/haproxy.cfg" <<EOF
+global
+    nbthread $PROXY_CPUS
+    maxconn 9000
+
+defaults
+    mode http
+    maxconn 9000
+    timeout connect 3s
+    timeout client 75s
+    timeout server 30s
+    timeout http-request 10s
+    timeout http-keep-alive 75s
+
+frontend bench
+    bind 127.0.0.1:${PORT[haproxy]}
+    default_backend backends
+
+backend backends
+    balance roundrobin
+    server b1 127.0.0.1:${BACKEND_PORTS[0]}
+    server b2 127.0.0.1:${BACKEND_PORTS[1]}
+    server b3 127.0.0.1:${BACKEND_PORTS[2]}
+EOF
+
+  # Ours, one config per pairThreads mode. idleTimeout is raised from 5 s to nginx's 75 s so the
+  # idle connections of the idle scenarios outlive a run, as they do with the peers.
+  local mode
+  for mode in spawn pooled; do
+    cat >"$WORK/lb-$mode.json" <<EOF
+{
+  "listenPort": "127.0.0.1:${PORT[$mode]}",
+  "algorithm": "round_robin",
+  "workers": $LB_WORKERS,
+  "pairThreads": "$mode",
+  "maxConnections": 20000,
+  "healthCheckInterval": "10s",
+  "idleTimeout": "75s",
+  "servers": [
+    "http://127.0.0.1:${BACKEND_PORTS[0]}",
+    "http://127.0.0.1:${BACKEND_PORTS[1]}",
+    "http://127.0.0.1:${BACKEND_PORTS[2]}"
+  ]
+}
+EOF
+  done
+
+  "$NGINX" -t -q -e "$WORK/nginx-backend/error.log" -p "$WORK/nginx-backend/" -c "$WORK/nginx-backend/nginx.conf"
+  "$NGINX" -t -q -e "$WORK/nginx-proxy/error.log" -p "$WORK/nginx-proxy/" -c "$WORK/nginx-proxy/nginx.conf"
+  "$HAPROXY" -c -q -f "$WORK/haproxy.cfg"
+}
+
+# ---------------------------------------------------------------------------------------------
+# 5. Backends and proxies
+
+BACKEND_PID=
+start_backends() {
+  local p
+  for p in "${BACKEND_PORTS[@]}" "${PORT[spawn]}" "${PORT[pooled]}" "${PORT[nginx]}" "${PORT[haproxy]}"; do
+    if port_in_use "$p"; then
+      echo "port $p on 127.0.0.1 is already in use: set BENCH_PORT_BASE to a free range" >&2
+      exit 1
+    fi
+  done
+  start_bg backend "$WORK/logs/backend.log" "$NGINX" -e "$WORK/nginx-backend/error.log" \
+    -p "$WORK/nginx-backend/" -c "$WORK/nginx-backend/nginx.conf" -g 'daemon off;'
+  BACKEND_PID=$LAST_PID
+  for p in "${BACKEND_PORTS[@]}"; do
+    wait_port "$p" "$BACKEND_PID" || { cat "$WORK/logs/backend.log" >&2; exit 1; }
+  done
+  log "backends: nginx pid $BACKEND_PID, $BACKEND_WORKERS workers, ports ${BACKEND_PORTS[*]}"
+}
+
+PROXY_PID=
+# start_target TARGET: a fresh proxy process (nothing for `direct`); sets PROXY_PID.
+start_target() {
+  local target=$1 log=$WORK/logs/$1.log
+  PROXY_PID=
+  case $target in
+    direct) return 0 ;;
+    spawn | pooled)
+      start_bg "$target" "$log" env RUST_LOG=warn "$LB" --config "$WORK/lb-$target.json" ;;
+    nginx)
+      : >"$WORK/nginx-proxy/error.log"   # per run, so its warnings can be counted
+      start_bg nginx "$log" "$NGINX" -e "$WORK/nginx-proxy/error.log" -p "$WORK/nginx-proxy/" \
+        -c "$WORK/nginx-proxy/nginx.conf" -g 'daemon off;' ;;
+    haproxy)
+      start_bg haproxy "$log" "$HAPROXY" -db -f "$WORK/haproxy.cfg" ;;
+  esac
+  PROXY_PID=$LAST_PID
+  if ! wait_port "${PORT[$target]}" "$PROXY_PID"; then
+    echo "$target did not start listening; its log:" >&2
+    tail -20 "$log" >&2
+    return 1
+  fi
+  # nginx forks its workers after it listens: give them a moment to exist.
+  [[ $target == nginx ]] && sleep 0.2
+  return 0
+}
+
+stop_target() {
+  [[ -n $PROXY_PID ]] && stop_pid "$PROXY_PID"
+  PROXY_PID=
+}
+
+# log_problems TARGET: "COUNT<TAB>first line" of the warnings and errors the proxy logged in its
+# last run (ours: WARN/ERROR at RUST_LOG=warn; nginx: its error log; HAProxy: its stderr).
+log_problems() {
+  local target=$1 file pattern lines
+  case $target in
+    spawn | pooled) file=$WORK/logs/$target.log pattern=' (WARN|ERROR) ' ;;
+    nginx) file=$WORK/nginx-proxy/error.log pattern='\[(warn|error|crit|alert|emerg)\]' ;;
+    haproxy) file=$WORK/logs/haproxy.log pattern='\[(WARNING|ALERT)\]' ;;
+    *) printf '0\t\n'; return 0 ;;
+  esac
+  lines=$(grep -E "$pattern" "$file" 2>/dev/null || true)
+  if [[ -z $lines ]]; then printf '0\t\n'; return 0; fi
+  printf '%s\t%s\n' "$(wc -l <<<"$lines")" "$(head -1 <<<"$lines" | cut -c1-160)"
+}
+
+# ---------------------------------------------------------------------------------------------
+# 6. Smoke test: every target answers each scenario's path correctly before we load it.
+
+smoke_test() {
+  local target port got expect
+  for target in "${TARGETS[@]}"; do
+    start_target "$target" || exit 1
+    port=${PORT[$target]}
+    for expect in "/ 200 64" "/1m 200 1048576" "POST/upload 200 3"; do
+      read -r path code size <<<"$expect"
+      if [[ $path == POST* ]]; then
+        got=$(head -c 65536 /dev/zero | curl -s -o /dev/null --max-time 5 -w '%{http_code} %{size_download}' \
+          -X POST -H 'Content-Type: application/octet-stream' --data-binary @- "http://127.0.0.1:$port${path#POST}")
+      else
+        got=$(curl -s -o /dev/null --max-time 5 -w '%{http_code} %{size_download}' "http://127.0.0.1:$port$path")
+      fi
+      if [[ $got != "$code $size" ]]; then
+        echo "smoke test: $target $path answered '$got', expected '$code $size'" >&2
+        exit 1
+      fi
+    done
+    stop_target
+  done
+  log "smoke test passed: every target answers /, /1m and POST /upload as expected"
+}
+
+# ---------------------------------------------------------------------------------------------
+# 7. One measured run, and the scenario loop
+
+# run_one SCENARIO-FIELDS... TARGET ROUND (a proxy that fails to start is recorded with wrk-rc 99)
+run_one() {
+  local id=$1 title=$2 unit=$3 conns=$4 path=$5 script=$6 idle=$7 target=$8 round=$9
+  local port=${PORT[$target]} tag="$id-$target-r$round"
+  local url="http://127.0.0.1:$port$path" lua=$WORK/$script
+  local wrk_out=$WORK/runs/$tag.wrk idle_out= idle_pid= probe_pid= probe_out=$WORK/runs/$tag.probe
+  local wrk_rc=0 rss=0 alive_flag=1 t0 t1 b0 b1 pids i
+
+  if ! start_target "$target"; then
+    python3 "$LIB/report.py" record --data "$DATA" --wrk-out /dev/null --wrk-rc 99 --scenario "$id" \
+      --title "$title" --unit "$unit" --round "$round" --target "$target" --alive 0
+    stop_target
+    return 0
+  fi
+
+  # Idle pressure: open the idle connections (one request each), wait until all are idle.
+  if ((idle > 0)); then
+    idle_out=$WORK/runs/$tag.idle
+    start_bg idle "$idle_out" python3 "$LIB/idle_conns.py" --port "$port" --count "$idle" --recheck
+    idle_pid=$LAST_PID
+    for ((i = 0; i < 600; i++)); do
+      grep -q '"event": "ready"' "$idle_out" 2>/dev/null && break
+      alive "$idle_pid" || break
+      sleep 0.1
+    done
+  fi
+
+  # Warm-up, then the measured run with CPU ticks taken around it and a probe request made
+  # halfway through on a fresh connection (a pool that starves connections shows up there).
+  timeout $((WARMUP + 15)) wrk -t"$WRK_THREADS" -c"$conns" -d"${WARMUP}s" --timeout 3s -s "$lua" "$url" \
+    >"$WORK/runs/$tag.warmup" 2>&1 || true
+  pids=$( [[ -n $PROXY_PID ]] && pids_of_tree "$PROXY_PID" || true)
+  t0=$( [[ -n $pids ]] && cpu_ticks $pids || echo -1)
+  b0=$(cpu_ticks $(pids_of_tree "$BACKEND_PID"))
+  start_bg probe "$probe_out" bash -c "sleep $(( (DURATION + 1) / 2 )); curl -s -o /dev/null --max-time 3 -w '%{http_code} %{time_total}' '$url'"
+  probe_pid=$LAST_PID
+  timeout $((DURATION + 15)) wrk -t"$WRK_THREADS" -c"$conns" -d"${DURATION}s" --timeout 3s --latency -s "$lua" "$url" \
+    >"$wrk_out" 2>&1 || wrk_rc=$?
+  b1=$(cpu_ticks $(pids_of_tree "$BACKEND_PID"))
+  if [[ -n $PROXY_PID ]]; then
+    pids=$(pids_of_tree "$PROXY_PID")
+    t1=$(cpu_ticks $pids)
+    rss=$(peak_rss_kib $pids)
+    alive "$PROXY_PID" || alive_flag=0
+  else
+    t0=0 t1=-1
+  fi
+  wait "$probe_pid" 2>/dev/null || true
+  forget_pid "$probe_pid"
+
+  # Idle pressure: are the idle connections still open, and still answered?
+  if [[ -n $idle_pid ]]; then
+    alive "$idle_pid" && kill -USR1 "$idle_pid"
+    for ((i = 0; i < 600; i++)); do alive "$idle_pid" || break; sleep 0.1; done
+    stop_pid "$idle_pid"
+  fi
+  stop_target
+
+  python3 "$LIB/report.py" record --data "$DATA" --wrk-out "$wrk_out" --wrk-rc "$wrk_rc" \
+    --log-problems "$(log_problems "$target")" --scenario "$id" --title "$title" --unit "$unit" --round "$round" --target "$target" \
+    --rss-kib "$rss" --proxy-ticks $((t1 - t0)) --backend-ticks $((b1 - b0)) --clk-tck "$CLK_TCK" \
+    --probe "$(cat "$probe_out" 2>/dev/null || true)" --alive "$alive_flag" \
+    ${idle_out:+--idle-out "$idle_out"} --idle-count "$idle"
+}
+
+run_scenarios() {
+  local line id title unit conns path script idle round target
+  for line in "${SCENARIOS[@]}"; do
+    IFS='|' read -r id title unit conns path script idle <<<"$line"
+    [[ $ONLY == all || " $ONLY " == *" $id "* ]] || continue
+    cat "$LIB/wrk/$script" "$LIB/wrk/done.lua" >"$WORK/$script"
+    log "scenario $id: $title ($ROUNDS rounds of ${WARMUP}s warm-up + ${DURATION}s)"
+    for ((round = 1; round <= ROUNDS; round++)); do
+      for target in "${TARGETS[@]}"; do
+        run_one "$id" "$title" "$unit" "$conns" "$path" "$script" "$idle" "$target" "$round"
+      done
+    done
+    echo
+    python3 "$LIB/report.py" table --data "$DATA" --scenario "$id"
+    echo
+  done
+}
+
+# ---------------------------------------------------------------------------------------------
+# 8. Our load balancer with 10,000 idle keep-alive connections: RSS (the target is < 200 MiB).
+
+idle_10k() {
+  [[ $IDLE_10K == 1 ]] || return 0
+  local mode out idle_pid i rss hwm threads
+  log "10,000 idle keep-alive connections, our load balancer only"
+  for mode in spawn pooled; do
+    out=$WORK/runs/idle10k-$mode.idle
+    start_target "$mode" || continue
+    start_bg idle "$out" python3 "$LIB/idle_conns.py" --port "${PORT[$mode]}" --count "$IDLE_BIG" --recheck
+    idle_pid=$LAST_PID
+    for ((i = 0; i < 900; i++)); do
+      grep -q '"event": "ready"' "$out" 2>/dev/null && break
+      alive "$idle_pid" || break
+      sleep 0.1
+    done
+    sleep 1   # let the workers go back to waiting
+    rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$PROXY_PID/status" 2>/dev/null || echo 0)
+    hwm=$(peak_rss_kib "$PROXY_PID")
+    threads=$(awk '/^Threads:/ {print $2}' "/proc/$PROXY_PID/status" 2>/dev/null || echo "")
+    alive "$idle_pid" && kill -USR1 "$idle_pid"
+    for ((i = 0; i < 900; i++)); do alive "$idle_pid" || break; sleep 0.1; done
+    stop_pid "$idle_pid"
+    stop_target
+    python3 "$LIB/report.py" idle --data "$IDLE_DATA" --record "$mode" "$IDLE_BIG" "${rss:-0}" "${hwm:-0}" "$threads" "$out"
+  done
+  echo
+  python3 "$LIB/report.py" idle --data "$IDLE_DATA"
+  echo
+}
+
+# ---------------------------------------------------------------------------------------------
+# 9. Report: the machine, the versions, the method, then every table.
+
+describe_machine() {
+  local commit dirty
+  commit=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)
+  dirty=$(git -C "$REPO_DIR" --no-optional-locks status --porcelain --untracked-files=no 2>/dev/null | awk '{print $2}' | paste -sd, - || true)
+  [[ -n $dirty ]] && commit="$commit (plus uncommitted changes to: $dirty)"
+  {
+    printf 'date\t%s\n' "$(date -u '+%Y-%m-%d %H:%M UTC')"
+    printf 'cpu\t%s\n' "$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
+    printf 'cores\t%s\n' "$(nproc)"
+    printf 'kernel\t%s\n' "$(uname -sr)"
+    printf 'load\t%s\n' "$LOAD_AT_START (1, 5 and 15 min, when bench/run.sh started)"
+    printf 'memory\t%s\n' "$(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
+    printf 'wrk\t%s\n' "$(wrk -v 2>&1 | head -1 | awk '{print $1, $2}')"
+    printf 'nginx\t%s\n' "$("$NGINX" -v 2>&1 | sed 's/^nginx version: //')"
+    printf 'haproxy\t%s\n' "$("$HAPROXY" -v 2>&1 | head -1 | awk '{print $3}')"
+    printf 'rustc\t%s\n' "$(rustc -V)"
+    printf 'commit\t%s\n' "$commit"
+  } >>"$META"
+}
+
+write_method() {
+  cat >"$WORK/meta/method.md" <<EOF
+- **Targets**, each on its own port on 127.0.0.1: the backend directly (the ceiling: wrk against
+  one backend, no proxy), \`loadbalancer\` with \`"pairThreads": "spawn"\`, \`loadbalancer\` with
+  \`"pairThreads": "pooled"\`, nginx, HAProxy. The proxies balance round robin over the same three
+  backends.
+- **Backends**: one nginx process (\`worker_processes $BACKEND_WORKERS\`) with three \`server\`
+  blocks on three ports, each answering \`/\` with a 64-byte body, \`/1m\` with a 1 MiB file
+  (sendfile) and \`POST /upload\` with a 3-byte 200 (nginx reads and discards the body;
+  \`client_body_buffer_size 128k\`, \`client_max_body_size 1m\`). \`keepalive_requests 1000000\`,
+  access log off. Cheap enough that the backend is never the bottleneck.
+- **Threads and workers.** Our \`workers\` setting is connection concurrency (how many requests can
+  be in progress at once, each on its own blocking thread), not CPU parallelism; it has no
+  counterpart in nginx or HAProxy, so ours keeps its default of $LB_WORKERS. What the peers do have is
+  a CPU-parallelism setting, and the machine has $(nproc) cores, so nginx runs with
+  \`worker_processes $PROXY_CPUS\` and HAProxy with \`nbthread $PROXY_CPUS\`.
+- **Ours**: \`"workers": $LB_WORKERS\`, \`"maxConnections": 20000\`, \`"healthCheckInterval": "10s"\`,
+  \`"idleTimeout": "75s"\` (nginx's keep-alive timeout, so the idle connections of the idle
+  scenarios outlive a run, as they do with the peers; the default is 5 s), access log off via
+  \`RUST_LOG=warn\`, everything else default.
+- **nginx**: \`upstream\` with \`keepalive 64\`, \`proxy_http_version 1.1\`, \`Connection ""\`,
+  \`keepalive_requests 1000000\` on both sides, \`client_body_buffer_size 128k\` (so 64 KiB uploads
+  are buffered in memory, not in a temp file), access log off, default response buffering.
+- **HAProxy**: \`mode http\`, \`balance roundrobin\`, \`maxconn 9000\` (two descriptors a
+  connection, and the hard open-file limit here is 20,000), default \`http-reuse safe\`,
+  keep-alive timeout 75 s, no logging.
+- **Load**: \`wrk -t$WRK_THREADS\`, a ${WARMUP} s warm-up then a ${DURATION} s measured run, wrk's
+  \`--timeout 3s\`. Interleaved: in each round every target runs once, in the order above
+  (A B C D E A B C D E …), $ROUNDS rounds per scenario. Figures are medians over rounds; ratios
+  are medians of per-round ratios. wrk, the proxy and the backend share the $(nproc) cores, so
+  run-to-run noise is ±10–25% and only ratios inside one run mean much.
+- **Fresh process per run**: each proxy is started before each of its runs and stopped after it,
+  so the peak RSS is that run's: VmHWM from \`/proc/PID/status\`, summed over master and workers
+  for nginx, the one process for HAProxy and ours (all its threads). CPU µs/req is the proxy's
+  (or the backend's) user+system CPU during the measured run divided by the requests wrk completed.
+- **Percentiles**: a Lua \`done()\` prints p50/p99/p99.9 (\`latency:percentile\`), requests,
+  bytes and error counts on one machine-readable line.
+- **Checks, per run** (a failed one is flagged in the checks column): wrk's socket errors
+  (connect, read, write, timeout) are zero; no non-2xx responses (wrk counts statuses ≥ 400);
+  a probe request on a fresh connection made halfway through the run gets a 200 within 3 s (a
+  pool that starves some connections is invisible to wrk otherwise); the proxy is still alive at
+  the end. In the idle-pressure scenario, $IDLE_PRESSURE connections each send one request, read
+  the answer and stay idle (\`bench/lib/idle_conns.py\`) while wrk's 10 connections run; after the
+  run, every idle connection must still be open and must answer a second request.
+- **Idle pressure**: the figure is the active clients' p99.
+- **1 MiB responses**: throughput in MiB/s of everything wrk read (headers included).
+EOF
+  cat >"$WORK/meta/idle_method.md" <<EOF
+A fresh process per mode; \`bench/lib/idle_conns.py\` (which raises its own \`RLIMIT_NOFILE\`) opens
+$IDLE_BIG connections, sends one request on each, reads the answer and leaves the connection idle.
+One second after the last answer the load balancer's VmRSS, peak RSS (VmHWM) and thread count
+are read; then every connection is checked still open and sent a second request. Target: under
+200 MiB.
+EOF
+  printf 'method\t@%s\n' "$WORK/meta/method.md" >>"$META"
+  printf 'idle_method\t@%s\n' "$WORK/meta/idle_method.md" >>"$META"
+}
+
+write_report() {
+  local elapsed=$(($(date +%s) - START_TIME))
+  printf 'total\t%dm %02ds\n' $((elapsed / 60)) $((elapsed % 60)) >>"$META"
+  python3 "$LIB/report.py" markdown --data "$DATA" --idle-data "$IDLE_DATA" --meta "$META" --out "$OUT"
+  log "wrote $OUT"
+}
+
+# ---------------------------------------------------------------------------------------------
+
+main() {
+  install_tools
+  build
+  spawn_join_bench
+  describe_machine
+  write_configs
+  write_method
+  start_backends
+  smoke_test
+  run_scenarios
+  idle_10k
+  stop_pid "$BACKEND_PID"
+  write_report
+  local elapsed=$(($(date +%s) - START_TIME))
+  log "total time: $((elapsed / 60))m $((elapsed % 60))s"
+}
+
+main "$@"
