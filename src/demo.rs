@@ -32,20 +32,26 @@ pub fn start_backends(config: &Config) -> io::Result<()> {
 /// What to try, printed once everything listens.
 pub fn instructions(config: &Config, port: u16) -> String {
     let backends: Vec<&str> = config.servers.iter().map(|server| server.url.as_str()).collect();
+    let examples = [
+        (format!("curl localhost:{port}/ping"), "a few times: the backend rotates"),
+        (format!("curl 'localhost:{port}/hello?x=1'"), "the request as the backend saw it"),
+        (format!("curl localhost:{port}{}", config.metrics_path), "counters and backend health"),
+        (format!("curl -d 'some data' localhost:{port}/echo"), "the body, streamed back"),
+    ];
+    let width = examples.iter().map(|(command, _)| command.len()).max().unwrap_or(0);
+    let try_lines: Vec<String> =
+        examples.iter().map(|(command, what)| format!("  {command:<width$}  # {what}")).collect();
     format!(
         "\n\
          loadbalancer demo: {count} echo backends ({backends}) behind http://localhost:{port}/ ({algorithm})\n\
          \n\
          Try, in another terminal:\n\
-         \x20 curl localhost:{port}/ping                  # a few times: the backend rotates\n\
-         \x20 curl 'localhost:{port}/hello?x=1'          # the request as the backend saw it\n\
-         \x20 curl localhost:{port}{metrics}               # counters and backend health\n\
-         \x20 curl -d 'some data' localhost:{port}/echo  # the body, streamed back\n\
+         {try_lines}\n\
          \n\
          Press Ctrl-C to stop.\n",
         count = backends.len(),
         backends = backends.join(", "),
         algorithm = config.algorithm.name(),
-        metrics = config.metrics_path,
+        try_lines = try_lines.join("\n"),
     )
 }
