@@ -120,6 +120,7 @@ fn serve_requests(
         keep_alive_allowed: true,
     };
     buffers.client_inbound.clear();
+    buffers.client_outbound.discard();
     let mut idle_allowance =
         if arrival == Arrival::New { shared.config.timeouts.header_read } else { shared.config.timeouts.idle };
     loop {

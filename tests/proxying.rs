@@ -242,3 +242,20 @@ fn malformed_requests_get_400_and_the_connection_closes() {
     }
     assert_eq!(lb.get("/ping").status, 200, "still serving");
 }
+
+#[test]
+fn a_response_cut_off_by_its_client_never_leaks_to_the_next_client() {
+    let backend = EchoBackend::start(&[]);
+    // One worker, so the next client is served with the same reused buffers.
+    let lb = LoadBalancer::start(&config(&[backend.url()], "\"workers\": 1"));
+    for round in 0..5 {
+        let mut quitter = Client::connect(lb.addr());
+        quitter.send(b"GET /bytes/50000000 HTTP/1.1\r\nHost: lb\r\n\r\n");
+        let mut start = [0u8; 4096];
+        quitter.stream.read_exact(&mut start).unwrap();
+        drop(quitter);
+        let next = lb.get("/ping");
+        assert_eq!(next.status, 200, "round {round}: {}", next.head);
+        assert_eq!(next.text(), format!("pong from backend :{}", backend.port), "round {round}");
+    }
+}

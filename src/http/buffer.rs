@@ -142,13 +142,24 @@ impl Outbound {
 
     /// Writes everything gathered. Call before blocking on a read, so the peer is never kept
     /// waiting for bytes that sit here.
+    ///
+    /// The gathered bytes are gone afterwards even if the write fails: they belong to this peer's
+    /// message and must never be sent anywhere else (the buffer is reused for the next peer).
     pub fn flush(&mut self, mut sink: impl Write) -> io::Result<()> {
-        if !self.pending.is_empty() {
-            sink.write_all(&self.pending)?;
-            self.sent += self.pending.len() as u64;
-            self.pending.clear();
+        if self.pending.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let written = sink.write_all(&self.pending);
+        if written.is_ok() {
+            self.sent += self.pending.len() as u64;
+        }
+        self.pending.clear();
+        written
+    }
+
+    /// Drops whatever is gathered, unsent.
+    pub fn discard(&mut self) {
+        self.pending.clear();
     }
 
     /// Bytes written to the sink so far (not counting what is still pending).
@@ -191,6 +202,40 @@ mod tests {
         inbound.consume(10);
         assert_eq!(inbound.fill(&mut more).unwrap(), 3);
         assert_eq!(&inbound.buffered()[INBOUND_CAPACITY - 10..], b"abc");
+    }
+
+    /// A sink that takes `limit` bytes and then fails, like a peer that went away.
+    struct Vanishing {
+        taken: Vec<u8>,
+        limit: usize,
+    }
+
+    impl Write for Vanishing {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            if self.taken.len() >= self.limit {
+                return Err(io::Error::from(io::ErrorKind::BrokenPipe));
+            }
+            let take = bytes.len().min(self.limit - self.taken.len());
+            self.taken.extend_from_slice(&bytes[..take]);
+            Ok(take)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn bytes_that_could_not_be_sent_are_never_sent_to_the_next_peer() {
+        let mut outbound = Outbound::new();
+        let mut gone = Vanishing { taken: Vec::new(), limit: 3 };
+        outbound.send(&mut gone, b"first peer's response").unwrap();
+        assert!(outbound.flush(&mut gone).is_err());
+        assert_eq!(outbound.pending(), 0, "nothing of it is left behind");
+        let mut next: Vec<u8> = Vec::new();
+        outbound.send(&mut next, b"second").unwrap();
+        outbound.flush(&mut next).unwrap();
+        assert_eq!(next, b"second");
     }
 
     #[test]
