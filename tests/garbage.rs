@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{EchoBackend, LoadBalancer, config, fd_count, lowest_over, process_running, thread_count, wait_until};
+use common::{
+    EchoBackend, LoadBalancer, config, fd_count, lowest_over, process_running, thread_count, wait_for_rest, wait_until,
+};
 
 /// Threads sending one case per connection, and how many connections each makes.
 const BARRAGE_THREADS: usize = 8;
@@ -515,13 +517,7 @@ fn a_garbage_barrage_leaves_the_load_balancer_serving_and_small() {
         metrics["open_connections"] == 1
             && metrics["backends"].as_array().unwrap().iter().all(|backend| backend["active_connections"] == 0)
     });
-    let mut threads_now = 0;
-    let mut fds_now = 0;
-    wait_until(Duration::from_secs(20), "threads and file descriptors back to their start values", || {
-        threads_now = thread_count(pid);
-        fds_now = fd_count(pid);
-        threads_now == start_threads && fds_now == start_fds
-    });
+    let (threads_now, fds_now) = wait_for_rest(pid, start_threads, start_fds);
     let (rss, peak_rss) = lb.memory_kib();
     let metrics = lb.metrics();
     eprintln!(

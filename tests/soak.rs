@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{EchoBackend, LoadBalancer, config, fd_count, lowest_over, thread_count, wait_until};
+use common::{EchoBackend, LoadBalancer, config, fd_count, lowest_over, thread_count, wait_for_rest, wait_until};
 
 /// Concurrent client connections: as many as the default worker pool, so each holds a worker.
 const CLIENTS: usize = 64;
@@ -287,13 +287,7 @@ fn twenty_thousand_requests_survive_a_backend_restart_and_leave_nothing_behind()
 
     // Everything the soak used goes away: pair threads at once, pooled backend connections once the
     // health thread prunes them (idle for 4 s).
-    let mut threads_now = 0;
-    let mut fds_now = 0;
-    wait_until(Duration::from_secs(20), "threads and file descriptors back to their start values", || {
-        threads_now = thread_count(pid);
-        fds_now = fd_count(pid);
-        threads_now == start_threads && fds_now == start_fds
-    });
+    let (threads_now, fds_now) = wait_for_rest(pid, start_threads, start_fds);
     wait_until(Duration::from_secs(10), "all three backends healthy again", || lb.metrics()["healthy_backends"] == 3);
     let metrics = lb.metrics();
     assert_eq!(metrics["open_connections"], 1, "only the metrics request's own connection is open: {metrics}");

@@ -490,3 +490,14 @@ pub fn lowest_over(period: Duration, mut sample: impl FnMut() -> usize) -> usize
     }
     lowest
 }
+
+/// Waits (up to 20 s) until a process's thread and file-descriptor counts are back to the given
+/// values, as they must be once everything a load used has been released; returns the last counts.
+pub fn wait_for_rest(pid: u32, threads: usize, fds: usize) -> (usize, usize) {
+    let mut now = (0, 0);
+    wait_until(Duration::from_secs(20), "threads and file descriptors back to their start values", || {
+        now = (thread_count(pid), fd_count(pid));
+        now == (threads, fds)
+    });
+    now
+}
