@@ -152,13 +152,7 @@ fn next_response(bytes: &[u8]) -> Result<(u16, String, Vec<u8>, Vec<u8>), String
         .next()
         .and_then(|code| code.parse().ok())
         .ok_or_else(|| format!("no status in {head:?}"))?;
-    let length: usize = head
-        .lines()
-        .find_map(|line| {
-            line.to_ascii_lowercase().strip_prefix("content-length:").map(|value| value.trim().to_string())
-        })
-        .and_then(|value| value.parse().ok())
-        .ok_or_else(|| format!("no Content-Length in {head:?}"))?;
+    let length = common::content_length(&head).ok_or_else(|| format!("no Content-Length in {head:?}"))?;
     let rest = &bytes[end + 4..];
     if rest.len() < length {
         return Err(format!("body cut short ({} of {length} bytes) in {:?}", rest.len(), show()));

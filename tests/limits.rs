@@ -131,10 +131,7 @@ impl Tap {
                 self.read_exact(&mut chunk).ok()?;
             }
         }
-        let length = lower
-            .lines()
-            .find_map(|line| line.strip_prefix("content-length:").map(|value| value.trim().to_string()))
-            .map_or(0, |value| value.parse().unwrap());
+        let length = common::content_length(&lower).unwrap_or(0);
         let mut body = vec![0u8; length];
         self.read_exact(&mut body).ok()
     }

@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 
-use common::{Client, EchoBackend, LoadBalancer, ScriptedBackend, answer_health, config, read_head};
+use common::{Client, EchoBackend, LoadBalancer, ScriptedBackend, answer_health, config, read_head, read_request};
 
 /// Deterministic pseudo-random bytes (xorshift), so a failure can be reproduced.
 fn random_bytes(count: usize, mut seed: u64) -> Vec<u8> {
@@ -27,18 +27,7 @@ fn recording_backend(response: &'static [u8]) -> (ScriptedBackend, Arc<Mutex<Vec
     let seen: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
     let record = Arc::clone(&seen);
     let backend = ScriptedBackend::start(move |mut stream: TcpStream, _| {
-        while let Some(head) = read_head(&mut stream) {
-            if answer_health(&mut stream, &head) {
-                return;
-            }
-            let length: usize = head
-                .lines()
-                .find_map(|line| {
-                    line.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
-                })
-                .map_or(0, |value| value.parse().unwrap());
-            let mut body = vec![0u8; length];
-            stream.read_exact(&mut body).unwrap();
+        while let Some((head, body)) = read_request(&mut stream) {
             let mut message = head.into_bytes();
             message.extend_from_slice(&body);
             record.lock().unwrap().push(message);

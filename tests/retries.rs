@@ -4,29 +4,13 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use common::{Client, LoadBalancer, ScriptedBackend, answer_health, read_head};
+use common::{Client, LoadBalancer, ScriptedBackend, answer_health, read_head, read_request};
 
 /// What a scripted backend saw: each request's head and body.
 type Seen = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
-
-/// Reads one request (head and Content-Length body), answers health probes; `None` at the end.
-fn read_request(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
-    let head = read_head(stream)?;
-    if answer_health(stream, &head) {
-        return None;
-    }
-    let length: usize = head
-        .lines()
-        .find_map(|line| line.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
-        .map_or(0, |value| value.parse().unwrap());
-    let mut body = vec![0u8; length];
-    stream.read_exact(&mut body).ok()?;
-    Some((head, body))
-}
 
 /// A backend that reads each request completely and then drops the connection unanswered.
 fn dropping_backend() -> (ScriptedBackend, Seen) {

@@ -18,8 +18,8 @@ type Received = Arc<Mutex<Vec<u8>>>;
 /// ending in the canonical `0\r\n\r\n`.
 fn read_body(stream: &mut TcpStream, head: &str) -> Option<Vec<u8>> {
     let lower = head.to_ascii_lowercase();
-    if let Some(length) = lower.lines().find_map(|line| line.strip_prefix("content-length:")) {
-        let mut body = vec![0u8; length.trim().parse().ok()?];
+    if let Some(length) = common::content_length(head) {
+        let mut body = vec![0u8; length];
         stream.read_exact(&mut body).ok()?;
         return Some(body);
     }

@@ -448,6 +448,27 @@ pub fn read_head(stream: &mut TcpStream) -> Option<String> {
     Some(String::from_utf8_lossy(&head).into_owned())
 }
 
+/// The `Content-Length` of a head read by [`read_head`], if it has a valid one.
+pub fn content_length(head: &str) -> Option<usize> {
+    head.lines()
+        .find_map(|line| {
+            line.to_ascii_lowercase().strip_prefix("content-length:").map(|value| value.trim().to_string())
+        })
+        .and_then(|value| value.parse().ok())
+}
+
+/// Reads one request (head and `Content-Length` body) on a scripted backend's connection,
+/// answering health probes; `None` at the end of the connection or after a probe.
+pub fn read_request(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
+    let head = read_head(stream)?;
+    if answer_health(stream, &head) {
+        return None;
+    }
+    let mut body = vec![0u8; content_length(&head).unwrap_or(0)];
+    stream.read_exact(&mut body).ok()?;
+    Some((head, body))
+}
+
 /// Whether a head is a health probe (scripted backends answer those 200 and close).
 pub fn answer_health(stream: &mut TcpStream, head: &str) -> bool {
     if head.starts_with("GET /health ") {
