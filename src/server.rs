@@ -62,6 +62,8 @@ pub struct Shared {
     started: Instant,
     next_request_id: AtomicU64,
     open_connections: AtomicUsize,
+    /// Workers waiting for a connection to serve, with nothing in hand.
+    waiting_workers: AtomicUsize,
     /// Idle client connections, waiting for their next request.
     pub watcher: Watcher,
 }
@@ -86,6 +88,18 @@ impl Drop for ConnectionSlot<'_> {
     }
 }
 
+/// A worker counted as waiting for work (see [`Shared::wait_for_work`]).
+#[derive(Debug)]
+pub struct WaitingWorker<'a> {
+    shared: &'a Shared,
+}
+
+impl Drop for WaitingWorker<'_> {
+    fn drop(&mut self) {
+        self.shared.waiting_workers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl Shared {
     /// The shared state, and the channel on which the watcher returns readable connections.
     pub fn new(config: Config) -> io::Result<(Shared, Receiver<TcpStream>)> {
@@ -99,6 +113,7 @@ impl Shared {
             started: Instant::now(),
             next_request_id: AtomicU64::new(1),
             open_connections: AtomicUsize::new(0),
+            waiting_workers: AtomicUsize::new(0),
             watcher,
         };
         Ok((shared, returned))
@@ -125,6 +140,18 @@ impl Shared {
 
     pub fn open_connections(&self) -> usize {
         self.open_connections.load(Ordering::Acquire)
+    }
+
+    /// Marks one worker as waiting for work until the returned guard drops.
+    pub fn wait_for_work(&self) -> WaitingWorker<'_> {
+        self.waiting_workers.fetch_add(1, Ordering::AcqRel);
+        WaitingWorker { shared: self }
+    }
+
+    /// Whether some worker is waiting for work: if so, a connection that arrives now is served
+    /// at once, and a busy worker may keep waiting on its own connection a little longer.
+    pub fn a_worker_is_waiting(&self) -> bool {
+        self.waiting_workers.load(Ordering::Acquire) > 0
     }
 
     /// The current backend pool.
@@ -288,4 +315,25 @@ pub fn raise_open_file_limit() -> Option<u64> {
 
 fn spawn_named(name: &str, body: impl FnOnce() + Send + 'static) -> io::Result<JoinHandle<()>> {
     thread::Builder::new().name(name.to_string()).spawn(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Overrides;
+
+    #[test]
+    fn waiting_workers_are_counted_while_their_guard_lives() {
+        let config =
+            Config::from_json(r#"{"servers": ["http://127.0.0.1:1"]}"#, "config.json", &Overrides::default()).unwrap();
+        let (shared, _returned) = Shared::new(config).unwrap();
+        assert!(!shared.a_worker_is_waiting());
+        let first = shared.wait_for_work();
+        let second = shared.wait_for_work();
+        assert!(shared.a_worker_is_waiting());
+        drop(first);
+        assert!(shared.a_worker_is_waiting(), "one is still waiting");
+        drop(second);
+        assert!(!shared.a_worker_is_waiting());
+    }
 }

@@ -12,6 +12,11 @@
 //! waiting (a new one whose request has not arrived, or a kept-alive one after its response), the
 //! worker parks it with the [`crate::watcher`] and takes other work. The watcher hands it back
 //! when its next request arrives. So idle clients cost no worker, however many there are.
+//!
+//! One exception makes busy keep-alive clients cheaper: while some other worker is free to take
+//! new work, a worker waits up to [`LINGER`] on its own connection before parking it. A client
+//! that sends its next request at once is then served without the two wake-ups of a trip
+//! through the watcher, and nobody waits for a worker meanwhile.
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -33,11 +38,16 @@ use crate::proxy::{self, Client, Exchange, RequestBuffers};
 use crate::server::Shared;
 use crate::watcher::{Readiness, readiness};
 
+/// How long a worker keeps waiting on its own kept-alive connection, when other workers are
+/// free, before handing it to the watcher.
+const LINGER: Duration = Duration::from_millis(2);
+
 /// The worker loop: serves connections, those coming back from the watcher first, until the
 /// acceptor's channel closes at shutdown.
 pub fn run(shared: &Shared, queue: &Receiver<TcpStream>, returned: &Receiver<TcpStream>, pair: &PairRunner) {
     let mut buffers = RequestBuffers::new(&shared.config.limits);
     loop {
+        let waiting = shared.wait_for_work();
         let (stream, arrival) = crossbeam_channel::select_biased! {
             recv(returned) -> stream => match stream {
                 Ok(stream) => (stream, Arrival::Returning),
@@ -48,6 +58,7 @@ pub fn run(shared: &Shared, queue: &Receiver<TcpStream>, returned: &Receiver<Tcp
                 Err(_) => break,
             },
         };
+        drop(waiting);
         serve_connection(shared, stream, arrival, &mut buffers, pair);
     }
     // Shutting down: whatever the watcher still hands back is closed.
@@ -130,6 +141,7 @@ fn serve_requests(
             }
             match readiness(stream) {
                 Readiness::Readable => {}
+                Readiness::Idle if shared.a_worker_is_waiting() && next_request_soon(stream) => {}
                 Readiness::Idle => return Some(idle_allowance),
                 Readiness::Closed => return None,
             }
@@ -182,6 +194,17 @@ fn serve_requests(
             return None;
         }
     }
+}
+
+/// Waits up to [`LINGER`] for `stream` to become readable (or to close).
+///
+/// Called only while another worker is free to take new work, so the wait costs no one a
+/// worker: a client that sends its next request within the linger is served by the same
+/// thread, without the two wake-ups of a trip through the watcher.
+fn next_request_soon(stream: &TcpStream) -> bool {
+    let linger = rustix::event::Timespec { tv_sec: 0, tv_nsec: LINGER.as_nanos() as i64 };
+    let mut interest = [rustix::event::PollFd::new(stream, rustix::event::PollFlags::IN)];
+    matches!(rustix::event::poll(&mut interest, Some(&linger)), Ok(ready) if ready > 0)
 }
 
 /// Runs `handle` for one request, turning a panic (on this thread or re-raised from the pair)
