@@ -7,8 +7,9 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpStream};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
 
@@ -22,13 +23,32 @@ pub const IDLE_CONNECTIONS_PER_BACKEND: usize = 16;
 /// drop idle keep-alive connections after 5–60 s, and reusing one just as it closes loses a request.
 pub const IDLE_CONNECTION_MAX_AGE: Duration = Duration::from_secs(4);
 
+/// How much one response time moves the moving average: `ewma += (sample - ewma) × 0.3`, so
+/// the last handful of responses dominate.
+pub const RESPONSE_TIME_SMOOTHING: f64 = 0.3;
+
+/// A failed attempt counts as a response this slow for `least_time`, so that a backend that
+/// fails fast does not look fast.
+pub const FAILED_ATTEMPT_PENALTY: Duration = Duration::from_secs(1);
+
 #[derive(Debug)]
 pub struct Backend {
     pub url: String,
+    /// What the backend is called where its address should not show (the `stickyCookie`), and
+    /// what identifies it to the hashing algorithms: the same name in every instance, whatever
+    /// order the servers are listed in.
+    pub name: String,
+    /// A fixed hash of `name`, for rendezvous hashing.
+    pub identity: u64,
     pub host_header: String,
     pub addrs: Vec<SocketAddr>,
     pub weight: u32,
     healthy: AtomicBool,
+    /// When the backend last turned healthy, in milliseconds of [`process_clock`] plus one;
+    /// 0 if it has been healthy since start-up. Drives `slowStart`.
+    healthy_since: AtomicU64,
+    /// Moving average of response times in microseconds (`f64` bits); 0 before the first sample.
+    response_time_ewma: AtomicU64,
     active: AtomicUsize,
     total_requests: AtomicU64,
     total_failures: AtomicU64,
@@ -61,10 +81,14 @@ impl Backend {
     pub fn new(server: &ServerConfig) -> Backend {
         Backend {
             url: server.url.clone(),
+            name: server.name.clone(),
+            identity: crate::balance::hash::key_hash(server.name.as_bytes()),
             host_header: server.host_header.clone(),
             addrs: server.addrs.clone(),
             weight: server.weight,
             healthy: AtomicBool::new(true),
+            healthy_since: AtomicU64::new(0),
+            response_time_ewma: AtomicU64::new(0),
             active: AtomicUsize::new(0),
             total_requests: AtomicU64::new(0),
             total_failures: AtomicU64::new(0),
@@ -105,6 +129,46 @@ impl Backend {
         self.total_failures.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The weight the balancer should use now: the configured weight, ramped up linearly over
+    /// `slow_start` after the backend turned healthy (never below a thousandth of it, so it is
+    /// tried at once). Backends healthy since start-up get their full weight.
+    pub fn effective_weight(&self, now: Instant, slow_start: Duration) -> f64 {
+        let weight = f64::from(self.weight);
+        let since = self.healthy_since.load(Ordering::Relaxed);
+        if slow_start.is_zero() || since == 0 {
+            return weight;
+        }
+        let healthy_for = now.saturating_duration_since(process_clock() + Duration::from_millis(since - 1));
+        weight * (healthy_for.as_secs_f64() / slow_start.as_secs_f64()).clamp(0.001, 1.0)
+    }
+
+    /// Records that the backend turned healthy at `at` (for `slowStart`).
+    pub fn mark_healthy_since(&self, at: Instant) {
+        let millis = at.saturating_duration_since(process_clock()).as_millis() as u64;
+        self.healthy_since.store(millis + 1, Ordering::Relaxed);
+    }
+
+    /// The moving average of response times, if any response was timed yet.
+    pub fn response_time(&self) -> Option<Duration> {
+        match f64::from_bits(self.response_time_ewma.load(Ordering::Relaxed)) {
+            micros if micros > 0.0 => Some(Duration::from_secs_f64(micros / 1e6)),
+            _ => None,
+        }
+    }
+
+    /// Folds one attempt's time into the moving average (a failed one as
+    /// [`FAILED_ATTEMPT_PENALTY`], if that is longer).
+    pub fn record_response_time(&self, elapsed: Duration, succeeded: bool) {
+        let elapsed = if succeeded { elapsed } else { elapsed.max(FAILED_ATTEMPT_PENALTY) };
+        // At least a microsecond, so that 0 keeps meaning "no sample".
+        let sample = (elapsed.as_secs_f64() * 1e6).max(1.0);
+        let _ = self.response_time_ewma.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+            let average = f64::from_bits(bits);
+            let next = if average > 0.0 { average + (sample - average) * RESPONSE_TIME_SMOOTHING } else { sample };
+            Some(next.to_bits())
+        });
+    }
+
     /// Applies one probe result with hysteresis: `unhealthy_threshold` consecutive failures mark
     /// the backend unhealthy, `healthy_threshold` consecutive successes mark it healthy again.
     /// Returns `Some` if and only if this probe flipped the state.
@@ -116,6 +180,7 @@ impl Backend {
             history.consecutive_failures = 0;
             history.consecutive_successes = history.consecutive_successes.saturating_add(1);
             if !healthy && history.consecutive_successes >= healthy_threshold {
+                self.mark_healthy_since(Instant::now());
                 self.healthy.store(true, Ordering::Release);
                 return Some(HealthFlip::BecameHealthy);
             }
@@ -183,6 +248,12 @@ impl Backend {
     }
 }
 
+/// The clock that [`Backend`] times are stored against, as milliseconds since its start.
+fn process_clock() -> Instant {
+    static START: OnceLock<Instant> = OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
 /// An idle keep-alive connection that the backend has closed, or that holds unexpected bytes,
 /// cannot carry a request. One non-blocking peek tells, without consuming anything.
 fn looks_open(stream: &TcpStream) -> bool {
@@ -205,6 +276,7 @@ impl Drop for InFlight<'_> {
 pub(crate) fn test_backend(port: u16, weight: u32) -> Backend {
     Backend::new(&ServerConfig {
         url: format!("http://127.0.0.1:{port}"),
+        name: format!("backend-{port}"),
         host_header: format!("127.0.0.1:{port}"),
         addrs: vec![SocketAddr::from(([127, 0, 0, 1], port))],
         weight,
@@ -243,5 +315,32 @@ mod tests {
         }
         assert_eq!(backend.active(), 0);
         assert_eq!(backend.total_requests(), 2);
+    }
+
+    #[test]
+    fn slow_start_ramps_the_weight_linearly_after_recovery() {
+        let backend = test_backend(1, 4);
+        let ramp = Duration::from_secs(10);
+        let now = Instant::now();
+        assert_eq!(backend.effective_weight(now, ramp), 4.0, "healthy since start-up: full weight");
+        backend.mark_healthy_since(now);
+        let at = |seconds: u64| backend.effective_weight(now + Duration::from_secs(seconds), ramp);
+        assert!((at(5) - 2.0).abs() < 0.01, "{}", at(5));
+        assert_eq!(at(10), 4.0);
+        assert_eq!(at(60), 4.0);
+        assert!(at(0) > 0.0 && at(0) < 0.01, "tried at once, with a tiny share");
+        assert_eq!(backend.effective_weight(now, Duration::ZERO), 4.0, "slowStart off");
+    }
+
+    #[test]
+    fn response_times_form_a_moving_average() {
+        let backend = test_backend(1, 1);
+        assert_eq!(backend.response_time(), None);
+        backend.record_response_time(Duration::from_millis(10), true);
+        assert_eq!(backend.response_time(), Some(Duration::from_millis(10)));
+        backend.record_response_time(Duration::from_millis(20), true);
+        assert_eq!(backend.response_time(), Some(Duration::from_millis(13)));
+        backend.record_response_time(Duration::from_millis(1), false);
+        assert!(backend.response_time().unwrap() > Duration::from_millis(300), "a failure counts as slow");
     }
 }

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::balance::Algorithm;
+use crate::balance::maglev;
+use crate::balance::{Algorithm, BalanceSettings, HashKey};
 use crate::duration::parse_duration;
 use crate::pair::PairThreads;
 
@@ -47,9 +48,13 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The keys a config file may contain, in the order the README lists them.
-const KNOWN_KEYS: [&str; 28] = [
+const KNOWN_KEYS: [&str; 32] = [
     "listenPort",
     "algorithm",
+    "hashKey",
+    "stickyCookie",
+    "slowStart",
+    "maglevTableSize",
     "workers",
     "healthCheckInterval",
     "healthCheckPath",
@@ -84,6 +89,8 @@ pub struct Config {
     /// Address to bind, as `HOST:PORT` (`0.0.0.0:8080` for `":8080"`).
     pub listen: String,
     pub algorithm: Algorithm,
+    /// The algorithms' own settings: hash key, sticky cookie, slow start, Maglev table size.
+    pub balancing: BalanceSettings,
     pub workers: usize,
     pub health: HealthSettings,
     pub max_retries: u32,
@@ -221,6 +228,9 @@ pub struct RateLimitSettings {
 pub struct ServerConfig {
     /// Normalised `http://host:port`, used in logs and metrics.
     pub url: String,
+    /// The `name` given, else one derived from the URL (`b-` and 8 hex digits): what the sticky
+    /// cookie holds and what the hashing algorithms know the backend by.
+    pub name: String,
     /// The `Host` header value for health probes.
     pub host_header: String,
     /// Every address the host resolved to; connects try them in order.
@@ -333,6 +343,7 @@ impl Reader<'_> {
                 None => Algorithm::RoundRobin,
             },
         };
+        let balancing = self.balancing()?;
         let workers = self.integer("workers", 1, MAX_WORKERS as u64)?.map_or(DEFAULT_WORKERS, |n| n as usize);
         let health = HealthSettings {
             interval: self.duration("healthCheckInterval", DEFAULT_HEALTH_CHECK_INTERVAL, false)?,
@@ -346,6 +357,7 @@ impl Reader<'_> {
         Ok(Config {
             listen,
             algorithm,
+            balancing,
             workers,
             health,
             max_retries,
@@ -372,6 +384,38 @@ impl Reader<'_> {
                 Some(name) => PairThreads::from_name(&name).map_err(|problem| self.error("pairThreads", problem))?,
                 None => PairThreads::Spawn,
             },
+        })
+    }
+
+    fn balancing(&self) -> Result<BalanceSettings, ConfigError> {
+        let hash_key = match self.string("hashKey")? {
+            Some(text) => HashKey::parse(&text).map_err(|problem| self.error("hashKey", problem))?,
+            None => HashKey::ClientIp,
+        };
+        let sticky_cookie = match self.string("stickyCookie")? {
+            Some(name) if is_token(&name) => Some(name),
+            Some(name) => {
+                return Err(self.error(
+                    "stickyCookie",
+                    format!("must be a cookie name (letters, digits and !#$%&'*+-.^_`|~), got {name:?}"),
+                ));
+            }
+            None => None,
+        };
+        let maglev_table_size = match self.integer("maglevTableSize", 3, 1 << 24)? {
+            Some(size) if !maglev::is_prime(size) => {
+                return Err(
+                    self.error("maglevTableSize", format!("must be a prime number (such as 65537), got {size}"))
+                );
+            }
+            Some(size) => size as usize,
+            None => maglev::DEFAULT_TABLE_SIZE,
+        };
+        Ok(BalanceSettings {
+            hash_key,
+            sticky_cookie,
+            slow_start: self.duration("slowStart", Duration::ZERO, true)?,
+            maglev_table_size,
         })
     }
 
@@ -542,18 +586,23 @@ impl Reader<'_> {
             if let Some(earlier) = servers.iter().position(|seen| seen.url == server.url) {
                 return Err(self.error(&key, format!("{} is listed twice (also servers[{earlier}])", server.url)));
             }
+            if let Some(earlier) = servers.iter().position(|seen| seen.name == server.name) {
+                return Err(self.error(&key, format!("the name {:?} is taken by servers[{earlier}]", server.name)));
+            }
             servers.push(server);
         }
         Ok(servers)
     }
 
     fn server(&self, key: &str, entry: &Value) -> Result<ServerConfig, ConfigError> {
-        let (url, weight) = match entry {
-            Value::String(url) => (url.as_str(), DEFAULT_WEIGHT),
+        let (url, weight, name) = match entry {
+            Value::String(url) => (url.as_str(), DEFAULT_WEIGHT, None),
             Value::Object(fields) => {
                 for field in fields.keys() {
-                    if field != "url" && field != "weight" {
-                        return Err(self.error(&format!("{key}.{field}"), "unknown key (valid keys: url, weight)"));
+                    if !["url", "weight", "name"].contains(&field.as_str()) {
+                        return Err(
+                            self.error(&format!("{key}.{field}"), "unknown key (valid keys: url, weight, name)")
+                        );
                     }
                 }
                 let url = match fields.get("url") {
@@ -571,12 +620,25 @@ impl Reader<'_> {
                         .map_err(|problem| self.error(&format!("{key}.weight"), problem))?
                         as u32,
                 };
-                (url, weight)
+                let name = match fields.get("name") {
+                    None => None,
+                    Some(Value::String(name)) if is_backend_name(name) => Some(name.clone()),
+                    Some(other) => {
+                        return Err(self.error(
+                            &format!("{key}.name"),
+                            format!("must be 1 to 64 letters, digits, '.', '_' or '-', got {other}"),
+                        ));
+                    }
+                };
+                (url, weight, name)
             }
             other => {
                 return Err(self.error(
                     key,
-                    format!("must be a URL string or {{\"url\": ..., \"weight\": N}}, got {}", kind_of(other)),
+                    format!(
+                        "must be a URL string or {{\"url\": ..., \"weight\": N, \"name\": ...}}, got {}",
+                        kind_of(other)
+                    ),
                 ));
             }
         };
@@ -584,8 +646,20 @@ impl Reader<'_> {
         let (host, port) = parse_backend_url(url).map_err(|problem| self.error(&url_key, problem))?;
         let addrs = resolve(&host, port).map_err(|problem| self.error(&url_key, problem))?;
         let host_header = if port == 80 { host.clone() } else { format!("{host}:{port}") };
-        Ok(ServerConfig { url: format!("http://{host}:{port}"), host_header, addrs, weight })
+        let url = format!("http://{host}:{port}");
+        let name = name.unwrap_or_else(|| format!("b-{:08x}", crate::balance::hash::fnv1a(url.as_bytes()) as u32));
+        Ok(ServerConfig { url, name, host_header, addrs, weight })
     }
+}
+
+/// A cookie name: an HTTP token (RFC 9110 §5.6.2).
+fn is_token(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte))
+}
+
+/// A backend name, safe in a cookie value and a log line.
+fn is_backend_name(text: &str) -> bool {
+    (1..=64).contains(&text.len()) && text.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"._-".contains(&byte))
 }
 
 fn flag_error(source: &Source, problem: String) -> ConfigError {
@@ -765,7 +839,7 @@ mod tests {
             ),
             (
                 r#"{"algorithm": "fastest", "servers": ["http://127.0.0.1:1"]}"#,
-                "config.json: algorithm: unknown algorithm \"fastest\" (valid: round_robin, weighted_round_robin, least_conn, ip_hash)",
+                "config.json: algorithm: unknown algorithm \"fastest\" (valid: round_robin, weighted_round_robin, least_conn, ip_hash, least_time, url_hash, sticky, maglev, p2c, random)",
             ),
             (
                 r#"{"servers": ["http://127.0.0.1:1", {"url": "http://127.0.0.1:2", "weight": 0}]}"#,

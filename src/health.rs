@@ -23,7 +23,9 @@ use crate::server::Shared;
 pub fn run(shared: &Shared, stop: &Receiver<()>) {
     let settings = &shared.config.health;
     loop {
-        probe_round(&shared.pool().backends, settings);
+        let pool = shared.pool();
+        probe_round(&pool.backends, settings);
+        pool.balancer.refresh(&pool.backends);
         match stop.recv_timeout(settings.interval) {
             Err(RecvTimeoutError::Timeout) => {}
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,

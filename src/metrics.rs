@@ -72,11 +72,14 @@ pub struct Snapshot {
 #[derive(Debug, Serialize)]
 pub struct BackendSnapshot {
     pub url: String,
+    pub name: String,
     pub weight: u32,
     pub state: &'static str,
     pub active_connections: usize,
     pub total_requests: u64,
     pub total_failures: u64,
+    /// Moving average of this backend's response times (what `least_time` weighs), if timed yet.
+    pub response_time_ms: Option<f64>,
     pub last_checked: Option<String>,
 }
 
@@ -98,11 +101,15 @@ impl Snapshot {
             .iter()
             .map(|backend| BackendSnapshot {
                 url: backend.url.clone(),
+                name: backend.name.clone(),
                 weight: backend.weight,
                 state: if backend.is_healthy() { "healthy" } else { "unhealthy" },
                 active_connections: backend.active(),
                 total_requests: backend.total_requests(),
                 total_failures: backend.total_failures(),
+                response_time_ms: backend
+                    .response_time()
+                    .map(|average| (average.as_secs_f64() * 100_000.0).round() / 100.0),
                 last_checked: backend.last_checked().map(rfc3339),
             })
             .collect();

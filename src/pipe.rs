@@ -78,6 +78,8 @@ pub struct ReverseJob {
     /// Set just before the first byte is written to the client.
     pub response_started: Arc<AtomicBool>,
     pub head_buffer: Vec<u8>,
+    /// Field lines the load balancer adds to the final response head (a sticky `Set-Cookie`).
+    pub added_fields: Option<String>,
     /// For an upgrade request: how to tell forward whether the backend switched protocols.
     pub upgrade: Option<UpgradeSignal>,
     /// Set by forward once the whole request has been sent. A response that is complete while
@@ -215,7 +217,7 @@ fn relay_response(job: &mut ReverseJob) -> Result<Relayed, ReverseError> {
         if head.is_informational() {
             // Interim answers (100 Continue for a client that sent Expect) go on at once; a final
             // answer, even an error of the load balancer's own, may still follow them.
-            response_for_client(&head, job.client_minor_version, true, &mut job.head_buffer);
+            response_for_client(&head, job.client_minor_version, true, b"", &mut job.head_buffer);
             (&*client).write_all(&job.head_buffer).map_err(|cause| ReverseError::Client { status: None, cause })?;
             continue;
         }
@@ -226,7 +228,8 @@ fn relay_response(job: &mut ReverseJob) -> Result<Relayed, ReverseError> {
     }
     let status = head.status;
     let client_keep_alive = job.client_keep_alive && head.framing != BodyFraming::UntilClose;
-    response_for_client(&head, job.client_minor_version, client_keep_alive, &mut job.head_buffer);
+    let added_fields = job.added_fields.as_deref().unwrap_or_default().as_bytes();
+    response_for_client(&head, job.client_minor_version, client_keep_alive, added_fields, &mut job.head_buffer);
     job.response_started.store(true, Ordering::Release);
     job.outbound
         .send(client, &job.head_buffer)
@@ -253,7 +256,7 @@ fn switch_protocols(job: &mut ReverseJob, head: &ResponseHead) -> Result<Relayed
         return Err(ReverseError::BadResponse("101 Switching Protocols to a request without Upgrade"));
     };
     let client: &TcpStream = &job.client;
-    response_for_client(head, job.client_minor_version, false, &mut job.head_buffer);
+    response_for_client(head, job.client_minor_version, false, b"", &mut job.head_buffer);
     job.response_started.store(true, Ordering::Release);
     (&*client).write_all(&job.head_buffer).map_err(|cause| ReverseError::Client { status: Some(101), cause })?;
     let _ = upgrade.switched.send(true);

@@ -20,8 +20,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::backend::Backend;
+use crate::balance::{Algorithm, PickRequest};
 use crate::config::Limits;
 use crate::http::buffer::{Inbound, Outbound};
+use crate::http::cookie;
 use crate::http::framing::{CopyError, copy_body, copy_chunked_prefix};
 use crate::http::head::{BodyFraming, RequestHead};
 use crate::http::is_idempotent;
@@ -155,9 +157,18 @@ pub fn handle(
     let replayable = is_idempotent(&head.method) && streamed_body == BodyFraming::Empty;
 
     let pool = shared.pool();
+    let balancing = pool.balancer.settings();
+    let sticky_cookie = balancing.sticky_cookie.as_deref().filter(|_| pool.balancer.algorithm() == Algorithm::Sticky);
+    let pick_request = PickRequest {
+        client: client.address,
+        target: &head.target,
+        hash_header: balancing.hash_key.header().and_then(|name| head.fields.get(name)),
+        sticky_backend: sticky_cookie.and_then(|name| cookie::find(&head.fields, name)),
+        now: Instant::now(),
+    };
     let mut tried: Vec<usize> = Vec::with_capacity(config.max_retries as usize + 1);
     loop {
-        let Some(index) = pool.balancer.pick(&pool.backends, client.address, &tried) else {
+        let Some(index) = pool.balancer.pick(&pool.backends, &pick_request, &tried) else {
             let last = tried.last().map(|&index| &*pool.backends[index]);
             let reply = if tried.is_empty() {
                 Reply::error(503, Some(ALL_BACKENDS_DOWN))
@@ -176,6 +187,12 @@ pub fn handle(
         let retries_left = tried.len() <= config.max_retries as usize;
         let backend = &*pool.backends[index];
         let _in_flight = backend.begin_request();
+        let attempt_started = Instant::now();
+        // A failure caused by the backend counts against it, and as a slow answer for least_time.
+        let backend_failed = || {
+            backend.record_failure();
+            backend.record_response_time(attempt_started.elapsed(), false);
+        };
 
         let connection = match backend.take_idle() {
             Some(stream) => Ok(stream),
@@ -184,7 +201,7 @@ pub fn handle(
         let backend_stream = match connection {
             Ok(stream) => Arc::new(stream),
             Err(error) => {
-                backend.record_failure();
+                backend_failed();
                 log::warn!("cannot connect to {}: {error}", backend.url);
                 if retries_left {
                     continue;
@@ -227,6 +244,9 @@ pub fn handle(
             body_streams_from_client: streamed_body != BodyFraming::Empty,
             response_started: Arc::clone(client.response_started),
             head_buffer: take(&mut buffers.response_head),
+            added_fields: sticky_cookie
+                .filter(|_| pick_request.sticky_backend != Some(backend.name.as_str()))
+                .map(|name| cookie::set_cookie_field(name, &backend.name)),
             upgrade: upgrade_signal,
             request_done,
         };
@@ -257,6 +277,7 @@ pub fn handle(
         }
         let error = match reverse.result {
             Ok(relayed) => {
+                backend.record_response_time(attempt_started.elapsed(), true);
                 if relayed.backend_reusable
                     && forward_ok
                     && let Ok(stream) = Arc::try_unwrap(backend_stream)
@@ -277,7 +298,7 @@ pub fn handle(
         let keep_alive = keep_alive_wanted && forward_ok && streamed_body == BodyFraming::Empty;
         match error {
             ReverseError::NoResponse(cause) => {
-                backend.record_failure();
+                backend_failed();
                 log::warn!(
                     "{} closed the connection without answering {} {}: {cause}",
                     backend.url,
@@ -292,13 +313,13 @@ pub fn handle(
                 return own(reply, keep_alive, Some(backend), attempts, Outcome::Failed);
             }
             ReverseError::BadResponse(reason) => {
-                backend.record_failure();
+                backend_failed();
                 log::warn!("{} sent a malformed response: {reason}", backend.url);
                 let reply = Reply::error(502, Some("Bad Gateway: the backend sent a malformed response"));
                 return own(reply, keep_alive, Some(backend), attempts, Outcome::Failed);
             }
             ReverseError::Timeout { status: None } => {
-                backend.record_failure();
+                backend_failed();
                 log::warn!("{} did not answer within {} ms", backend.url, config.request_timeout.as_millis());
                 let reply = Reply::error(504, Some("Gateway Timeout: the backend did not answer in time"));
                 return own(reply, keep_alive, Some(backend), attempts, Outcome::Failed);
@@ -309,7 +330,7 @@ pub fn handle(
                 return broken(status, backend, attempts);
             }
             error @ (ReverseError::Timeout { .. } | ReverseError::BrokenMidResponse { .. }) => {
-                backend.record_failure();
+                backend_failed();
                 log::warn!("{} failed in the middle of a response: {error:?}", backend.url);
                 let status = error.status_sent().unwrap_or(502);
                 return broken(status, backend, attempts);

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::balance::fnv1a;
+use crate::balance::hash::fnv1a;
 use crate::config::RateLimitSettings;
 
 pub const SHARDS: usize = 16;

@@ -46,7 +46,7 @@ pub struct Pool {
 impl Pool {
     pub fn new(config: &Config) -> Pool {
         let backends: Vec<Arc<Backend>> = config.servers.iter().map(|server| Arc::new(Backend::new(server))).collect();
-        let balancer = Balancer::new(config.algorithm, backends.len());
+        let balancer = Balancer::new(config.algorithm, config.balancing.clone(), &backends);
         Pool { backends, balancer }
     }
 }

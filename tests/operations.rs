@@ -137,7 +137,7 @@ fn a_bad_config_exits_2_with_one_line_naming_the_key_and_nothing_listens() {
         ),
         (
             format!("{{\"listenPort\": \"127.0.0.1:{port}\", \"algorithm\": \"fastest\", \"servers\": [\"http://127.0.0.1:1\"]}}"),
-            "config.json: algorithm: unknown algorithm \"fastest\" (valid: round_robin, weighted_round_robin, least_conn, ip_hash)\n"
+            "config.json: algorithm: unknown algorithm \"fastest\" (valid: round_robin, weighted_round_robin, least_conn, ip_hash, least_time, url_hash, sticky, maglev, p2c, random)\n"
                 .to_string(),
         ),
         (format!("{{\"listenPort\": \"127.0.0.1:{port}\", \"servers\": []}}"), "config.json: servers: must list at least one backend\n".to_string()),

@@ -124,8 +124,15 @@ pub fn request_for_backend(head: &RequestHead, forwarded: impl Into<Forwarded>, 
 /// Appends to `out` the head to send to the client for a backend's `head`.
 ///
 /// `client_minor_version` is the client's HTTP version; `keep_alive` whether the client
-/// connection stays open after this response.
-pub fn response_for_client(head: &ResponseHead, client_minor_version: u8, keep_alive: bool, out: &mut Vec<u8>) {
+/// connection stays open after this response; `added_fields`, complete field lines the load
+/// balancer adds to a final response (its sticky `Set-Cookie`), usually none.
+pub fn response_for_client(
+    head: &ResponseHead,
+    client_minor_version: u8,
+    keep_alive: bool,
+    added_fields: &[u8],
+    out: &mut Vec<u8>,
+) {
     out.extend_from_slice(&head.status_line);
     out.extend_from_slice(b"\r\n");
     let chunked = head.fields.get("transfer-encoding").is_some();
@@ -145,12 +152,14 @@ pub fn response_for_client(head: &ResponseHead, client_minor_version: u8, keep_a
             write_field(out, name, value);
         }
     }
-    if head.is_informational() {
-        // 1xx answers say nothing about the connection.
-    } else if !keep_alive {
-        out.extend_from_slice(b"Connection: close\r\n");
-    } else if client_minor_version == 0 {
-        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    // 1xx answers say nothing about the connection, and get no added fields.
+    if !head.is_informational() {
+        out.extend_from_slice(added_fields);
+        if !keep_alive {
+            out.extend_from_slice(b"Connection: close\r\n");
+        } else if client_minor_version == 0 {
+            out.extend_from_slice(b"Connection: keep-alive\r\n");
+        }
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -170,7 +179,7 @@ mod tests {
     fn rewrite_response(text: &str, client_minor_version: u8, keep_alive: bool) -> String {
         let (head, _) = parse_response(text.as_bytes(), false).unwrap().unwrap();
         let mut out = Vec::new();
-        response_for_client(&head, client_minor_version, keep_alive, &mut out);
+        response_for_client(&head, client_minor_version, keep_alive, b"", &mut out);
         String::from_utf8(out).unwrap()
     }
 
