@@ -761,6 +761,7 @@ fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::balance::hash::fnv1a;
 
     fn load(text: &str) -> Result<Config, String> {
         Config::from_json(text, "config.json", &Overrides::default()).map_err(|error| error.to_string())
@@ -826,6 +827,30 @@ mod tests {
     }
 
     #[test]
+    fn balancing_keys_and_backend_names() {
+        let config = load(
+            r#"{"algorithm": "maglev", "hashKey": "header:X-User", "stickyCookie": "lb", "slowStart": "30s",
+                "maglevTableSize": 251,
+                "servers": [{"url": "http://127.0.0.1:3001", "name": "web-1"}, "http://127.0.0.1:3002"]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            config.balancing,
+            BalanceSettings {
+                hash_key: HashKey::Header("x-user".to_string()),
+                sticky_cookie: Some("lb".to_string()),
+                slow_start: Duration::from_secs(30),
+                maglev_table_size: 251,
+            }
+        );
+        assert_eq!(config.servers[0].name, "web-1");
+        // A name derived from the URL alone: the same in every instance, whatever the list order.
+        assert_eq!(config.servers[1].name, format!("b-{:08x}", fnv1a(b"http://127.0.0.1:3002") as u32));
+        let defaults = load(r#"{"servers": ["http://127.0.0.1:3001"]}"#).unwrap();
+        assert_eq!(defaults.balancing, BalanceSettings::default());
+    }
+
+    #[test]
     fn each_error_names_the_file_the_key_and_the_problem() {
         let cases = [
             ("{", "config.json: invalid JSON: EOF while parsing an object at line 1 column 1"),
@@ -876,6 +901,30 @@ mod tests {
                 "config.json: servers[1]: http://127.0.0.1:1 is listed twice (also servers[0])",
             ),
             (r#"{"servers": [7]}"#, "config.json: servers[0]: must be a URL string or"),
+            (
+                r#"{"servers": [{"url": "http://127.0.0.1:1", "name": "web 1"}]}"#,
+                "config.json: servers[0].name: must be 1 to 64 letters, digits, '.', '_' or '-', got \"web 1\"",
+            ),
+            (
+                r#"{"servers": [{"url": "http://127.0.0.1:1", "name": "a"}, {"url": "http://127.0.0.1:2", "name": "a"}]}"#,
+                "config.json: servers[1]: the name \"a\" is taken by servers[0]",
+            ),
+            (
+                r#"{"hashKey": "cookie", "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: hashKey: must be \"ip\", \"url\" or \"header:NAME\", got \"cookie\"",
+            ),
+            (
+                r#"{"stickyCookie": "my cookie", "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: stickyCookie: must be a cookie name",
+            ),
+            (
+                r#"{"maglevTableSize": 65536, "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: maglevTableSize: must be a prime number (such as 65537), got 65536",
+            ),
+            (
+                r#"{"slowStart": "soon", "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: slowStart: must be a duration like",
+            ),
             (
                 r#"{"healthCheckInterval": "5", "servers": ["http://127.0.0.1:1"]}"#,
                 "config.json: healthCheckInterval: must be a duration like \"50ms\", \"3s\" or \"1m\", got \"5\"",

@@ -165,6 +165,9 @@ impl PickRequest<'_> {
     }
 }
 
+/// Draws by weight before `random` and `p2c` fall back to a pass over the pool.
+const DRAWS: usize = 16;
+
 /// The Maglev table and the healthy set it was built for.
 #[derive(Debug)]
 struct MaglevState {
@@ -180,6 +183,8 @@ pub struct Balancer {
     next: AtomicUsize,
     smooth_weights: Mutex<Vec<f64>>,
     maglev: RwLock<Arc<MaglevState>>,
+    /// Running totals of the configured weights, for drawing a backend by weight in O(log n).
+    cumulative_weights: Vec<u64>,
 }
 
 impl Balancer {
@@ -190,6 +195,13 @@ impl Balancer {
             next: AtomicUsize::new(0),
             smooth_weights: Mutex::new(vec![0.0; backends.len()]),
             maglev: RwLock::new(Arc::new(MaglevState { built_for: Vec::new(), table: MaglevTable::default() })),
+            cumulative_weights: backends
+                .iter()
+                .scan(0u64, |total, backend| {
+                    *total += u64::from(backend.weight);
+                    Some(*total)
+                })
+                .collect(),
         };
         balancer.refresh(backends);
         balancer
@@ -293,8 +305,15 @@ impl Balancer {
                 };
                 self.maglev_lookup(backends.len(), eligible, key)
             }
-            Algorithm::P2c => power_of_two_choices(backends, eligible, weight),
-            Algorithm::Random => weighted_random(backends.len(), eligible, weight, None),
+            Algorithm::P2c => {
+                let first = self.draw(backends, eligible, weight, None)?;
+                let Some(second) = self.draw(backends, eligible, weight, Some(first)) else {
+                    return Some(first);
+                };
+                let load = |index: usize| backends[index].active() as f64 / weight(index);
+                Some(if load(second) < load(first) { second } else { first })
+            }
+            Algorithm::Random => self.draw(backends, eligible, weight, None),
         }
     }
 
@@ -338,6 +357,35 @@ impl Balancer {
         Some(chosen)
     }
 
+    /// A backend drawn with probability proportional to its current weight among the eligible
+    /// ones, leaving out `except` (`random`, and each of `p2c`'s two choices).
+    ///
+    /// Draws by configured weight with a binary search of the running totals, then keeps the
+    /// draw if the backend is eligible and, while it ramps up under `slowStart`, with probability
+    /// current ÷ configured weight: rejection sampling, which keeps the shares exact. After
+    /// [`DRAWS`] rejections (a pool mostly down), one pass over the pool decides.
+    fn draw(
+        &self,
+        backends: &[Arc<Backend>],
+        eligible: impl Fn(usize) -> bool,
+        weight: impl Fn(usize) -> f64,
+        except: Option<usize>,
+    ) -> Option<usize> {
+        let total = self.cumulative_weights.last().copied().unwrap_or(0);
+        for _ in 0..DRAWS {
+            let point = random::below(total.max(1));
+            let index = self.cumulative_weights.partition_point(|&running| running <= point);
+            if index >= backends.len() || !eligible(index) || Some(index) == except {
+                continue;
+            }
+            let (current, configured) = (weight(index), f64::from(backends[index].weight));
+            if current >= configured || random::unit() * configured < current {
+                return Some(index);
+            }
+        }
+        weighted_random(backends.len(), eligible, weight, except)
+    }
+
     /// The key's slot in the Maglev table, or, if that backend cannot take it (tried already, or
     /// failed since the table was built), the next slot's backend that can.
     fn maglev_lookup(&self, count: usize, eligible: impl Fn(usize) -> bool, key: u64) -> Option<usize> {
@@ -362,7 +410,8 @@ fn rendezvous(backends: &[Arc<Backend>], eligible: impl Fn(usize) -> bool, key: 
         .map(|(index, _)| index)
 }
 
-/// A backend drawn at random with probability proportional to its weight, leaving out `except`.
+/// A backend drawn at random with probability proportional to its weight, leaving out `except`,
+/// by one pass over the pool.
 fn weighted_random(
     count: usize,
     eligible: impl Fn(usize) -> bool,
@@ -381,21 +430,6 @@ fn weighted_random(
         }
     }
     last
-}
-
-/// Power of two choices: two different backends drawn by weight; the one with fewer requests
-/// in flight per unit of weight wins, the first drawn on a tie (so an idle pool shares by weight).
-fn power_of_two_choices(
-    backends: &[Arc<Backend>],
-    eligible: impl Fn(usize) -> bool,
-    weight: impl Fn(usize) -> f64,
-) -> Option<usize> {
-    let first = weighted_random(backends.len(), &eligible, &weight, None)?;
-    let Some(second) = weighted_random(backends.len(), &eligible, &weight, Some(first)) else {
-        return Some(first);
-    };
-    let load = |index: usize| backends[index].active() as f64 / weight(index);
-    Some(if load(second) < load(first) { second } else { first })
 }
 
 fn ip_octets(ip: IpAddr) -> Vec<u8> {

@@ -38,6 +38,11 @@ pub fn unit() -> f64 {
     (next_u64() >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// A number in `0..bound` (`bound` > 0), by Lemire's multiply-shift (no division, negligible bias).
+pub fn below(bound: u64) -> u64 {
+    ((u128::from(next_u64()) * u128::from(bound)) >> 64) as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,6 +54,7 @@ mod tests {
             let number = unit();
             assert!((0.0..1.0).contains(&number));
             seen[(number * 5.0) as usize] += 1;
+            assert!(below(7) < 7);
         }
         assert!(seen.iter().all(|&count| count > 800), "{seen:?}");
     }
