@@ -1,6 +1,9 @@
-//! Command-line flags and environment variables: what `main` needs to know before loading config.
+//! Command-line flags and environment variables: what `main` needs to know before loading config,
+//! and which command to run (serving, or `compare`).
 //!
 //! Flags beat environment variables, which beat the config file, which beats the defaults.
+
+use std::path::PathBuf;
 
 use crate::config::{Override, Overrides, Source};
 
@@ -9,6 +12,12 @@ loadbalancer: an HTTP/1.1 reverse-proxy load balancer on plain blocking threads
 
 USAGE:
     loadbalancer [--config PATH] [--algorithm NAME] [--listen ADDR] [--demo]
+    loadbalancer compare [--out FILE.svg] [--requests N] [--clients N]
+
+COMMANDS:
+    (none)             serve: balance requests across the configured backends
+    compare            run every algorithm on the same load against built-in test backends
+                       and print a table (see loadbalancer compare --help)
 
 FLAGS:
     --config PATH      config file (default: $LB_CONFIG, else ./config.json)
@@ -26,6 +35,121 @@ ENVIRONMENT:
     RUST_LOG           log filter, e.g. RUST_LOG=warn or RUST_LOG=access=off
 ";
 
+pub const COMPARE_USAGE: &str = "\
+loadbalancer compare: every balancing algorithm on the same load, side by side
+
+Starts echo backends in this process (fast ones, a slow one and one that closes every
+connection; the report lists them first), then, for each algorithm in turn, a load balancer in
+front of them, and sends each the same requests from closed-loop clients. Prints, per algorithm,
+throughput, p50/p99 latency, errors, retries and each backend's share of the successful answers.
+
+USAGE:
+    loadbalancer compare [--out FILE.svg] [--requests N] [--clients N]
+
+FLAGS:
+    --out FILE.svg     also draw the results as an SVG chart in FILE.svg
+    --requests N       requests each client sends per algorithm (default: 250)
+    --clients N        concurrent clients, each with one keep-alive connection (default: 8, at most 256)
+    --help             print this help
+
+Each algorithm runs for at most 3 s; RUST_LOG=warn shows the load balancers' own warnings.
+";
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Run the load balancer (the default).
+    Serve(Options),
+    /// `loadbalancer compare`: run every algorithm on the same load and report.
+    Compare(CompareOptions),
+}
+
+impl Command {
+    /// Reads `args` (without the program name): `compare` as the first argument selects that
+    /// command, anything else is the load balancer's own flags. The error is one line naming the flag.
+    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
+        let mut args = args.into_iter().peekable();
+        if args.peek().is_some_and(|first| first == "compare") {
+            args.next();
+            return CompareOptions::parse(args).map(Command::Compare);
+        }
+        Options::parse(args).map(Command::Serve)
+    }
+}
+
+/// Flags of `loadbalancer compare`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompareOptions {
+    /// Where to write the SVG chart, if anywhere.
+    pub out: Option<PathBuf>,
+    pub requests_per_client: usize,
+    pub clients: usize,
+    pub help: bool,
+}
+
+pub const DEFAULT_COMPARE_REQUESTS: usize = 250;
+pub const DEFAULT_COMPARE_CLIENTS: usize = 8;
+pub const MAX_COMPARE_REQUESTS: usize = 1_000_000;
+/// Each client is a thread with its own connection and its own `10.0.CLIENT.x` addresses.
+pub const MAX_COMPARE_CLIENTS: usize = 256;
+
+impl Default for CompareOptions {
+    fn default() -> Self {
+        CompareOptions {
+            out: None,
+            requests_per_client: DEFAULT_COMPARE_REQUESTS,
+            clients: DEFAULT_COMPARE_CLIENTS,
+            help: false,
+        }
+    }
+}
+
+impl CompareOptions {
+    /// Reads the flags after `compare`. The error is one line naming the flag.
+    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<CompareOptions, String> {
+        let mut options = CompareOptions::default();
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            let (flag, inline_value) = split_inline_value(&arg);
+            let mut value = |name: &str| {
+                inline_value.clone().or_else(|| args.next()).ok_or_else(|| format!("{name}: needs a value"))
+            };
+            match flag.as_str() {
+                "--out" => {
+                    let path = value("--out")?;
+                    if path.is_empty() {
+                        return Err("--out: needs a file name".to_string());
+                    }
+                    options.out = Some(PathBuf::from(path));
+                }
+                "--requests" => {
+                    options.requests_per_client = count("--requests", &value("--requests")?, MAX_COMPARE_REQUESTS)?;
+                }
+                "--clients" => options.clients = count("--clients", &value("--clients")?, MAX_COMPARE_CLIENTS)?,
+                "--help" | "-h" => options.help = true,
+                other => return Err(format!("{other}: unknown flag for compare (try loadbalancer compare --help)")),
+            }
+        }
+        Ok(options)
+    }
+}
+
+/// `--flag=value` → (`--flag`, `Some(value)`); anything else is returned whole.
+fn split_inline_value(arg: &str) -> (String, Option<String>) {
+    match arg.split_once('=') {
+        Some((flag, value)) if flag.starts_with("--") => (flag.to_string(), Some(value.to_string())),
+        _ => (arg.to_string(), None),
+    }
+}
+
+/// A whole number from 1 to `max`, or an error naming `flag`.
+fn count(flag: &str, text: &str, max: usize) -> Result<usize, String> {
+    text.parse::<usize>()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| format!("{flag}: must be a whole number from 1 to {max}, got {text:?}"))
+}
+
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Options {
     pub config_path: Option<Override>,
@@ -42,10 +166,7 @@ impl Options {
         let mut options = Options::default();
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
-            let (flag, inline_value) = match arg.split_once('=') {
-                Some((flag, value)) if flag.starts_with("--") => (flag.to_string(), Some(value.to_string())),
-                _ => (arg.clone(), None),
-            };
+            let (flag, inline_value) = split_inline_value(&arg);
             let mut value = |name: &str| {
                 inline_value.clone().or_else(|| args.next()).ok_or_else(|| format!("{name}: needs a value"))
             };
@@ -124,5 +245,73 @@ mod tests {
         assert_eq!(flagged.config_path(env), "flag.json");
         let algorithm = flagged.overrides(env).algorithm.unwrap();
         assert_eq!((algorithm.value.as_str(), algorithm.source), ("least_conn", Source::Flag("--algorithm")));
+    }
+
+    fn command(args: &[&str]) -> Result<Command, String> {
+        Command::parse(args.iter().map(|arg| arg.to_string()))
+    }
+
+    fn compare(args: &[&str]) -> Result<CompareOptions, String> {
+        let mut all = vec!["compare"];
+        all.extend_from_slice(args);
+        match command(&all)? {
+            Command::Compare(options) => Ok(options),
+            other => panic!("not compare: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn compare_is_a_command_and_anything_else_serves() {
+        assert_eq!(command(&[]).unwrap(), Command::Serve(Options::default()));
+        assert_eq!(command(&["--demo"]).unwrap(), Command::Serve(Options { demo: true, ..Options::default() }));
+        assert_eq!(command(&["compare"]).unwrap(), Command::Compare(CompareOptions::default()));
+        assert_eq!(
+            command(&["--demo", "compare"]).unwrap_err(),
+            "compare: unknown flag (try --help)",
+            "compare is a command only in first place"
+        );
+    }
+
+    #[test]
+    fn compare_flags_in_both_spellings() {
+        let options = compare(&["--out", "c.svg", "--requests=30", "--clients", "4"]).unwrap();
+        assert_eq!(options.out, Some(PathBuf::from("c.svg")));
+        assert_eq!((options.requests_per_client, options.clients), (30, 4));
+        assert!(!options.help);
+        assert!(compare(&["--help"]).unwrap().help);
+        let defaults = compare(&[]).unwrap();
+        assert_eq!(defaults.out, None);
+        assert_eq!(
+            (defaults.requests_per_client, defaults.clients),
+            (DEFAULT_COMPARE_REQUESTS, DEFAULT_COMPARE_CLIENTS)
+        );
+    }
+
+    #[test]
+    fn bad_compare_flags_are_one_line_naming_the_flag() {
+        let cases: [(&[&str], &str); 8] = [
+            (&["--requests", "0"], "--requests: must be a whole number from 1 to 1000000, got \"0\""),
+            (&["--requests=many"], "--requests: must be a whole number from 1 to 1000000, got \"many\""),
+            (&["--clients", "-3"], "--clients: must be a whole number from 1 to 256, got \"-3\""),
+            (&["--clients", "257"], "--clients: must be a whole number from 1 to 256, got \"257\""),
+            (&["--clients"], "--clients: needs a value"),
+            (&["--out"], "--out: needs a value"),
+            (&["--out="], "--out: needs a file name"),
+            (&["--config", "x.json"], "--config: unknown flag for compare (try loadbalancer compare --help)"),
+        ];
+        for (args, expected) in cases {
+            assert_eq!(compare(args).unwrap_err(), expected, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn usage_mentions_compare_and_its_defaults() {
+        assert!(USAGE.contains("loadbalancer compare [--out FILE.svg] [--requests N] [--clients N]"));
+        assert!(COMPARE_USAGE.contains(&format!("(default: {DEFAULT_COMPARE_REQUESTS})")));
+        assert!(
+            COMPARE_USAGE.contains(&format!("(default: {DEFAULT_COMPARE_CLIENTS}, at most {MAX_COMPARE_CLIENTS})"))
+        );
+        let time_limit = crate::compare::TIME_LIMIT_PER_ALGORITHM.as_secs();
+        assert!(COMPARE_USAGE.contains(&format!("runs for at most {time_limit} s")));
     }
 }

@@ -28,7 +28,8 @@
 //! - [`proxy`]: one request: rate limit, choice of backend, retries;
 //! - [`http`]: heads, body framing, header rewriting, the load balancer's own replies;
 //! - [`backend`], [`balance`], [`ratelimit`], [`metrics`]: shared state and pure logic;
-//! - [`config`], [`cli`], [`duration`]: configuration; [`demo`] and [`echo`]: the bundled backends.
+//! - [`config`], [`cli`], [`duration`]: configuration; [`demo`] and [`echo`]: the bundled backends;
+//! - [`compare`]: `loadbalancer compare`, every algorithm on the same load, as a table and a chart.
 
 pub mod acceptor;
 pub mod admin;
@@ -36,6 +37,7 @@ pub mod backend;
 pub mod balance;
 pub mod cli;
 pub mod client_ip;
+pub mod compare;
 pub mod config;
 pub mod demo;
 pub mod duration;

@@ -1,23 +1,26 @@
 //! The `loadbalancer` binary: flags and environment → config → logging and signal handler →
-//! [`Server::start`] → wait for SIGINT/SIGTERM → graceful shutdown → exit code.
+//! [`Server::start`] → wait for SIGINT/SIGTERM → graceful shutdown → exit code. Or, with
+//! `compare` first, [`compare::run`] and its exit code.
 //!
-//! Exit codes: 0 after a clean shutdown, 2 for a bad command line or config (nothing listens),
-//! 1 when the server cannot start (the port is taken, say).
+//! Exit codes: 0 after a clean shutdown (or a finished comparison), 2 for a bad command line or
+//! config (nothing listens), 1 when the server cannot start (the port is taken, say) or a
+//! comparison fails.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use loadbalancer::cli::{Options, USAGE};
+use loadbalancer::cli::{COMPARE_USAGE, Command, CompareOptions, Options, USAGE};
 use loadbalancer::config::{Config, ConfigError};
-use loadbalancer::demo;
 use loadbalancer::server::Server;
+use loadbalancer::{compare, demo};
 
 /// How long requests in flight may take to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
-    let options = match Options::parse(std::env::args().skip(1)) {
-        Ok(options) => options,
+    let options = match Command::parse(std::env::args().skip(1)) {
+        Ok(Command::Serve(options)) => options,
+        Ok(Command::Compare(options)) => return run_compare(&options),
         Err(problem) => {
             eprintln!("{problem}");
             return ExitCode::from(2);
@@ -31,7 +34,7 @@ fn main() -> ExitCode {
         println!("loadbalancer {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
-    init_logging();
+    init_logging(log::LevelFilter::Info);
 
     let env = |name: &str| std::env::var(name).ok();
     let config_path = options.config_path(env);
@@ -84,6 +87,24 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `loadbalancer compare`: the report on stdout, a failure as one line on stderr.
+fn run_compare(options: &CompareOptions) -> ExitCode {
+    if options.help {
+        print!("{COMPARE_USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    // Errors only: every attempt on the deliberately failing backend is a warning, and the table
+    // already counts them as retries.
+    init_logging(log::LevelFilter::Error);
+    match compare::run(options, &mut std::io::stdout().lock()) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("compare: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn config_failure(error: &ConfigError) -> ExitCode {
     eprintln!("{error}");
     ExitCode::from(2)
@@ -98,11 +119,11 @@ fn is_missing_default(error: &ConfigError, options: &Options) -> bool {
         && !std::path::Path::new("config.json").exists()
 }
 
-/// Info by default (start-up, health changes, one access line per request); `LB_DEBUG=1` for
-/// debug; `RUST_LOG` for anything finer.
-fn init_logging() {
+/// `default` unless told otherwise (Info when serving: start-up, health changes, one access line
+/// per request); `LB_DEBUG=1` for debug; `RUST_LOG` for anything finer.
+fn init_logging(default: log::LevelFilter) {
     let mut builder = env_logger::Builder::new();
-    builder.filter_level(log::LevelFilter::Info);
+    builder.filter_level(default);
     builder.parse_env(env_logger::Env::default());
     if std::env::var("LB_DEBUG").is_ok_and(|value| value == "1") {
         builder.filter_level(log::LevelFilter::Debug);
