@@ -21,7 +21,8 @@ COMMANDS:
 
 FLAGS:
     --config PATH      config file (default: $LB_CONFIG, else ./config.json)
-    --algorithm NAME   round_robin, weighted_round_robin, least_conn or ip_hash
+    --algorithm NAME   round_robin, weighted_round_robin, least_conn, ip_hash, least_time,
+                       url_hash, sticky, maglev, p2c or random
                        (default: $LB_ALGORITHM, else the file's \"algorithm\")
     --listen ADDR      \":PORT\" or \"HOST:PORT\" (default: the file's \"listenPort\")
     --demo             also start echo backends for the configured loopback servers
@@ -211,6 +212,13 @@ impl Options {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_usage_lists_every_algorithm() {
+        for algorithm in crate::balance::Algorithm::ALL {
+            assert!(USAGE.contains(algorithm.name()), "{}", algorithm.name());
+        }
+    }
 
     fn parse(args: &[&str]) -> Result<Options, String> {
         Options::parse(args.iter().map(|arg| arg.to_string()))
