@@ -14,7 +14,7 @@
 //! when its next request arrives. So idle clients cost no worker, however many there are.
 //!
 //! One exception makes busy keep-alive clients cheaper: while some other worker is free to take
-//! new work, a worker waits up to [`LINGER`] on its own connection before parking it. A client
+//! new work, a worker waits up to `LINGER` (2 ms) on its own connection before parking it. A client
 //! that sends its next request at once is then served without the two wake-ups of a trip
 //! through the watcher, and nobody waits for a worker meanwhile.
 
