@@ -1,7 +1,8 @@
-//! Thread `admin`: The administrative listener (`adminListen`): the metrics, away from the public port.
+//! Thread `admin`: The administrative listener (`adminListen`): the load balancer's own endpoints
+//! ([`crate::endpoints`]), away from the public port.
 //!
-//! When `adminListen` is set, the metrics are served there and nowhere else, and `metricsPath` on
-//! the public listener is an ordinary path proxied to the backends. Keeping operational endpoints
+//! When `adminListen` is set, those endpoints are served there and nowhere else, and their paths
+//! on the public listener are ordinary paths proxied to the backends. Keeping operational endpoints
 //! on an address of their own (a loopback or management interface) lets a firewall keep them
 //! private. Admin requests are few and small, so this one thread serves them one at a time, each
 //! bounded by `headerReadTimeout` and `writeTimeout`, and closes each connection after answering.
@@ -10,6 +11,7 @@ use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::time::Instant;
 
+use crate::endpoints::{self, Listener};
 use crate::http::buffer::Inbound;
 use crate::http::framing::is_timeout;
 use crate::http::head::{HeadLimits, parse_request};
@@ -53,10 +55,7 @@ fn serve(shared: &Shared, mut stream: TcpStream) {
             Err(_) => return,
         }
     };
-    let reply = match (head.method.as_str(), head.path()) {
-        ("GET" | "HEAD", path) if path == shared.config.metrics_path => Reply::json(shared.metrics().to_json()),
-        _ => Reply::error(404, None),
-    };
+    let reply = endpoints::answer(shared, &head, Listener::Admin).unwrap_or_else(|| Reply::error(404, None));
     let _ = stream.write_all(&reply.to_bytes(head.minor_version, false, head.method == "HEAD"));
     log::debug!("admin: \"{} {}\" {}", head.method, head.target, reply.status);
 }

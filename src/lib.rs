@@ -26,6 +26,7 @@
 //! - [`acceptor`], [`worker`], [`pipe`] (with [`pair`] and [`tunnel`]), [`watcher`], [`health`],
 //!   [`admin`]: one thread role each;
 //! - [`proxy`]: one request: rate limit, choice of backend, retries;
+//! - [`endpoints`]: the load balancer's own answers: metrics and operational pages;
 //! - [`http`]: heads, body framing, header rewriting, the load balancer's own replies;
 //! - [`backend`], [`balance`], [`ratelimit`], [`metrics`]: shared state and pure logic;
 //! - [`config`], [`cli`], [`duration`]: configuration; [`demo`] and [`echo`]: the bundled backends;
@@ -41,6 +42,7 @@ pub mod compare;
 pub mod config;
 pub mod demo;
 pub mod duration;
+pub mod endpoints;
 pub mod health;
 pub mod http;
 pub mod metrics;

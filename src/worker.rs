@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 
 use crate::client_ip::client_address;
+use crate::endpoints::{self, Listener};
 use crate::http::buffer::Inbound;
 use crate::http::framing::is_timeout;
 use crate::http::head::{BodyFraming, HeadLimits, RequestError, RequestHead, parse_request};
@@ -166,10 +167,10 @@ fn serve_requests(
         client.address = client_address(peer.ip(), &head.fields, &shared.config.trusted_proxies);
         let started = Instant::now();
 
-        if shared.config.admin_listen.is_none() && head.path() == shared.config.metrics_path {
+        if let Some(reply) = endpoints::answer(shared, &head, Listener::Public) {
             let keep_alive = head.wants_keep_alive() && head.framing == BodyFraming::Empty && client.keep_alive_allowed;
-            send_reply(&client, &head, &Reply::json(shared.metrics().to_json()), keep_alive);
-            log::debug!("{} \"{} {}\" 200 metrics", peer.ip(), head.method, head.target);
+            send_reply(&client, &head, &reply, keep_alive);
+            log::debug!("{} \"{} {}\" {} (own endpoint)", peer.ip(), head.method, head.target, reply.status);
             if keep_alive {
                 continue;
             }

@@ -44,6 +44,11 @@ impl Reply {
         Reply { status: 200, content_type: "application/json", body, extra_fields: Vec::new() }
     }
 
+    /// A `200` with any body and content type (an HTML page, a text exposition).
+    pub fn content(content_type: &'static str, body: Vec<u8>) -> Reply {
+        Reply { status: 200, content_type, body, extra_fields: Vec::new() }
+    }
+
     pub fn with_field(mut self, name: &'static str, value: String) -> Reply {
         self.extra_fields.push((name, value));
         self
