@@ -19,6 +19,8 @@ pub struct Stats {
     retry_attempts: AtomicU64,
     rate_limited_requests: AtomicU64,
     latency_micros: AtomicU64,
+    config_reloads: AtomicU64,
+    config_reload_failures: AtomicU64,
 }
 
 /// How a request ended, for counting.
@@ -50,6 +52,12 @@ impl Stats {
     pub fn record_retry(&self) {
         self.retry_attempts.fetch_add(1, Ordering::Relaxed);
     }
+
+    /// Counts one attempt to apply a changed config file: applied, or refused as invalid.
+    pub fn record_reload(&self, applied: bool) {
+        let counter = if applied { &self.config_reloads } else { &self.config_reload_failures };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -62,6 +70,10 @@ pub struct Snapshot {
     pub retry_attempts: u64,
     pub rate_limited_requests: u64,
     pub avg_latency_ms: f64,
+    /// Config changes applied without a restart.
+    pub config_reloads: u64,
+    /// Changed config files refused as invalid (the running config stayed).
+    pub config_reload_failures: u64,
     pub healthy_backends: usize,
     pub total_backends: usize,
     /// Client connections open now (accepted and not yet closed).
@@ -122,6 +134,8 @@ impl Snapshot {
             retry_attempts: stats.retry_attempts.load(Ordering::Relaxed),
             rate_limited_requests: stats.rate_limited_requests.load(Ordering::Relaxed),
             avg_latency_ms,
+            config_reloads: stats.config_reloads.load(Ordering::Relaxed),
+            config_reload_failures: stats.config_reload_failures.load(Ordering::Relaxed),
             healthy_backends: backends.iter().filter(|backend| backend.state == "healthy").count(),
             total_backends: backends.len(),
             open_connections: 0,
