@@ -31,7 +31,7 @@ pub fn run(shared: &Shared, listener: &TcpListener) {
 }
 
 fn serve(shared: &Shared, mut stream: TcpStream) {
-    let timeouts = &shared.config.timeouts;
+    let timeouts = shared.config().timeouts;
     let _ = stream.set_write_timeout(Some(timeouts.write));
     let deadline = Instant::now() + timeouts.header_read;
     let mut inbound = Inbound::new();

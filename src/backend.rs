@@ -8,12 +8,13 @@
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
 
 use crate::config::ServerConfig;
+use crate::ejection::{Ejection, Standing};
 use crate::watcher::{Readiness, readiness};
 
 /// How many idle keep-alive connections each backend keeps for reuse.
@@ -42,8 +43,11 @@ pub struct Backend {
     pub identity: u64,
     pub host_header: String,
     pub addrs: Vec<SocketAddr>,
-    pub weight: u32,
+    /// The configured weight; a config reload may change it.
+    weight: AtomicU32,
     healthy: AtomicBool,
+    /// Passive health: ejection on the evidence of failed requests.
+    pub ejection: Ejection,
     /// When the backend last turned healthy, in milliseconds of [`process_clock`] plus one;
     /// 0 if it has been healthy since start-up. Drives `slowStart`.
     healthy_since: AtomicU64,
@@ -85,8 +89,9 @@ impl Backend {
             identity: crate::balance::hash::key_hash(server.name.as_bytes()),
             host_header: server.host_header.clone(),
             addrs: server.addrs.clone(),
-            weight: server.weight,
+            weight: AtomicU32::new(server.weight),
             healthy: AtomicBool::new(true),
+            ejection: Ejection::default(),
             healthy_since: AtomicU64::new(0),
             response_time_ewma: AtomicU64::new(0),
             active: AtomicUsize::new(0),
@@ -97,8 +102,50 @@ impl Backend {
         }
     }
 
+    /// A backend for a config reload: unhealthy until its first probe passes
+    /// ([`Backend::admit`]), so it gets no traffic before it has been checked.
+    pub fn new_unchecked(server: &ServerConfig) -> Backend {
+        let backend = Backend::new(server);
+        backend.healthy.store(false, Ordering::Release);
+        backend
+    }
+
+    /// Applies the first probe of a backend added by a reload: healthy at once if it passed.
+    pub fn admit(&self, probe_passed: bool) {
+        self.probes.lock().last_checked = Some(SystemTime::now());
+        if probe_passed {
+            self.healthy.store(true, Ordering::Release);
+        }
+    }
+
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Acquire)
+    }
+
+    /// Whether the balancer may choose this backend now: healthy, and not ejected by the
+    /// passive checks (or on probation with its trial request still to take).
+    pub fn is_available(&self, now: Instant) -> bool {
+        self.is_healthy() && self.ejection.admits(now)
+    }
+
+    /// What the metrics say about it: `healthy`, `unhealthy` or `ejected`.
+    pub fn state(&self, now: Instant) -> &'static str {
+        if !self.is_healthy() {
+            "unhealthy"
+        } else if self.ejection.standing(now) == Standing::InRotation {
+            "healthy"
+        } else {
+            "ejected"
+        }
+    }
+
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    /// Takes a reloaded config's weight.
+    pub fn set_weight(&self, weight: u32) {
+        self.weight.store(weight, Ordering::Relaxed);
     }
 
     /// Requests in flight to this backend.
@@ -133,7 +180,7 @@ impl Backend {
     /// `slow_start` after the backend turned healthy (never below a thousandth of it, so it is
     /// tried at once). Backends healthy since start-up get their full weight.
     pub fn effective_weight(&self, now: Instant, slow_start: Duration) -> f64 {
-        let weight = f64::from(self.weight);
+        let weight = f64::from(self.weight());
         let since = self.healthy_since.load(Ordering::Relaxed);
         if slow_start.is_zero() || since == 0 {
             return weight;
@@ -249,7 +296,7 @@ impl Backend {
 }
 
 /// The clock that [`Backend`] times are stored against, as milliseconds since its start.
-fn process_clock() -> Instant {
+pub(crate) fn process_clock() -> Instant {
     static START: OnceLock<Instant> = OnceLock::new();
     *START.get_or_init(Instant::now)
 }

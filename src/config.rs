@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 use crate::balance::maglev;
 use crate::balance::{Algorithm, BalanceSettings, HashKey};
 use crate::duration::parse_duration;
+use crate::ejection::PassiveHealthSettings;
 use crate::pair::PairThreads;
 
 pub const DEFAULT_LISTEN: &str = ":8080";
@@ -46,9 +47,10 @@ pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The keys a config file may contain, in the order the README lists them.
-const KNOWN_KEYS: [&str; 32] = [
+const KNOWN_KEYS: [&str; 35] = [
     "listenPort",
     "algorithm",
     "hashKey",
@@ -61,6 +63,8 @@ const KNOWN_KEYS: [&str; 32] = [
     "healthCheckTimeout",
     "healthyThreshold",
     "unhealthyThreshold",
+    "passiveHealth",
+    "failOpen",
     "maxRetries",
     "retryDelay",
     "requestTimeout",
@@ -81,6 +85,7 @@ const KNOWN_KEYS: [&str; 32] = [
     "trustedProxies",
     "adminListen",
     "pairThreads",
+    "reloadInterval",
 ];
 
 /// A validated configuration. Every field holds a usable value.
@@ -93,6 +98,10 @@ pub struct Config {
     pub balancing: BalanceSettings,
     pub workers: usize,
     pub health: HealthSettings,
+    /// Ejecting backends whose real requests fail.
+    pub passive_health: PassiveHealthSettings,
+    /// With no backend available, try them all rather than answer 503.
+    pub fail_open: bool,
     pub max_retries: u32,
     pub retry_delay: Duration,
     pub request_timeout: Duration,
@@ -107,6 +116,8 @@ pub struct Config {
     pub admin_listen: Option<String>,
     /// Where each request's forward and reverse threads come from.
     pub pair_threads: PairThreads,
+    /// How often the config file is checked for changes; zero for never.
+    pub reload_interval: Duration,
 }
 
 /// Bounds on what clients may send and how many may connect; each has its status code.
@@ -360,6 +371,8 @@ impl Reader<'_> {
             balancing,
             workers,
             health,
+            passive_health: self.passive_health()?,
+            fail_open: self.boolean("failOpen")?.unwrap_or(false),
             max_retries,
             retry_delay: self.duration("retryDelay", DEFAULT_RETRY_DELAY, true)?,
             request_timeout: self.duration("requestTimeout", DEFAULT_REQUEST_TIMEOUT, false)?,
@@ -384,6 +397,7 @@ impl Reader<'_> {
                 Some(name) => PairThreads::from_name(&name).map_err(|problem| self.error("pairThreads", problem))?,
                 None => PairThreads::Spawn,
             },
+            reload_interval: self.duration("reloadInterval", DEFAULT_RELOAD_INTERVAL, true)?,
         })
     }
 
@@ -526,6 +540,61 @@ impl Reader<'_> {
             return Err(self.error(key, format!("must be a path starting with \"/\" without spaces, got {path:?}")));
         }
         Ok(path)
+    }
+
+    fn boolean(&self, key: &str) -> Result<Option<bool>, ConfigError> {
+        match self.object.get(key) {
+            None => Ok(None),
+            Some(Value::Bool(value)) => Ok(Some(*value)),
+            Some(other) => Err(self.error(key, format!("must be true or false, got {}", kind_of(other)))),
+        }
+    }
+
+    fn passive_health(&self) -> Result<PassiveHealthSettings, ConfigError> {
+        let defaults = PassiveHealthSettings::default();
+        let Some(value) = self.object.get("passiveHealth") else {
+            return Ok(defaults);
+        };
+        let Value::Object(fields) = value else {
+            return Err(self.error(
+                "passiveHealth",
+                format!(
+                    "must be an object like {{\"failures\": 5, \"cooldown\": \"30s\", \"maxEjectedPercent\": 50}}, got {}",
+                    kind_of(value)
+                ),
+            ));
+        };
+        const KEYS: [&str; 3] = ["failures", "cooldown", "maxEjectedPercent"];
+        for key in fields.keys() {
+            if !KEYS.contains(&key.as_str()) {
+                return Err(self
+                    .error(&format!("passiveHealth.{key}"), format!("unknown key (valid keys: {})", KEYS.join(", "))));
+            }
+        }
+        let whole = |key: &str, min: u64, max: u64, default: u32| -> Result<u32, ConfigError> {
+            match fields.get(key) {
+                None => Ok(default),
+                Some(value) => integer_in(value, min, max)
+                    .map(|number| number as u32)
+                    .map_err(|problem| self.error(&format!("passiveHealth.{key}"), problem)),
+            }
+        };
+        let cooldown = match fields.get("cooldown") {
+            None => defaults.cooldown,
+            Some(Value::String(text)) => match parse_duration(text) {
+                Ok(duration) if !duration.is_zero() => duration,
+                Ok(_) => return Err(self.error("passiveHealth.cooldown", "must be longer than 0s")),
+                Err(problem) => return Err(self.error("passiveHealth.cooldown", problem)),
+            },
+            Some(other) => {
+                return Err(self.error("passiveHealth.cooldown", format!("must be a string, got {}", kind_of(other))));
+            }
+        };
+        Ok(PassiveHealthSettings {
+            failures: whole("failures", 1, 1000, defaults.failures)?,
+            cooldown,
+            max_ejected_percent: whole("maxEjectedPercent", 0, 100, defaults.max_ejected_percent)?,
+        })
     }
 
     fn rate_limit(&self) -> Result<Option<RateLimitSettings>, ConfigError> {

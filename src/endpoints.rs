@@ -5,10 +5,24 @@
 //! same paths on the public listener go to the backends like any other), otherwise on the public
 //! listener. Endpoints that change state (`POST /lb-reload`) are served on the admin listener
 //! only, never on the public one.
+//!
+//! - `metricsPath` (`/lb-metrics`): the JSON metrics;
+//! - `/lb-health`: readiness, 200 while at least one backend is available, else 503;
+//! - `POST /lb-reload`: reread the config file now ([`crate::reload`]).
+
+use std::time::Instant;
 
 use crate::http::head::RequestHead;
 use crate::http::reply::Reply;
+use crate::reload;
 use crate::server::Shared;
+
+/// Readiness: 200 while some backend is available, else 503.
+pub const HEALTH_PATH: &str = "/lb-health";
+/// `POST` rereads the config file (admin listener only).
+pub const RELOAD_PATH: &str = "/lb-reload";
+
+const TEXT: &str = "text/plain; charset=utf-8";
 
 /// Which listener a request arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,13 +34,45 @@ pub enum Listener {
 /// The answer to `head` if it is for one of the load balancer's own endpoints on this listener;
 /// `None` if the request is not (the public listener then proxies it; the admin listener says 404).
 pub fn answer(shared: &Shared, head: &RequestHead, listener: Listener) -> Option<Reply> {
-    if listener == Listener::Public && shared.config.admin_listen.is_some() {
+    let config = shared.config();
+    if listener == Listener::Public && config.admin_listen.is_some() {
         return None;
     }
     let read_only = matches!(head.method.as_str(), "GET" | "HEAD");
     let path = head.path();
-    if read_only && path == shared.config.metrics_path {
+    if read_only && path == config.metrics_path {
         return Some(Reply::json(shared.metrics().to_json()));
     }
+    if read_only && path == HEALTH_PATH {
+        return Some(readiness(shared));
+    }
+    if listener == Listener::Admin && path == RELOAD_PATH {
+        if head.method != "POST" {
+            return Some(Reply::error(405, Some("Method Not Allowed: use POST")).with_field("Allow", "POST".into()));
+        }
+        return Some(match reload::reload(shared, true) {
+            reload::Outcome::Applied(summary) => {
+                Reply::content(TEXT, format!("config reloaded: {summary}\n").into_bytes())
+            }
+            reload::Outcome::Unchanged => Reply::content(TEXT, b"config unchanged\n".to_vec()),
+            reload::Outcome::Refused(problem) => {
+                Reply::error(500, Some(&format!("config not reloaded, the running config stays: {problem}\n")))
+            }
+        });
+    }
     None
+}
+
+/// Readiness for an orchestrator or a load balancer in front: 200 while at least one backend can
+/// take requests (healthy and not ejected), 503 when none can.
+fn readiness(shared: &Shared) -> Reply {
+    let pool = shared.pool();
+    let now = Instant::now();
+    let available = pool.backends.iter().filter(|backend| backend.is_available(now)).count();
+    let text = format!("{available} of {} backends available\n", pool.backends.len());
+    if available > 0 {
+        Reply::content(TEXT, text.into_bytes())
+    } else {
+        Reply::error(503, Some(&format!("Service Unavailable: {text}")))
+    }
 }

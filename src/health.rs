@@ -21,10 +21,10 @@ use crate::server::Shared;
 
 /// Runs rounds of probes until `stop` receives a message or is dropped.
 pub fn run(shared: &Shared, stop: &Receiver<()>) {
-    let settings = &shared.config.health;
     loop {
+        let settings = shared.config().health.clone();
         let pool = shared.pool();
-        probe_round(&pool.backends, settings);
+        probe_round(&pool.backends, &settings);
         pool.balancer.refresh(&pool.backends);
         match stop.recv_timeout(settings.interval) {
             Err(RecvTimeoutError::Timeout) => {}

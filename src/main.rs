@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use loadbalancer::cli::{COMPARE_USAGE, Command, CompareOptions, Options, USAGE};
 use loadbalancer::config::{Config, ConfigError};
+use loadbalancer::reload::ConfigFile;
 use loadbalancer::server::Server;
 use loadbalancer::{compare, demo};
 
@@ -39,10 +40,12 @@ fn main() -> ExitCode {
     let env = |name: &str| std::env::var(name).ok();
     let config_path = options.config_path(env);
     let overrides = options.overrides(env);
+    let mut from_file = true;
     let config = match Config::load(&config_path, &overrides) {
         Ok(config) => config,
         Err(error) if options.demo && is_missing_default(&error, &options) => {
             log::info!("no ./config.json here: using the built-in demo config");
+            from_file = false;
             match Config::from_json(demo::BUILT_IN_CONFIG, "built-in config.json", &overrides) {
                 Ok(config) => config,
                 Err(error) => return config_failure(&error),
@@ -65,7 +68,8 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     let demo_text = options.demo.then(|| config.clone());
-    let server = match Server::start(config) {
+    let config_file = from_file.then(|| ConfigFile::new(config_path.clone(), overrides.clone()));
+    let server = match Server::start_watching(config, config_file) {
         Ok(server) => server,
         Err(error) => {
             eprintln!("{error}");

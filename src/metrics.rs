@@ -109,13 +109,14 @@ impl Snapshot {
         } else {
             (latency_micros as f64 / total_requests as f64 / 10.0).round() / 100.0
         };
+        let now = std::time::Instant::now();
         let backends: Vec<BackendSnapshot> = backends
             .iter()
             .map(|backend| BackendSnapshot {
                 url: backend.url.clone(),
                 name: backend.name.clone(),
-                weight: backend.weight,
-                state: if backend.is_healthy() { "healthy" } else { "unhealthy" },
+                weight: backend.weight(),
+                state: backend.state(now),
                 active_connections: backend.active(),
                 total_requests: backend.total_requests(),
                 total_failures: backend.total_failures(),

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use crate::backend::Backend;
 use crate::balance::{Algorithm, PickRequest};
 use crate::config::Limits;
+use crate::ejection::{EjectionEvent, PassiveHealthSettings, Standing};
 use crate::http::buffer::{Inbound, Outbound};
 use crate::http::cookie;
 use crate::http::framing::{CopyError, copy_body, copy_chunked_prefix};
@@ -69,6 +70,13 @@ impl RequestBuffers {
         }
     }
 
+    /// Resizes for `limits` if a config reload changed them.
+    pub fn fit(&mut self, limits: &Limits) {
+        if self.client_inbound_capacity != limits.max_header_bytes + READ_AHEAD {
+            *self = RequestBuffers::new(limits);
+        }
+    }
+
     /// Starts afresh, as after a panic that may have lost buffers mid-request.
     pub fn reset(&mut self) {
         let capacity = self.client_inbound_capacity;
@@ -109,6 +117,34 @@ pub struct Client<'a> {
     pub keep_alive_allowed: bool,
 }
 
+/// Feeds one attempt's outcome to the backend's passive health record, and logs what changes.
+fn passive_outcome(backends: &[Arc<Backend>], backend: &Backend, ok: bool, settings: &PassiveHealthSettings) {
+    let now = Instant::now();
+    let event = if ok {
+        backend.ejection.record_success(now)
+    } else {
+        backend.ejection.record_failure(now, settings, || {
+            let ejected = backends.iter().filter(|other| other.ejection.standing(now) != Standing::InRotation).count();
+            settings.may_eject(ejected, backends.len())
+        })
+    };
+    match event {
+        Some(EjectionEvent::Ejected { cooldown, again: false }) => log::warn!(
+            "backend {} ejected for {}s after {} consecutive failed requests (passive health check)",
+            backend.url,
+            cooldown.as_secs(),
+            settings.failures
+        ),
+        Some(EjectionEvent::Ejected { cooldown, again: true }) => {
+            log::warn!("backend {} failed its trial request: ejected again for {}s", backend.url, cooldown.as_secs())
+        }
+        Some(EjectionEvent::Readmitted) => {
+            log::info!("backend {} passed its trial request and is back in rotation", backend.url)
+        }
+        None => {}
+    }
+}
+
 /// Serves one request that is not for the load balancer itself.
 pub fn handle(
     shared: &Shared,
@@ -128,7 +164,7 @@ pub fn handle(
         reply: Some(reply),
     };
 
-    if let Some(limiter) = &shared.rate_limiter
+    if let Some(limiter) = shared.rate_limiter()
         && let Decision::Limited { retry_after } = limiter.check(client.address, Instant::now())
     {
         let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
@@ -136,7 +172,7 @@ pub fn handle(
         return own(reply, keep_alive_wanted && no_body, None, 0, Outcome::RateLimited);
     }
 
-    let config = &shared.config;
+    let config = shared.config();
     let max_body = config.limits.max_body_bytes.unwrap_or(u64::MAX);
     if let BodyFraming::Length(length) = head.framing
         && length > max_body
@@ -159,16 +195,25 @@ pub fn handle(
     let pool = shared.pool();
     let balancing = pool.balancer.settings();
     let sticky_cookie = balancing.sticky_cookie.as_deref().filter(|_| pool.balancer.algorithm() == Algorithm::Sticky);
+    let now = Instant::now();
+    let fail_open = config.fail_open && !pool.backends.iter().any(|backend| backend.is_available(now));
+    if fail_open {
+        log::debug!("no backend available: failOpen tries them all");
+    }
     let pick_request = PickRequest {
         client: client.address,
         target: &head.target,
         hash_header: balancing.hash_key.header().and_then(|name| head.fields.get(name)),
         sticky_backend: sticky_cookie.and_then(|name| cookie::find(&head.fields, name)),
-        now: Instant::now(),
+        now,
+        fail_open,
     };
+    // Backends attempted, and those not to choose again: attempted, or on probation with their
+    // one trial request taken by another request meanwhile.
     let mut tried: Vec<usize> = Vec::with_capacity(config.max_retries as usize + 1);
+    let mut excluded: Vec<usize> = Vec::with_capacity(config.max_retries as usize + 1);
     loop {
-        let Some(index) = pool.balancer.pick(&pool.backends, &pick_request, &tried) else {
+        let Some(index) = pool.balancer.pick(&pool.backends, &pick_request, &excluded) else {
             let last = tried.last().map(|&index| &*pool.backends[index]);
             let reply = if tried.is_empty() {
                 Reply::error(503, Some(ALL_BACKENDS_DOWN))
@@ -178,6 +223,11 @@ pub fn handle(
             let keep_alive = keep_alive_wanted && streamed_body == BodyFraming::Empty;
             return own(reply, keep_alive, last, tried.len() as u32, Outcome::Failed);
         };
+        excluded.push(index);
+        let backend = &*pool.backends[index];
+        if !fail_open && !backend.ejection.claim_trial(Instant::now()) {
+            continue;
+        }
         if !tried.is_empty() {
             shared.stats.record_retry();
             thread::sleep(config.retry_delay);
@@ -185,13 +235,14 @@ pub fn handle(
         tried.push(index);
         let attempts = tried.len() as u32;
         let retries_left = tried.len() <= config.max_retries as usize;
-        let backend = &*pool.backends[index];
         let _in_flight = backend.begin_request();
         let attempt_started = Instant::now();
-        // A failure caused by the backend counts against it, and as a slow answer for least_time.
+        // A failure caused by the backend counts against it (for the passive health checks too),
+        // and as a slow answer for least_time.
         let backend_failed = || {
             backend.record_failure();
             backend.record_response_time(attempt_started.elapsed(), false);
+            passive_outcome(&pool.backends, backend, false, &config.passive_health);
         };
 
         let connection = match backend.take_idle() {
@@ -278,6 +329,10 @@ pub fn handle(
         let error = match reverse.result {
             Ok(relayed) => {
                 backend.record_response_time(attempt_started.elapsed(), true);
+                // A 502, 503 or 504 relayed from the backend is its failure, even though the
+                // exchange itself worked.
+                let backend_ok = !matches!(relayed.status, 502..=504);
+                passive_outcome(&pool.backends, backend, backend_ok, &config.passive_health);
                 if relayed.backend_reusable
                     && forward_ok
                     && let Ok(stream) = Arc::try_unwrap(backend_stream)

@@ -8,6 +8,7 @@
 //!   `"pairThreads": "pooled"`, `worker-N-fwd` / `worker-N-rev`, the pair each worker owns;
 //! - `watcher`: holds idle client connections until their next request arrives;
 //! - `health`: probes every backend each `healthCheckInterval`;
+//! - `config-watcher` (when the config came from a file): applies changes to it without a restart;
 //! - `admin` (with `adminListen`): serves the metrics on their own address.
 //!
 //! What they share is [`Shared`]: the validated config, the backend [`Pool`], the counters, the
@@ -30,6 +31,7 @@ use crate::config::Config;
 use crate::metrics::{Snapshot, Stats};
 use crate::pair::PairRunner;
 use crate::ratelimit::RateLimiter;
+use crate::reload::{self, ConfigFile};
 use crate::watcher::Watcher;
 use crate::{acceptor, admin, health, worker};
 
@@ -46,6 +48,11 @@ pub struct Pool {
 impl Pool {
     pub fn new(config: &Config) -> Pool {
         let backends: Vec<Arc<Backend>> = config.servers.iter().map(|server| Arc::new(Backend::new(server))).collect();
+        Pool::with_backends(config, backends)
+    }
+
+    /// A pool of existing backend records (a reload keeps those that stay).
+    pub fn with_backends(config: &Config, backends: Vec<Arc<Backend>>) -> Pool {
         let balancer = Balancer::new(config.algorithm, config.balancing.clone(), &backends);
         Pool { backends, balancer }
     }
@@ -54,10 +61,13 @@ impl Pool {
 /// State shared by every thread of one running load balancer.
 #[derive(Debug)]
 pub struct Shared {
-    pub config: Config,
+    /// The running config; a reload replaces it whole.
+    config: RwLock<Arc<Config>>,
     pool: RwLock<Arc<Pool>>,
     pub stats: Stats,
-    pub rate_limiter: Option<RateLimiter>,
+    rate_limiter: RwLock<Option<Arc<RateLimiter>>>,
+    /// The file a reload reads, if the config came from one.
+    pub config_file: Option<ConfigFile>,
     shutting_down: AtomicBool,
     started: Instant,
     next_request_id: AtomicU64,
@@ -102,12 +112,13 @@ impl Drop for WaitingWorker<'_> {
 
 impl Shared {
     /// The shared state, and the channel on which the watcher returns readable connections.
-    pub fn new(config: Config) -> io::Result<(Shared, Receiver<TcpStream>)> {
+    pub fn new(config: Config, config_file: Option<ConfigFile>) -> io::Result<(Shared, Receiver<TcpStream>)> {
         let (watcher, returned) = Watcher::new()?;
         let shared = Shared {
             pool: RwLock::new(Arc::new(Pool::new(&config))),
-            rate_limiter: config.rate_limit.map(RateLimiter::new),
-            config,
+            rate_limiter: RwLock::new(config.rate_limit.map(|settings| Arc::new(RateLimiter::new(settings)))),
+            config: RwLock::new(Arc::new(config)),
+            config_file,
             stats: Stats::default(),
             shutting_down: AtomicBool::new(false),
             started: Instant::now(),
@@ -121,7 +132,7 @@ impl Shared {
 
     /// Counts a newly accepted connection, unless `maxConnections` are open already.
     pub fn try_open_connection(&self) -> bool {
-        let limit = self.config.limits.max_connections;
+        let limit = self.config().limits.max_connections;
         self.open_connections
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| (open < limit).then_some(open + 1))
             .is_ok()
@@ -159,6 +170,27 @@ impl Shared {
         Arc::clone(&self.pool.read())
     }
 
+    /// The running config. Take it once per request: a reload may replace it meanwhile.
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.config.read())
+    }
+
+    /// The per-client rate limiter, if `rateLimit` is set.
+    pub fn rate_limiter(&self) -> Option<Arc<RateLimiter>> {
+        self.rate_limiter.read().clone()
+    }
+
+    /// Puts a reloaded config in place with its new pool; the rate limiter is replaced only if its
+    /// settings changed, so clients keep their buckets otherwise. Requests in flight finish with
+    /// what they started with.
+    pub fn replace_config(&self, config: Config, pool: Pool) {
+        if self.config().rate_limit != config.rate_limit {
+            *self.rate_limiter.write() = config.rate_limit.map(|settings| Arc::new(RateLimiter::new(settings)));
+        }
+        *self.config.write() = Arc::new(config);
+        *self.pool.write() = Arc::new(pool);
+    }
+
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Acquire)
     }
@@ -171,7 +203,7 @@ impl Shared {
     pub fn metrics(&self) -> Snapshot {
         let pool = self.pool();
         let mut snapshot =
-            Snapshot::take(&self.stats, self.started.elapsed(), self.config.algorithm.name(), &pool.backends);
+            Snapshot::take(&self.stats, self.started.elapsed(), pool.balancer.algorithm().name(), &pool.backends);
         snapshot.open_connections = self.open_connections();
         snapshot
     }
@@ -186,12 +218,20 @@ pub struct Server {
     workers: Vec<JoinHandle<()>>,
     watcher: JoinHandle<()>,
     health: JoinHandle<()>,
+    /// Dropped at shutdown: stops the health thread and the config watcher.
     health_stop: Sender<()>,
+    reloader: Option<JoinHandle<()>>,
 }
 
 impl Server {
     /// Binds the listener and starts every thread. Fails only if binding or spawning fails.
     pub fn start(config: Config) -> io::Result<Server> {
+        Server::start_watching(config, None)
+    }
+
+    /// Starts as [`Server::start`]; with `config_file`, the file is also watched for changes
+    /// (every `reloadInterval`) and `POST /lb-reload` rereads it on the admin listener.
+    pub fn start_watching(config: Config, config_file: Option<ConfigFile>) -> io::Result<Server> {
         let listener = TcpListener::bind(&config.listen)
             .map_err(|error| io::Error::new(error.kind(), format!("cannot listen on {}: {error}", config.listen)))?;
         let local_addr = listener.local_addr()?;
@@ -203,7 +243,7 @@ impl Server {
             None => None,
         };
         let worker_count = config.workers;
-        let (shared, returned) = Shared::new(config)?;
+        let (shared, returned) = Shared::new(config, config_file)?;
         let shared = Arc::new(shared);
 
         let watcher = spawn_named("watcher", {
@@ -211,7 +251,8 @@ impl Server {
             move || shared.watcher.run(|| shared.is_shutting_down(), || shared.close_connection())
         })?;
 
-        let (health_stop, health_stopped) = crossbeam_channel::bounded(1);
+        let (health_stop, health_stopped) = crossbeam_channel::bounded::<()>(1);
+        let health_stopped_for_reload = health_stopped.clone();
         let health = spawn_named("health", {
             let shared = Arc::clone(&shared);
             move || health::run(&shared, &health_stopped)
@@ -223,7 +264,7 @@ impl Server {
             .map(|index| {
                 let shared = Arc::clone(&shared);
                 let (queue, returned) = (queue.clone(), returned.clone());
-                let pair = PairRunner::new(shared.config.pair_threads, index)?;
+                let pair = PairRunner::new(shared.config().pair_threads, index)?;
                 spawn_named(&format!("worker-{index}"), move || worker::run(&shared, &queue, &returned, &pair))
             })
             .collect::<io::Result<Vec<_>>>()?;
@@ -238,27 +279,37 @@ impl Server {
             Some(listener) => {
                 let address = listener.local_addr()?;
                 let shared = Arc::clone(&shared);
-                log::info!("admin endpoint on {address}: {} is served there only", shared.config.metrics_path);
+                log::info!("admin endpoint on {address}: {} is served there only", shared.config().metrics_path);
                 Some((address, spawn_named("admin", move || admin::run(&shared, &listener))?))
             }
             None => None,
         };
 
+        let reloader = match shared.config_file {
+            Some(_) => Some(spawn_named("config-watcher", {
+                let shared = Arc::clone(&shared);
+                let stop = health_stopped_for_reload.clone();
+                move || reload::watch(&shared, &stop)
+            })?),
+            None => None,
+        };
+
+        let config = shared.config();
         let pool = shared.pool();
         let backend_list: Vec<String> =
-            pool.backends.iter().map(|backend| format!("{} (weight {})", backend.url, backend.weight)).collect();
+            pool.backends.iter().map(|backend| format!("{} (weight {})", backend.url, backend.weight())).collect();
         log::info!(
             "listening on {local_addr}, algorithm {}, {worker_count} workers ({} pair threads), backends: {}",
-            shared.config.algorithm.name(),
-            shared.config.pair_threads.name(),
+            config.algorithm.name(),
+            config.pair_threads.name(),
             backend_list.join(", ")
         );
         let open_files = open_files.map_or_else(|| "unlimited".to_string(), |limit| limit.to_string());
         log::info!(
             "open-file limit {open_files}; at most {} client connections (maxConnections)",
-            shared.config.limits.max_connections
+            config.limits.max_connections
         );
-        Ok(Server { shared, local_addr, admin, acceptor, workers, watcher, health, health_stop })
+        Ok(Server { shared, local_addr, admin, acceptor, workers, watcher, health, health_stop, reloader })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -280,8 +331,11 @@ impl Server {
             acceptor::wake(address);
             let _ = admin.join();
         }
-        let _ = self.health_stop.send(());
+        drop(self.health_stop);
         let _ = self.health.join();
+        if let Some(reloader) = self.reloader {
+            let _ = reloader.join();
+        }
         let _ = self.watcher.join();
         while Instant::now() < deadline && !self.workers.iter().all(JoinHandle::is_finished) {
             thread::sleep(Duration::from_millis(20));
@@ -326,7 +380,7 @@ mod tests {
     fn waiting_workers_are_counted_while_their_guard_lives() {
         let config =
             Config::from_json(r#"{"servers": ["http://127.0.0.1:1"]}"#, "config.json", &Overrides::default()).unwrap();
-        let (shared, _returned) = Shared::new(config).unwrap();
+        let (shared, _returned) = Shared::new(config, None).unwrap();
         assert!(!shared.a_worker_is_waiting());
         let first = shared.wait_for_work();
         let second = shared.wait_for_work();

@@ -46,7 +46,7 @@ const LINGER: Duration = Duration::from_millis(2);
 /// The worker loop: serves connections, those coming back from the watcher first, until the
 /// acceptor's channel closes at shutdown.
 pub fn run(shared: &Shared, queue: &Receiver<TcpStream>, returned: &Receiver<TcpStream>, pair: &PairRunner) {
-    let mut buffers = RequestBuffers::new(&shared.config.limits);
+    let mut buffers = RequestBuffers::new(&shared.config().limits);
     loop {
         let waiting = shared.wait_for_work();
         let (stream, arrival) = crossbeam_channel::select_biased! {
@@ -60,6 +60,7 @@ pub fn run(shared: &Shared, queue: &Receiver<TcpStream>, returned: &Receiver<Tcp
             },
         };
         drop(waiting);
+        buffers.fit(&shared.config().limits);
         serve_connection(shared, stream, arrival, &mut buffers, pair);
     }
     // Shutting down: whatever the watcher still hands back is closed.
@@ -100,7 +101,7 @@ fn serve_connection(
     };
     if arrival == Arrival::New {
         let _ = stream.set_nodelay(true);
-        let _ = stream.set_write_timeout(Some(shared.config.timeouts.write));
+        let _ = stream.set_write_timeout(Some(shared.config().timeouts.write));
     }
     let stream = Arc::new(stream);
     let park_for = serve_requests(shared, &stream, peer, arrival, buffers, pair);
@@ -134,7 +135,7 @@ fn serve_requests(
     buffers.client_inbound.clear();
     buffers.client_outbound.discard();
     let mut idle_allowance =
-        if arrival == Arrival::New { shared.config.timeouts.header_read } else { shared.config.timeouts.idle };
+        if arrival == Arrival::New { shared.config().timeouts.header_read } else { shared.config().timeouts.idle };
     loop {
         if buffers.client_inbound.is_empty() {
             if shared.is_shutting_down() {
@@ -161,10 +162,11 @@ fn serve_requests(
                 return None;
             }
         };
-        idle_allowance = shared.config.timeouts.idle;
+        let config = shared.config();
+        idle_allowance = config.timeouts.idle;
         response_started.store(false, Ordering::Release);
         client.keep_alive_allowed = !shared.is_shutting_down();
-        client.address = client_address(peer.ip(), &head.fields, &shared.config.trusted_proxies);
+        client.address = client_address(peer.ip(), &head.fields, &config.trusted_proxies);
         let started = Instant::now();
 
         if let Some(reply) = endpoints::answer(shared, &head, Listener::Public) {
@@ -276,8 +278,9 @@ fn log_access(client: IpAddr, head: &RequestHead, exchange: &Exchange, latency: 
 /// Reads and parses the next request head on `stream`, which has bytes waiting (or some
 /// already in `inbound`). The head must be complete within `headerReadTimeout` of its first byte.
 fn read_request_head(shared: &Shared, stream: &TcpStream, inbound: &mut Inbound) -> HeadRead {
-    let limits = HeadLimits::from(&shared.config.limits);
-    let deadline = Instant::now() + shared.config.timeouts.header_read;
+    let config = shared.config();
+    let limits = HeadLimits::from(&config.limits);
+    let deadline = Instant::now() + config.timeouts.header_read;
     // With nothing buffered, the caller saw bytes waiting: the first read cannot block.
     let mut bytes_waiting = inbound.is_empty();
     loop {

@@ -69,7 +69,9 @@ fn a_failing_backend_is_hidden_by_retries() {
     let good_a = EchoBackend::start(&["--name", "good-a"]);
     let good_b = EchoBackend::start(&["--name", "good-b"]);
     let failing = EchoBackend::start(&["--name", "failing", "--fail"]);
-    let lb = LoadBalancer::start(&config(&[good_a.url(), failing.url(), good_b.url()], ""));
+    // Passive health checks off: every third request meets the failing backend first.
+    let passive_off = "\"passiveHealth\": {\"maxEjectedPercent\": 0}";
+    let lb = LoadBalancer::start(&config(&[good_a.url(), failing.url(), good_b.url()], passive_off));
     for index in 0..100 {
         let response = lb.get(&format!("/item/{index}"));
         assert_eq!(response.status, 200, "request {index}: {}", response.text());

@@ -16,7 +16,8 @@
 //!   only its keys move), `maglev` (a Maglev lookup table, [`maglev`]). `sticky` can also follow
 //!   a cookie naming the backend (`stickyCookie`).
 //!
-//! Weights count wherever the idea allows; with `slowStart`, a backend that has just recovered
+//! "Healthy" here means available: passing the active checks and not ejected by the passive
+//! ones ([`crate::ejection`]). Weights count wherever the idea allows; with `slowStart`, a backend that has just recovered
 //! gets a weight ramped up over that time in the turn and load families. Hashes are fixed across
 //! processes ([`hash`]), so several instances with one config agree on every key.
 
@@ -156,12 +157,21 @@ pub struct PickRequest<'a> {
     /// The backend name in the request's sticky cookie, if it has one.
     pub sticky_backend: Option<&'a str>,
     pub now: Instant,
+    /// `failOpen` with no backend available: choose among all of them, whatever their health.
+    pub fail_open: bool,
 }
 
 impl PickRequest<'_> {
     /// A request from `client` for `/`, with no cookie or header.
     pub fn from_client(client: IpAddr) -> PickRequest<'static> {
-        PickRequest { client, target: "/", hash_header: None, sticky_backend: None, now: Instant::now() }
+        PickRequest {
+            client,
+            target: "/",
+            hash_header: None,
+            sticky_backend: None,
+            now: Instant::now(),
+            fail_open: false,
+        }
     }
 }
 
@@ -198,7 +208,7 @@ impl Balancer {
             cumulative_weights: backends
                 .iter()
                 .scan(0u64, |total, backend| {
-                    *total += u64::from(backend.weight);
+                    *total += u64::from(backend.weight());
                     Some(*total)
                 })
                 .collect(),
@@ -216,13 +226,14 @@ impl Balancer {
     }
 
     /// Brings derived state up to date with the backends' health: rebuilds the Maglev table when
-    /// the healthy set has changed. Called by the health thread after each round, never by a
+    /// the set of available backends (healthy and not ejected) has changed. Called by the health thread after each round, never by a
     /// request.
     pub fn refresh(&self, backends: &[Arc<Backend>]) {
         if self.algorithm != Algorithm::Maglev {
             return;
         }
-        let healthy: Vec<bool> = backends.iter().map(|backend| backend.is_healthy()).collect();
+        let now = Instant::now();
+        let healthy: Vec<bool> = backends.iter().map(|backend| backend.is_available(now)).collect();
         if self.maglev.read().built_for == healthy && !healthy.is_empty() && self.maglev.read().table.size() > 0 {
             return;
         }
@@ -230,7 +241,7 @@ impl Balancer {
             .iter()
             .enumerate()
             .filter(|(index, _)| healthy[*index])
-            .map(|(index, backend)| Member { index, identity: &backend.name, weight: backend.weight })
+            .map(|(index, backend)| Member { index, identity: &backend.name, weight: backend.weight() })
             .collect();
         let table = MaglevTable::build(&members, self.settings.maglev_table_size);
         *self.maglev.write() = Arc::new(MaglevState { built_for: healthy, table });
@@ -244,7 +255,8 @@ impl Balancer {
     /// not take a turn from the shared counter, so retries do not skew the rotation. Under the
     /// other hashes a retry goes to the key's runner-up.
     pub fn pick(&self, backends: &[Arc<Backend>], request: &PickRequest<'_>, tried: &[usize]) -> Option<usize> {
-        let eligible = |index: usize| backends[index].is_healthy() && !tried.contains(&index);
+        let eligible =
+            |index: usize| (request.fail_open || backends[index].is_available(request.now)) && !tried.contains(&index);
         let weight = |index: usize| backends[index].effective_weight(request.now, self.settings.slow_start);
         let next_after = |failed: usize| {
             (1..=backends.len()).map(|offset| (failed + offset) % backends.len()).find(|&index| eligible(index))
@@ -378,7 +390,7 @@ impl Balancer {
             if index >= backends.len() || !eligible(index) || Some(index) == except {
                 continue;
             }
-            let (current, configured) = (weight(index), f64::from(backends[index].weight));
+            let (current, configured) = (weight(index), f64::from(backends[index].weight()));
             if current >= configured || random::unit() * configured < current {
                 return Some(index);
             }
@@ -405,7 +417,7 @@ impl Balancer {
 fn rendezvous(backends: &[Arc<Backend>], eligible: impl Fn(usize) -> bool, key: u64) -> Option<usize> {
     (0..backends.len())
         .filter(|&index| eligible(index))
-        .map(|index| (index, rendezvous_score(key, backends[index].identity, f64::from(backends[index].weight))))
+        .map(|index| (index, rendezvous_score(key, backends[index].identity, f64::from(backends[index].weight()))))
         .max_by(|a, b| a.1.total_cmp(&b.1))
         .map(|(index, _)| index)
 }

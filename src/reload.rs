@@ -1,0 +1,219 @@
+//! Thread `config-watcher`, and `POST /lb-reload`: applying a changed config file without a
+//! restart, and without dropping a request.
+//!
+//! The watcher looks at the file every `reloadInterval` (`"0s"` turns it off); a change of its
+//! size, time or contents triggers a reload, as does `POST /lb-reload` on the admin listener.
+//! A reload reads and validates the whole file first, with the same checks and messages as at
+//! start-up (flags and environment variables still win over it). A bad file changes nothing:
+//! one ERROR line names the file, the key and the problem. A good one is applied:
+//!
+//! - backends that stay (same URL and name) keep their record: health, counters, idle
+//!   connections, passive-health state; a changed weight is taken over;
+//! - new backends are probed once before they are put in the pool, and enter it healthy only if
+//!   that probe passed, so they get no traffic before they have been checked;
+//! - removed backends leave the pool at once: requests already on them finish, since a request
+//!   holds the pool it started with;
+//! - the algorithm, weights, limits, timeouts, health, retry and rate-limit settings change;
+//! - `listenPort`, `adminListen`, `workers` and `pairThreads` are fixed at start-up: a change is
+//!   logged as needing a restart and otherwise ignored.
+
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, SystemTime};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use parking_lot::Mutex;
+
+use crate::backend::Backend;
+use crate::balance::hash::fnv1a;
+use crate::config::{Config, Overrides};
+use crate::health;
+use crate::server::{Pool, Shared};
+
+/// How often the watcher looks whether `reloadInterval` has been turned on, while it is off.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+/// The config file a running load balancer came from, and what overrode it.
+#[derive(Debug)]
+pub struct ConfigFile {
+    pub path: String,
+    pub overrides: Overrides,
+    /// What the file looked like when last read, and one reload at a time.
+    last_read: Mutex<Option<FileState>>,
+}
+
+/// Enough of a file to tell that it changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileState {
+    modified: Option<SystemTime>,
+    length: u64,
+    contents_hash: u64,
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Applied(String),
+    /// The file is the one already running.
+    Unchanged,
+    Refused(String),
+}
+
+impl ConfigFile {
+    /// The file at `path`, as it is now (the config just loaded from it).
+    pub fn new(path: String, overrides: Overrides) -> ConfigFile {
+        let contents = std::fs::read(&path).unwrap_or_default();
+        let state = std::fs::metadata(&path).ok().map(|metadata| FileState {
+            modified: metadata.modified().ok(),
+            length: metadata.len(),
+            contents_hash: fnv1a(&contents),
+        });
+        ConfigFile { path, overrides, last_read: Mutex::new(state) }
+    }
+}
+
+/// The watcher thread's loop, until `stop` is dropped.
+pub fn watch(shared: &Shared, stop: &Receiver<()>) {
+    loop {
+        let interval = shared.config().reload_interval;
+        let wait = if interval.is_zero() { IDLE_CHECK } else { interval };
+        match stop.recv_timeout(wait) {
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        }
+        if !interval.is_zero() && !shared.is_shutting_down() {
+            reload(shared, false);
+        }
+    }
+}
+
+/// Rereads the config file and applies it if it changed (or always, if `forced`), logging the
+/// outcome and counting it in the metrics.
+pub fn reload(shared: &Shared, forced: bool) -> Outcome {
+    let Some(file) = &shared.config_file else {
+        return Outcome::Refused("the config did not come from a file".to_string());
+    };
+    let mut last_read = file.last_read.lock();
+    let metadata = std::fs::metadata(&file.path).ok();
+    let looks_same = metadata.as_ref().is_some_and(|metadata| {
+        last_read.is_some_and(|last| last.modified == metadata.modified().ok() && last.length == metadata.len())
+    });
+    if looks_same && !forced {
+        return Outcome::Unchanged;
+    }
+    let text = match std::fs::read_to_string(&file.path) {
+        Ok(text) => text,
+        // Checked again next time; an editor may be replacing the file right now.
+        Err(error) if !forced => {
+            log::debug!("cannot read {} to reload it: {error}", file.path);
+            return Outcome::Unchanged;
+        }
+        Err(error) => return refuse(shared, format!("{}: cannot read file: {error}", file.path)),
+    };
+    let state = FileState {
+        modified: metadata.as_ref().and_then(|metadata| metadata.modified().ok()),
+        length: metadata.as_ref().map_or(0, |metadata| metadata.len()),
+        contents_hash: fnv1a(text.as_bytes()),
+    };
+    let same_contents = last_read.is_some_and(|last| last.contents_hash == state.contents_hash);
+    *last_read = Some(state);
+    if same_contents && !forced {
+        return Outcome::Unchanged;
+    }
+    match Config::from_json(&text, &file.path, &file.overrides) {
+        Ok(config) => {
+            let summary = apply(shared, config);
+            shared.stats.record_reload(true);
+            log::info!("config reloaded from {}: {summary}", file.path);
+            Outcome::Applied(summary)
+        }
+        Err(error) => refuse(shared, error.to_string()),
+    }
+}
+
+fn refuse(shared: &Shared, problem: String) -> Outcome {
+    shared.stats.record_reload(false);
+    log::error!("{problem} (config not reloaded; the running config stays)");
+    Outcome::Refused(problem)
+}
+
+/// Puts `config` in place (keeping the settings fixed at start-up) and returns a summary.
+fn apply(shared: &Shared, mut config: Config) -> String {
+    let running = shared.config();
+    keep_fixed_settings(&running, &mut config);
+    let old_pool = shared.pool();
+    let mut added = Vec::new();
+    let backends: Vec<Arc<Backend>> = config
+        .servers
+        .iter()
+        .map(|server| {
+            match old_pool.backends.iter().find(|backend| backend.url == server.url && backend.name == server.name) {
+                Some(kept) => {
+                    kept.set_weight(server.weight);
+                    Arc::clone(kept)
+                }
+                None => {
+                    let backend = Arc::new(Backend::new_unchecked(server));
+                    added.push(Arc::clone(&backend));
+                    backend
+                }
+            }
+        })
+        .collect();
+    probe_new_backends(&added, &config);
+    let removed = old_pool.backends.iter().filter(|old| !backends.iter().any(|new| Arc::ptr_eq(old, new))).count();
+    let pool = Pool::with_backends(&config, backends);
+    let summary = format!(
+        "{} backends ({} added, {} removed), algorithm {}",
+        pool.backends.len(),
+        added.len(),
+        removed,
+        config.algorithm.name()
+    );
+    shared.replace_config(config, pool);
+    summary
+}
+
+/// Probes backends new to the pool, all at once, and admits those that pass.
+fn probe_new_backends(added: &[Arc<Backend>], config: &Config) {
+    thread::scope(|scope| {
+        for backend in added {
+            let spawned = thread::Builder::new().name("reload-probe".to_string()).spawn_scoped(scope, || {
+                let result = health::probe(backend, &config.health);
+                if let Err(reason) = &result {
+                    log::warn!(
+                        "new backend {} failed its first health check ({reason}): no traffic until it passes",
+                        backend.url
+                    );
+                }
+                backend.admit(result.is_ok());
+            });
+            if let Err(error) = spawned {
+                log::warn!("cannot probe new backend {}: {error}", backend.url);
+            }
+        }
+    });
+}
+
+/// Settings that only a restart can change: logged if the file changed them, and kept.
+fn keep_fixed_settings(running: &Config, config: &mut Config) {
+    let needs_restart = |key: &str, from: &dyn std::fmt::Debug, to: &dyn std::fmt::Debug| {
+        log::warn!("{key} changed from {from:?} to {to:?}: that needs a restart; keeping {from:?} until then");
+    };
+    if config.listen != running.listen {
+        needs_restart("listenPort", &running.listen, &config.listen);
+        config.listen = running.listen.clone();
+    }
+    if config.admin_listen != running.admin_listen {
+        needs_restart("adminListen", &running.admin_listen, &config.admin_listen);
+        config.admin_listen = running.admin_listen.clone();
+    }
+    if config.workers != running.workers {
+        needs_restart("workers", &running.workers, &config.workers);
+        config.workers = running.workers;
+    }
+    if config.pair_threads != running.pair_threads {
+        needs_restart("pairThreads", &running.pair_threads.name(), &config.pair_threads.name());
+        config.pair_threads = running.pair_threads;
+    }
+}
