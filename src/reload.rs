@@ -1,8 +1,8 @@
 //! Thread `config-watcher`, and `POST /lb-reload`: applying a changed config file without a
 //! restart, and without dropping a request.
 //!
-//! The watcher looks at the file every `reloadInterval` (`"0s"` turns it off); a change of its
-//! size, time or contents triggers a reload, as does `POST /lb-reload` on the admin listener.
+//! The watcher reads the file every `reloadInterval` (`"0s"` turns it off); a change of its
+//! contents triggers a reload, as does `POST /lb-reload` on the admin listener.
 //! A reload reads and validates the whole file first, with the same checks and messages as at
 //! start-up (flags and environment variables still win over it). A bad file changes nothing:
 //! one ERROR line names the file, the key and the problem. A good one is applied:
@@ -19,7 +19,7 @@
 
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use parking_lot::Mutex;
@@ -38,16 +38,8 @@ const IDLE_CHECK: Duration = Duration::from_secs(1);
 pub struct ConfigFile {
     pub path: String,
     pub overrides: Overrides,
-    /// What the file looked like when last read, and one reload at a time.
-    last_read: Mutex<Option<FileState>>,
-}
-
-/// Enough of a file to tell that it changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileState {
-    modified: Option<SystemTime>,
-    length: u64,
-    contents_hash: u64,
+    /// A hash of the contents last read; the lock also makes reloads one at a time.
+    last_read: Mutex<Option<u64>>,
 }
 
 /// What a reload did.
@@ -62,13 +54,8 @@ pub enum Outcome {
 impl ConfigFile {
     /// The file at `path`, as it is now (the config just loaded from it).
     pub fn new(path: String, overrides: Overrides) -> ConfigFile {
-        let contents = std::fs::read(&path).unwrap_or_default();
-        let state = std::fs::metadata(&path).ok().map(|metadata| FileState {
-            modified: metadata.modified().ok(),
-            length: metadata.len(),
-            contents_hash: fnv1a(&contents),
-        });
-        ConfigFile { path, overrides, last_read: Mutex::new(state) }
+        let contents_hash = std::fs::read(&path).ok().map(|contents| fnv1a(&contents));
+        ConfigFile { path, overrides, last_read: Mutex::new(contents_hash) }
     }
 }
 
@@ -94,13 +81,8 @@ pub fn reload(shared: &Shared, forced: bool) -> Outcome {
         return Outcome::Refused("the config did not come from a file".to_string());
     };
     let mut last_read = file.last_read.lock();
-    let metadata = std::fs::metadata(&file.path).ok();
-    let looks_same = metadata.as_ref().is_some_and(|metadata| {
-        last_read.is_some_and(|last| last.modified == metadata.modified().ok() && last.length == metadata.len())
-    });
-    if looks_same && !forced {
-        return Outcome::Unchanged;
-    }
+    // Read every time, not judged by its modification time: a file rewritten twice within the
+    // file system's time resolution must not be missed. It is small.
     let text = match std::fs::read_to_string(&file.path) {
         Ok(text) => text,
         // Checked again next time; an editor may be replacing the file right now.
@@ -110,16 +92,11 @@ pub fn reload(shared: &Shared, forced: bool) -> Outcome {
         }
         Err(error) => return refuse(shared, format!("{}: cannot read file: {error}", file.path)),
     };
-    let state = FileState {
-        modified: metadata.as_ref().and_then(|metadata| metadata.modified().ok()),
-        length: metadata.as_ref().map_or(0, |metadata| metadata.len()),
-        contents_hash: fnv1a(text.as_bytes()),
-    };
-    let same_contents = last_read.is_some_and(|last| last.contents_hash == state.contents_hash);
-    *last_read = Some(state);
-    if same_contents && !forced {
+    let contents_hash = fnv1a(text.as_bytes());
+    if *last_read == Some(contents_hash) && !forced {
         return Outcome::Unchanged;
     }
+    *last_read = Some(contents_hash);
     match Config::from_json(&text, &file.path, &file.overrides) {
         Ok(config) => {
             let summary = apply(shared, config);
@@ -215,5 +192,30 @@ fn keep_fixed_settings(running: &Config, config: &mut Config) {
     if config.pair_threads != running.pair_threads {
         needs_restart("pairThreads", &running.pair_threads.name(), &config.pair_threads.name());
         config.pair_threads = running.pair_threads;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        Config::from_json(text, "config.json", &Overrides::default()).unwrap()
+    }
+
+    #[test]
+    fn settings_fixed_at_start_up_are_kept_and_the_rest_taken() {
+        let running = config(r#"{"listenPort": ":8080", "workers": 8, "servers": ["http://127.0.0.1:1"]}"#);
+        let mut changed = config(
+            r#"{"listenPort": ":9090", "workers": 16, "pairThreads": "pooled", "adminListen": "127.0.0.1:9901",
+                "algorithm": "least_conn", "servers": ["http://127.0.0.1:2"]}"#,
+        );
+        keep_fixed_settings(&running, &mut changed);
+        assert_eq!(changed.listen, running.listen);
+        assert_eq!(changed.workers, 8);
+        assert_eq!(changed.pair_threads, running.pair_threads);
+        assert_eq!(changed.admin_listen, None);
+        assert_eq!(changed.algorithm.name(), "least_conn", "everything else is taken");
+        assert_eq!(changed.servers[0].url, "http://127.0.0.1:2");
     }
 }

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{EchoBackend, LoadBalancer, config};
+use common::{EchoBackend, LoadBalancer, config, unused_port};
 
 fn state_of(lb: &LoadBalancer, url: &str) -> String {
     let metrics = lb.metrics();
@@ -100,10 +100,4 @@ fn all_backends_down_gives_503_with_its_body() {
     assert_eq!(response.text(), "Service Unavailable: all backends are down");
     assert_eq!(response.header("content-length"), Some("42"));
     assert_eq!(response.header("connection"), Some("close"));
-}
-
-/// A port nothing listens on (bound and released at once).
-fn unused_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
 }

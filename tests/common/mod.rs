@@ -162,12 +162,7 @@ impl LoadBalancer {
     /// (unless the test sets it), so CI can run the whole suite in both modes.
     pub fn start_with(config: &str, args: &[&str], env: &[(&str, &str)]) -> LoadBalancer {
         let dir = TempDir::new();
-        let config = match std::env::var("LB_TEST_PAIR_THREADS") {
-            Ok(mode) if !config.contains("\"pairThreads\"") && config.trim_start().starts_with('{') => {
-                config.replacen('{', &format!("{{\"pairThreads\": \"{mode}\", "), 1)
-            }
-            _ => config.to_string(),
-        };
+        let config = with_test_pair_threads(config);
         let path = dir.write("config.json", &config);
         let mut command = Command::new(env!("CARGO_BIN_EXE_loadbalancer"));
         command
@@ -191,6 +186,20 @@ impl LoadBalancer {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The config file it was started with.
+    pub fn config_path(&self) -> PathBuf {
+        self._dir.0.join("config.json")
+    }
+
+    /// Replaces the config file whole (written aside, then renamed over it), as a careful
+    /// deployment tool would.
+    pub fn rewrite_config(&self, text: &str) {
+        let text = with_test_pair_threads(text);
+        let aside = self._dir.0.join("config.json.new");
+        std::fs::write(&aside, text).unwrap();
+        std::fs::rename(&aside, self.config_path()).unwrap();
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -233,6 +242,16 @@ impl LoadBalancer {
 impl Drop for LoadBalancer {
     fn drop(&mut self) {
         kill(&mut self.child);
+    }
+}
+
+/// `config` with `"pairThreads"` set from `LB_TEST_PAIR_THREADS`, unless it sets it itself.
+fn with_test_pair_threads(config: &str) -> String {
+    match std::env::var("LB_TEST_PAIR_THREADS") {
+        Ok(mode) if !config.contains("\"pairThreads\"") && config.trim_start().starts_with('{') => {
+            config.replacen('{', &format!("{{\"pairThreads\": \"{mode}\", "), 1)
+        }
+        _ => config.to_string(),
     }
 }
 
@@ -385,6 +404,12 @@ impl Client {
         }
         response
     }
+}
+
+/// A port nothing listens on (bound and released at once).
+pub fn unused_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
 }
 
 /// A connection from a chosen loopback source address (127.0.0.x), to look like another client.
