@@ -917,6 +917,20 @@ mod tests {
         assert_eq!(config.servers[1].name, format!("b-{:08x}", fnv1a(b"http://127.0.0.1:3002") as u32));
         let defaults = load(r#"{"servers": ["http://127.0.0.1:3001"]}"#).unwrap();
         assert_eq!(defaults.balancing, BalanceSettings::default());
+        assert_eq!(defaults.passive_health, PassiveHealthSettings::default());
+        assert!(!defaults.fail_open);
+        assert_eq!(defaults.reload_interval, DEFAULT_RELOAD_INTERVAL);
+        let operating = load(
+            r#"{"failOpen": true, "reloadInterval": "0s", "passiveHealth": {"failures": 3, "cooldown": "1m",
+                "maxEjectedPercent": 0}, "servers": ["http://127.0.0.1:3001"]}"#,
+        )
+        .unwrap();
+        assert!(operating.fail_open);
+        assert_eq!(operating.reload_interval, Duration::ZERO);
+        assert_eq!(
+            operating.passive_health,
+            PassiveHealthSettings { failures: 3, cooldown: Duration::from_secs(60), max_ejected_percent: 0 }
+        );
     }
 
     #[test]
@@ -993,6 +1007,34 @@ mod tests {
             (
                 r#"{"slowStart": "soon", "servers": ["http://127.0.0.1:1"]}"#,
                 "config.json: slowStart: must be a duration like",
+            ),
+            (
+                r#"{"failOpen": "yes", "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: failOpen: must be true or false, got a string",
+            ),
+            (
+                r#"{"passiveHealth": 5, "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: passiveHealth: must be an object like",
+            ),
+            (
+                r#"{"passiveHealth": {"failures": 0}, "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: passiveHealth.failures: must be at least 1",
+            ),
+            (
+                r#"{"passiveHealth": {"cooldown": "0s"}, "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: passiveHealth.cooldown: must be longer than 0s",
+            ),
+            (
+                r#"{"passiveHealth": {"maxEjectedPercent": 101}, "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: passiveHealth.maxEjectedPercent: must be at most 100",
+            ),
+            (
+                r#"{"passiveHealth": {"threshold": 3}, "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: passiveHealth.threshold: unknown key (valid keys: failures, cooldown, maxEjectedPercent)",
+            ),
+            (
+                r#"{"reloadInterval": "often", "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: reloadInterval: must be a duration like",
             ),
             (
                 r#"{"healthCheckInterval": "5", "servers": ["http://127.0.0.1:1"]}"#,
