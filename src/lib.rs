@@ -19,6 +19,9 @@
 //!   ┌────────┐  every healthCheckInterval: one short probe thread per backend
 //!   │ health │──────────────────────────────────────▶ Backend records (atomics + parking_lot)
 //!   └────────┘                                        shared with every worker and pair
+//!   ┌────────────────┐  every reloadInterval: reread config.json; a valid change replaces
+//!   │ config-watcher │  the config and the backend pool (each an Arc swapped whole)
+//!   └────────────────┘
 //! ```
 //!
 //! Modules, by what they own:
@@ -28,7 +31,8 @@
 //! - [`proxy`]: one request: rate limit, choice of backend, retries;
 //! - [`endpoints`]: the load balancer's own answers: metrics and operational pages;
 //! - [`http`]: heads, body framing, header rewriting, the load balancer's own replies;
-//! - [`backend`], [`balance`], [`ratelimit`], [`metrics`]: shared state and pure logic;
+//! - [`backend`], [`balance`], [`ejection`], [`ratelimit`], [`metrics`]: shared state and pure logic;
+//! - [`reload`]: applying a changed config file;
 //! - [`config`], [`cli`], [`duration`]: configuration; [`demo`] and [`echo`]: the bundled backends;
 //! - [`compare`]: `loadbalancer compare`, every algorithm on the same load, as a table and a chart.
 
