@@ -228,6 +228,7 @@ impl Backend {
             history.consecutive_successes = history.consecutive_successes.saturating_add(1);
             if !healthy && history.consecutive_successes >= healthy_threshold {
                 self.mark_healthy_since(Instant::now());
+                self.ejection.reset();
                 self.healthy.store(true, Ordering::Release);
                 return Some(HealthFlip::BecameHealthy);
             }
@@ -353,6 +354,24 @@ mod tests {
     }
 
     #[test]
+    fn coming_back_up_by_the_active_checks_ends_an_ejection() {
+        let backend = test_backend(1, 1);
+        let settings = crate::ejection::PassiveHealthSettings::default();
+        let now = Instant::now();
+        for _ in 0..settings.failures {
+            backend.ejection.record_failure(now, &settings, || true);
+        }
+        assert_eq!(backend.state(now), "ejected");
+        assert_eq!(backend.record_probe(true, 1, 1), None, "passing /health while ejected changes nothing");
+        assert_eq!(backend.state(now), "ejected");
+        backend.record_probe(false, 1, 1);
+        assert_eq!(backend.state(now), "unhealthy");
+        assert_eq!(backend.record_probe(true, 1, 1), Some(HealthFlip::BecameHealthy));
+        assert_eq!(backend.state(now), "healthy");
+        assert!(backend.is_available(now));
+    }
+
+    #[test]
     fn in_flight_guard_counts_and_releases() {
         let backend = test_backend(1, 1);
         {
@@ -368,6 +387,8 @@ mod tests {
     fn slow_start_ramps_the_weight_linearly_after_recovery() {
         let backend = test_backend(1, 4);
         let ramp = Duration::from_secs(10);
+        // The clock that times are stored against starts first, as it does in a running process.
+        let _ = process_clock();
         let now = Instant::now();
         assert_eq!(backend.effective_weight(now, ramp), 4.0, "healthy since start-up: full weight");
         backend.mark_healthy_since(now);

@@ -8,7 +8,9 @@
 //! probation: exactly one request (the trial) is let through. If it succeeds the backend is back
 //! in rotation; if it fails the backend is ejected again for twice as long, up to
 //! [`MAX_COOLDOWN`] (or the cooldown itself, if longer). Ejecting never takes out more than
-//! `passiveHealth.maxEjectedPercent` of the pool.
+//! `passiveHealth.maxEjectedPercent` of the pool. A backend that the active checks mark down and
+//! then up again starts afresh (its ejection is forgotten); passing `/health` while ejected does
+//! not end an ejection, since that is exactly the backend passive checks are for.
 //!
 //! This is what Envoy calls outlier detection and a circuit breaker elsewhere. The state is a
 //! few atomics, read on every choice of backend without a lock.
@@ -110,6 +112,15 @@ impl Ejection {
             }
             Standing::InRotation | Standing::Ejected => true,
         }
+    }
+
+    /// Forgets everything: the backend was down by the active checks and has come back up, so it
+    /// starts afresh rather than serving out an ejection earned before it went down.
+    pub fn reset(&self) {
+        self.consecutive_failures.store(0, Ordering::Release);
+        self.strikes.store(0, Ordering::Release);
+        self.trial_taken.store(false, Ordering::Release);
+        self.until.store(0, Ordering::Release);
     }
 
     /// An attempt succeeded: the failure count starts over, and a passed trial readmits.
