@@ -27,8 +27,9 @@
 //!   [`admin`]: one thread role each;
 //! - [`proxy`]: one request: rate limit, choice of backend, retries;
 //! - [`endpoints`]: the load balancer's own answers: metrics and operational pages;
+//! - [`metrics`] and [`histogram`]: the counters, and their JSON form;
 //! - [`http`]: heads, body framing, header rewriting, the load balancer's own replies;
-//! - [`backend`], [`balance`], [`ratelimit`], [`metrics`]: shared state and pure logic;
+//! - [`backend`], [`balance`], [`ratelimit`]: shared state and pure logic;
 //! - [`config`], [`cli`], [`duration`]: configuration; [`demo`] and [`echo`]: the bundled backends;
 //! - [`compare`]: `loadbalancer compare`, every algorithm on the same load, as a table and a chart.
 
@@ -44,6 +45,7 @@ pub mod demo;
 pub mod duration;
 pub mod endpoints;
 pub mod health;
+pub mod histogram;
 pub mod http;
 pub mod metrics;
 pub mod pair;
