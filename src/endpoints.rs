@@ -1,5 +1,6 @@
 //! The load balancer's own endpoints, answered without a backend: the JSON metrics
-//! (`metricsPath`), and the operational pages beside them.
+//! (`metricsPath`), the same metrics for Prometheus (`{metricsPath}/prometheus`), and the
+//! operational pages beside them.
 //!
 //! They are served on the admin listener when `adminListen` is set (and then nowhere else: the
 //! same paths on the public listener go to the backends like any other), otherwise on the public
@@ -8,7 +9,11 @@
 
 use crate::http::head::RequestHead;
 use crate::http::reply::Reply;
+use crate::prometheus;
 use crate::server::Shared;
+
+/// Where the Prometheus exposition is served, below `metricsPath`.
+pub const PROMETHEUS_SUFFIX: &str = "/prometheus";
 
 /// Which listener a request arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +32,10 @@ pub fn answer(shared: &Shared, head: &RequestHead, listener: Listener) -> Option
     let path = head.path();
     if read_only && path == shared.config.metrics_path {
         return Some(Reply::json(shared.metrics().to_json()));
+    }
+    if read_only && path.strip_prefix(shared.config.metrics_path.trim_end_matches('/')) == Some(PROMETHEUS_SUFFIX) {
+        let text = prometheus::render(&shared.metrics());
+        return Some(Reply::content(prometheus::CONTENT_TYPE, text.into_bytes()));
     }
     None
 }

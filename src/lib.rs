@@ -27,7 +27,7 @@
 //!   [`admin`]: one thread role each;
 //! - [`proxy`]: one request: rate limit, choice of backend, retries;
 //! - [`endpoints`]: the load balancer's own answers: metrics and operational pages;
-//! - [`metrics`] and [`histogram`]: the counters, and their JSON form;
+//! - [`metrics`], [`histogram`] and [`prometheus`]: the counters, and their JSON and Prometheus forms;
 //! - [`http`]: heads, body framing, header rewriting, the load balancer's own replies;
 //! - [`backend`], [`balance`], [`ratelimit`]: shared state and pure logic;
 //! - [`config`], [`cli`], [`duration`]: configuration; [`demo`] and [`echo`]: the bundled backends;
@@ -50,6 +50,7 @@ pub mod http;
 pub mod metrics;
 pub mod pair;
 pub mod pipe;
+pub mod prometheus;
 pub mod proxy;
 pub mod ratelimit;
 pub mod server;

@@ -1,7 +1,8 @@
 //! The load balancer's counters and the JSON document served at `metricsPath`.
 //!
 //! Counters are plain atomics owned by the server's shared state (no global registry); the
-//! document is a snapshot built on demand from them and from each backend's record.
+//! document is a snapshot built on demand from them and from each backend's record. The same
+//! snapshot feeds the Prometheus exposition ([`crate::prometheus`]), so the two always agree.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
