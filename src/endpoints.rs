@@ -1,12 +1,14 @@
 //! The load balancer's own endpoints, answered without a backend: the JSON metrics
-//! (`metricsPath`), and the operational pages beside them.
+//! (`metricsPath`), the same metrics for Prometheus (`{metricsPath}/prometheus`), and the
+//! operational pages beside them.
 //!
 //! They are served on the admin listener when `adminListen` is set (and then nowhere else: the
 //! same paths on the public listener go to the backends like any other), otherwise on the public
 //! listener. Endpoints that change state (`POST /lb-reload`) are served on the admin listener
 //! only, never on the public one.
 //!
-//! - `metricsPath` (`/lb-metrics`): the JSON metrics;
+//! - `metricsPath` (`/lb-metrics`): the JSON metrics, and `{metricsPath}/prometheus` the same
+//!   in the Prometheus text format;
 //! - `/lb-health`: readiness, 200 while at least one backend is available, else 503;
 //! - `POST /lb-reload`: reread the config file now ([`crate::reload`]).
 
@@ -14,9 +16,11 @@ use std::time::Instant;
 
 use crate::http::head::RequestHead;
 use crate::http::reply::Reply;
-use crate::reload;
 use crate::server::Shared;
+use crate::{prometheus, reload};
 
+/// Where the Prometheus exposition is served, below `metricsPath`.
+pub const PROMETHEUS_SUFFIX: &str = "/prometheus";
 /// Readiness: 200 while some backend is available, else 503.
 pub const HEALTH_PATH: &str = "/lb-health";
 /// `POST` rereads the config file (admin listener only).
@@ -42,6 +46,10 @@ pub fn answer(shared: &Shared, head: &RequestHead, listener: Listener) -> Option
     let path = head.path();
     if read_only && path == config.metrics_path {
         return Some(Reply::json(shared.metrics().to_json()));
+    }
+    if read_only && path.strip_prefix(config.metrics_path.trim_end_matches('/')) == Some(PROMETHEUS_SUFFIX) {
+        let text = prometheus::render(&shared.metrics());
+        return Some(Reply::content(prometheus::CONTENT_TYPE, text.into_bytes()));
     }
     if read_only && path == HEALTH_PATH {
         return Some(readiness(shared));

@@ -30,8 +30,9 @@
 //!   [`admin`]: one thread role each;
 //! - [`proxy`]: one request: rate limit, choice of backend, retries;
 //! - [`endpoints`]: the load balancer's own answers: metrics and operational pages;
+//! - [`metrics`], [`histogram`] and [`prometheus`]: the counters, and their JSON and Prometheus forms;
 //! - [`http`]: heads, body framing, header rewriting, the load balancer's own replies;
-//! - [`backend`], [`balance`], [`ejection`], [`ratelimit`], [`metrics`]: shared state and pure logic;
+//! - [`backend`], [`balance`], [`ejection`], [`ratelimit`]: shared state and pure logic;
 //! - [`reload`]: applying a changed config file;
 //! - [`config`], [`cli`], [`duration`]: configuration; [`demo`] and [`echo`]: the bundled backends;
 //! - [`compare`]: `loadbalancer compare`, every algorithm on the same load, as a table and a chart.
@@ -49,10 +50,12 @@ pub mod duration;
 pub mod ejection;
 pub mod endpoints;
 pub mod health;
+pub mod histogram;
 pub mod http;
 pub mod metrics;
 pub mod pair;
 pub mod pipe;
+pub mod prometheus;
 pub mod proxy;
 pub mod ratelimit;
 pub mod reload;

@@ -1,7 +1,8 @@
 //! The load balancer's counters and the JSON document served at `metricsPath`.
 //!
 //! Counters are plain atomics owned by the server's shared state (no global registry); the
-//! document is a snapshot built on demand from them and from each backend's record.
+//! document is a snapshot built on demand from them and from each backend's record. The same
+//! snapshot feeds the Prometheus exposition ([`crate::prometheus`]), so the two always agree.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -9,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::backend::Backend;
+use crate::histogram::{HistogramSnapshot, LatencyHistogram};
 
 /// Whole-server request counters.
 #[derive(Debug, Default)]
@@ -18,7 +20,8 @@ pub struct Stats {
     failed_requests: AtomicU64,
     retry_attempts: AtomicU64,
     rate_limited_requests: AtomicU64,
-    latency_micros: AtomicU64,
+    /// The duration of every counted request (its sum gives the average latency).
+    latency: LatencyHistogram,
     config_reloads: AtomicU64,
     config_reload_failures: AtomicU64,
 }
@@ -35,6 +38,7 @@ pub enum Outcome {
 }
 
 impl Stats {
+    /// Counts one request by outcome and records its duration in the histogram.
     pub fn record_request(&self, outcome: Outcome, latency: Duration) {
         self.total_requests.fetch_add(1, Ordering::Relaxed);
         let counter = match outcome {
@@ -46,7 +50,7 @@ impl Stats {
             }
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        self.latency_micros.fetch_add(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.latency.record(latency);
     }
 
     pub fn record_retry(&self) {
@@ -79,7 +83,15 @@ pub struct Snapshot {
     /// Client connections open now (accepted and not yet closed).
     pub open_connections: usize,
     pub backends: Vec<BackendSnapshot>,
+    /// Request durations, for the Prometheus exposition only (the JSON has the average).
+    #[serde(skip)]
+    pub latency: HistogramSnapshot,
 }
+
+/// Every state a backend snapshot can report, so that the Prometheus exposition has a series for
+/// each from the start: `healthy` (in rotation), `unhealthy` (failed its health checks) and
+/// `ejected` (taken out of rotation by passive health checking).
+pub const BACKEND_STATES: [&str; 3] = ["healthy", "unhealthy", "ejected"];
 
 #[derive(Debug, Serialize)]
 pub struct BackendSnapshot {
@@ -103,11 +115,11 @@ impl Snapshot {
         backends: &[std::sync::Arc<Backend>],
     ) -> Snapshot {
         let total_requests = stats.total_requests.load(Ordering::Relaxed);
-        let latency_micros = stats.latency_micros.load(Ordering::Relaxed);
+        let latency = stats.latency.snapshot();
         let avg_latency_ms = if total_requests == 0 {
             0.0
         } else {
-            (latency_micros as f64 / total_requests as f64 / 10.0).round() / 100.0
+            (latency.sum_micros as f64 / total_requests as f64 / 10.0).round() / 100.0
         };
         let now = std::time::Instant::now();
         let backends: Vec<BackendSnapshot> = backends
@@ -141,6 +153,7 @@ impl Snapshot {
             total_backends: backends.len(),
             open_connections: 0,
             backends,
+            latency,
         }
     }
 

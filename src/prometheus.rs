@@ -1,0 +1,370 @@
+//! The metrics in the Prometheus text exposition format (version 0.0.4), served at
+//! `{metricsPath}/prometheus`.
+//!
+//! Rendered from the same [`Snapshot`] as the JSON document, so the two endpoints always agree:
+//! the sum of `lb_requests_total` over its `outcome` label and `lb_request_duration_seconds_count`
+//! are the JSON `total_requests`. Every family has a `# HELP` and a `# TYPE` line, names start
+//! with `lb_`, counters end in `_total` and durations are in seconds. This module only formats;
+//! it owns no state and keeps no registry.
+
+use std::fmt::{Display, Write};
+
+use crate::histogram::BUCKET_BOUNDS_MICROS;
+use crate::metrics::{BACKEND_STATES, BackendSnapshot, Snapshot};
+
+/// The `Content-Type` of the exposition.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The exposition of `snapshot`.
+pub fn render(snapshot: &Snapshot) -> String {
+    let mut out = Exposition::default();
+    requests(&mut out, snapshot);
+    server_gauges(&mut out, snapshot);
+    backends(&mut out, &snapshot.backends);
+    duration_histogram(&mut out, snapshot);
+    out.text
+}
+
+fn requests(out: &mut Exposition, snapshot: &Snapshot) {
+    out.family(
+        "lb_requests_total",
+        Kind::Counter,
+        "Requests counted, by outcome: success (a backend's response reached the client, whatever its status) \
+         or failed (the load balancer answered with an error of its own, rate limiting included).",
+    );
+    out.sample("lb_requests_total", &[("outcome", "success")], snapshot.success_requests);
+    out.sample("lb_requests_total", &[("outcome", "failed")], snapshot.failed_requests);
+    let counters = [
+        ("lb_retries_total", "Attempts retried on another backend.", snapshot.retry_attempts),
+        (
+            "lb_rate_limited_requests_total",
+            "Requests refused with 429 by the rate limiter (also counted as failed).",
+            snapshot.rate_limited_requests,
+        ),
+        ("lb_config_reloads_total", "Config changes applied without a restart.", snapshot.config_reloads),
+        (
+            "lb_config_reload_failures_total",
+            "Changed config files refused as invalid (the running config stayed).",
+            snapshot.config_reload_failures,
+        ),
+    ];
+    for (name, help, value) in counters {
+        out.family(name, Kind::Counter, help);
+        out.sample(name, &[], value);
+    }
+}
+
+fn server_gauges(out: &mut Exposition, snapshot: &Snapshot) {
+    let in_flight: usize = snapshot.backends.iter().map(|backend| backend.active_connections).sum();
+    let gauges = [
+        ("lb_requests_in_flight", "Requests in flight to the backends now.", in_flight as u64),
+        ("lb_open_connections", "Client connections open now.", snapshot.open_connections as u64),
+        ("lb_healthy_backends", "Backends in the healthy state now.", snapshot.healthy_backends as u64),
+        ("lb_backends", "Backends configured.", snapshot.total_backends as u64),
+        ("lb_uptime_seconds", "Seconds since the load balancer started.", snapshot.uptime_seconds),
+    ];
+    for (name, help, value) in gauges {
+        out.family(name, Kind::Gauge, help);
+        out.sample(name, &[], value);
+    }
+}
+
+fn backends(out: &mut Exposition, backends: &[BackendSnapshot]) {
+    let family = |out: &mut Exposition, name: &str, kind: Kind, help: &str, value: fn(&BackendSnapshot) -> u64| {
+        out.family(name, kind, help);
+        for backend in backends {
+            out.sample(name, &backend_labels(backend), value(backend));
+        }
+    };
+    family(out, "lb_backend_requests_total", Kind::Counter, "Attempts sent to the backend.", |backend| {
+        backend.total_requests
+    });
+    family(out, "lb_backend_failures_total", Kind::Counter, "Attempts to the backend that failed.", |backend| {
+        backend.total_failures
+    });
+    family(out, "lb_backend_in_flight", Kind::Gauge, "Requests in flight to the backend now.", |backend| {
+        backend.active_connections as u64
+    });
+    family(out, "lb_backend_up", Kind::Gauge, "Whether the backend is in rotation (healthy): 1 or 0.", |backend| {
+        u64::from(backend.state == "healthy")
+    });
+    family(out, "lb_backend_weight", Kind::Gauge, "The backend's configured weight.", |backend| {
+        u64::from(backend.weight)
+    });
+    out.family("lb_backend_state", Kind::Gauge, "The backend's state: 1 for the state it is in, 0 for the others.");
+    for backend in backends {
+        let [backend_label, name_label] = backend_labels(backend);
+        let reported = (!BACKEND_STATES.contains(&backend.state)).then_some(backend.state);
+        for state in BACKEND_STATES.into_iter().chain(reported) {
+            let value = u64::from(backend.state == state);
+            out.sample("lb_backend_state", &[backend_label, name_label, ("state", state)], value);
+        }
+    }
+}
+
+/// The labels that name a backend in its series: its URL and its name.
+fn backend_labels(backend: &BackendSnapshot) -> [(&'static str, &str); 2] {
+    [("backend", backend.url.as_str()), ("name", backend.name.as_str())]
+}
+
+fn duration_histogram(out: &mut Exposition, snapshot: &Snapshot) {
+    let name = "lb_request_duration_seconds";
+    let histogram = &snapshot.latency;
+    out.family(name, Kind::Histogram, "How long each counted request took, from its head being read to its response.");
+    for (bound, count) in BUCKET_BOUNDS_MICROS.iter().zip(histogram.cumulative) {
+        out.sample("lb_request_duration_seconds_bucket", &[("le", &seconds(*bound).to_string())], count);
+    }
+    out.sample("lb_request_duration_seconds_bucket", &[("le", "+Inf")], histogram.count);
+    out.sample("lb_request_duration_seconds_sum", &[], seconds(histogram.sum_micros));
+    out.sample("lb_request_duration_seconds_count", &[], histogram.count);
+}
+
+fn seconds(micros: u64) -> f64 {
+    micros as f64 / 1_000_000.0
+}
+
+/// What a metric family is, as its `# TYPE` line says.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+/// The exposition being written: families, each a `# HELP` and a `# TYPE` line and its samples.
+#[derive(Debug, Default)]
+struct Exposition {
+    text: String,
+}
+
+impl Exposition {
+    fn family(&mut self, name: &str, kind: Kind, help: &str) {
+        let _ = writeln!(self.text, "# HELP {name} {}", escape_help(help));
+        let _ = writeln!(self.text, "# TYPE {name} {}", kind.name());
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Display) {
+        self.text.push_str(name);
+        for (index, (label, label_value)) in labels.iter().enumerate() {
+            let separator = if index == 0 { '{' } else { ',' };
+            let _ = write!(self.text, "{separator}{label}=\"{}\"", escape_label_value(label_value));
+        }
+        if !labels.is_empty() {
+            self.text.push('}');
+        }
+        let _ = writeln!(self.text, " {value}");
+    }
+}
+
+/// A label value as the format wants it: backslash, double quote and newline escaped.
+fn escape_label_value(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// A `# HELP` text as the format wants it: backslash and newline escaped.
+fn escape_help(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::metrics::{Outcome, Stats};
+
+    fn backend(url: &str, name: &str, state: &'static str) -> BackendSnapshot {
+        BackendSnapshot {
+            url: url.to_string(),
+            name: name.to_string(),
+            weight: 3,
+            state,
+            active_connections: 2,
+            total_requests: 40,
+            total_failures: 1,
+            response_time_ms: None,
+            last_checked: None,
+        }
+    }
+
+    /// A snapshot with three requests (one rate-limited) and two backends.
+    fn sample_snapshot() -> Snapshot {
+        let stats = Stats::default();
+        stats.record_request(Outcome::Success, Duration::from_millis(3));
+        stats.record_request(Outcome::Success, Duration::from_millis(40));
+        stats.record_request(Outcome::RateLimited, Duration::ZERO);
+        stats.record_retry();
+        let mut snapshot = Snapshot::take(&stats, Duration::from_secs(7), "round_robin", &[]);
+        snapshot.backends = vec![backend("http://a:1", "a", "healthy"), backend("http://b:2", "b", "unhealthy")];
+        snapshot.healthy_backends = 1;
+        snapshot.total_backends = 2;
+        snapshot.open_connections = 5;
+        snapshot
+    }
+
+    /// The value of the sample written exactly as `series` (name and labels).
+    fn value_of(text: &str, series: &str) -> String {
+        let line = text
+            .lines()
+            .find(|line| line.strip_prefix(series).is_some_and(|rest| rest.starts_with(' ')))
+            .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"));
+        line.rsplit(' ').next().unwrap().to_string()
+    }
+
+    #[test]
+    fn counters_and_gauges_carry_the_snapshot_values() {
+        let text = render(&sample_snapshot());
+        let expected = [
+            ("lb_requests_total{outcome=\"success\"}", "2"),
+            ("lb_requests_total{outcome=\"failed\"}", "1"),
+            ("lb_retries_total", "1"),
+            ("lb_rate_limited_requests_total", "1"),
+            ("lb_config_reloads_total", "0"),
+            ("lb_config_reload_failures_total", "0"),
+            ("lb_requests_in_flight", "4"),
+            ("lb_open_connections", "5"),
+            ("lb_healthy_backends", "1"),
+            ("lb_backends", "2"),
+            ("lb_uptime_seconds", "7"),
+            ("lb_backend_requests_total{backend=\"http://a:1\",name=\"a\"}", "40"),
+            ("lb_backend_failures_total{backend=\"http://b:2\",name=\"b\"}", "1"),
+            ("lb_backend_in_flight{backend=\"http://a:1\",name=\"a\"}", "2"),
+            ("lb_backend_up{backend=\"http://a:1\",name=\"a\"}", "1"),
+            ("lb_backend_up{backend=\"http://b:2\",name=\"b\"}", "0"),
+            ("lb_backend_weight{backend=\"http://b:2\",name=\"b\"}", "3"),
+        ];
+        for (series, value) in expected {
+            assert_eq!(value_of(&text, series), value, "{series}");
+        }
+    }
+
+    #[test]
+    fn every_state_has_a_series_and_only_the_reported_one_is_1() {
+        let mut snapshot = sample_snapshot();
+        snapshot.backends.push(backend("http://c:3", "c", "ejected"));
+        snapshot.backends.push(backend("http://d:4", "d", "draining"));
+        let text = render(&snapshot);
+        let state = |backend: &str, name: &str, state: &str| {
+            value_of(&text, &format!("lb_backend_state{{backend=\"{backend}\",name=\"{name}\",state=\"{state}\"}}"))
+        };
+        let table = [
+            ("http://a:1", "a", ["1", "0", "0"]),
+            ("http://b:2", "b", ["0", "1", "0"]),
+            ("http://c:3", "c", ["0", "0", "1"]),
+            ("http://d:4", "d", ["0", "0", "0"]),
+        ];
+        for (url, name, values) in table {
+            let actual: Vec<String> = BACKEND_STATES.iter().map(|each| state(url, name, each)).collect();
+            assert_eq!(actual, values, "{url}");
+        }
+        assert_eq!(state("http://d:4", "d", "draining"), "1", "a state outside the list still shows");
+        assert_eq!(text.matches("lb_backend_state{").count(), 3 * 4 + 1);
+        assert_eq!(value_of(&text, "lb_backend_up{backend=\"http://c:3\",name=\"c\"}"), "0", "ejected is not up");
+    }
+
+    #[test]
+    fn label_values_escape_backslash_quote_and_newline() {
+        let mut snapshot = sample_snapshot();
+        snapshot.backends = vec![backend("http://x/a\\b\"c\nd", "plain", "healthy")];
+        let text = render(&snapshot);
+        assert!(text.contains("lb_backend_weight{backend=\"http://x/a\\\\b\\\"c\\nd\",name=\"plain\"} 3\n"), "{text}");
+        assert!(text.lines().all(|line| !line.is_empty()), "no raw newline splits a sample");
+        assert_eq!(escape_help("a\\b\nc \"d\""), "a\\\\b\\nc \"d\"", "help keeps quotes as they are");
+    }
+
+    #[test]
+    fn duration_buckets_are_cumulative_in_seconds_and_end_with_the_count() {
+        let text = render(&sample_snapshot());
+        let bucket = |le: &str| value_of(&text, &format!("lb_request_duration_seconds_bucket{{le=\"{le}\"}}"));
+        let table = [
+            ("0.001", "1"),
+            ("0.0025", "1"),
+            ("0.005", "2"),
+            ("0.01", "2"),
+            ("0.025", "2"),
+            ("0.05", "3"),
+            ("0.1", "3"),
+            ("0.25", "3"),
+            ("0.5", "3"),
+            ("1", "3"),
+            ("2.5", "3"),
+            ("5", "3"),
+            ("10", "3"),
+            ("+Inf", "3"),
+        ];
+        for (le, count) in table {
+            assert_eq!(bucket(le), count, "le={le}");
+        }
+        assert_eq!(value_of(&text, "lb_request_duration_seconds_count"), "3");
+        assert_eq!(value_of(&text, "lb_request_duration_seconds_sum"), "0.043");
+        assert_eq!(text.matches("lb_request_duration_seconds_bucket{").count(), BUCKET_BOUNDS_MICROS.len() + 1);
+    }
+
+    #[test]
+    fn histogram_invariants_hold_for_any_recorded_durations() {
+        let stats = Stats::default();
+        for step in 0..500u64 {
+            stats.record_request(Outcome::Success, Duration::from_micros(step * step * 97 % 20_000_000));
+        }
+        let snapshot = Snapshot::take(&stats, Duration::ZERO, "round_robin", &[]);
+        let text = render(&snapshot);
+        let buckets: Vec<u64> = text
+            .lines()
+            .filter(|line| line.starts_with("lb_request_duration_seconds_bucket{"))
+            .map(|line| line.rsplit(' ').next().unwrap().parse().unwrap())
+            .collect();
+        assert!(buckets.windows(2).all(|pair| pair[0] <= pair[1]), "never decreasing: {buckets:?}");
+        assert_eq!(buckets.last(), Some(&500), "+Inf holds every request");
+        assert_eq!(value_of(&text, "lb_request_duration_seconds_count"), snapshot.total_requests.to_string());
+        let sum: f64 = value_of(&text, "lb_request_duration_seconds_sum").parse().unwrap();
+        let expected: u64 = (0..500u64).map(|step| step * step * 97 % 20_000_000).sum();
+        assert!((sum - expected as f64 / 1e6).abs() < 1e-6, "{sum}");
+    }
+
+    #[test]
+    fn every_family_has_help_then_type_before_its_samples_and_appears_once() {
+        let mut snapshot = sample_snapshot();
+        snapshot.backends.push(backend("http://c:3", "c", "ejected"));
+        let text = render(&snapshot);
+        let mut families: HashMap<String, String> = HashMap::new();
+        let mut current: Option<(String, String)> = None;
+        let mut lines = text.lines().peekable();
+        while let Some(line) = lines.next() {
+            if let Some(help) = line.strip_prefix("# HELP ") {
+                let name = help.split(' ').next().unwrap().to_string();
+                let type_line = lines.next().unwrap_or_default();
+                let kind = type_line
+                    .strip_prefix(&format!("# TYPE {name} "))
+                    .unwrap_or_else(|| panic!("HELP {name} not followed by its TYPE: {type_line:?}"));
+                assert!(["counter", "gauge", "histogram"].contains(&kind), "{kind}");
+                assert!(name.starts_with("lb_"), "{name}");
+                assert_eq!(kind == "counter", name.ends_with("_total"), "{name}: _total is for counters");
+                assert!(families.insert(name.clone(), kind.to_string()).is_none(), "{name} declared twice");
+                current = Some((name, kind.to_string()));
+                continue;
+            }
+            assert!(!line.starts_with('#'), "a comment outside HELP/TYPE: {line}");
+            let series = line.split(['{', ' ']).next().unwrap();
+            let (family, kind) = current.as_ref().unwrap_or_else(|| panic!("{line} before any family"));
+            let belongs = if kind == "histogram" {
+                ["_bucket", "_sum", "_count"].iter().any(|suffix| series == format!("{family}{suffix}"))
+            } else {
+                series == family
+            };
+            assert!(belongs, "{series} is not in the family declared above it ({family})");
+        }
+        assert_eq!(families.len(), 17, "{families:?}");
+        assert!(text.ends_with('\n'));
+    }
+}
