@@ -29,6 +29,7 @@
 //! - [`endpoints`]: the load balancer's own answers: metrics and operational pages;
 //! - [`http`]: heads, body framing, header rewriting, the load balancer's own replies;
 //! - [`backend`], [`balance`], [`ratelimit`], [`metrics`]: shared state and pure logic;
+//! - [`timestamp`]: RFC 3339 times, for the metrics and the logs;
 //! - [`config`], [`cli`], [`duration`]: configuration; [`demo`] and [`echo`]: the bundled backends;
 //! - [`compare`]: `loadbalancer compare`, every algorithm on the same load, as a table and a chart.
 
@@ -51,6 +52,7 @@ pub mod pipe;
 pub mod proxy;
 pub mod ratelimit;
 pub mod server;
+pub mod timestamp;
 pub mod tunnel;
 pub mod watcher;
 pub mod worker;
