@@ -232,6 +232,8 @@ fn guard_panics(
             attempts: 0,
             keep_alive: false,
             reply: Some(Reply::error(500, None)),
+            bytes_in: 0,
+            bytes_out: 0,
         }
     })
 }
