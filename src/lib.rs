@@ -29,11 +29,13 @@
 //! - [`endpoints`]: the load balancer's own answers: metrics and operational pages;
 //! - [`http`]: heads, body framing, header rewriting, the load balancer's own replies;
 //! - [`backend`], [`balance`], [`ratelimit`], [`metrics`]: shared state and pure logic;
+//! - [`access_log`]: the line written for each request, as text or JSON;
 //! - [`timestamp`]: RFC 3339 times, for the metrics and the logs;
 //! - [`config`], [`cli`], [`duration`]: configuration; [`demo`] and [`echo`]: the bundled backends;
 //! - [`compare`]: `loadbalancer compare`, every algorithm on the same load, as a table and a chart.
 
 pub mod acceptor;
+pub mod access_log;
 pub mod admin;
 pub mod backend;
 pub mod balance;

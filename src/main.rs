@@ -6,9 +6,13 @@
 //! config (nothing listens), 1 when the server cannot start (the port is taken, say) or a
 //! comparison fails.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use env_logger::TimestampPrecision;
+use env_logger::fmt::ConfigurableFormat;
+use loadbalancer::access_log::{self, AccessLogFormat};
 use loadbalancer::cli::{COMPARE_USAGE, Command, CompareOptions, Options, USAGE};
 use loadbalancer::config::{Config, ConfigError};
 use loadbalancer::server::Server;
@@ -34,22 +38,25 @@ fn main() -> ExitCode {
         println!("loadbalancer {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
-    init_logging(log::LevelFilter::Info);
 
     let env = |name: &str| std::env::var(name).ok();
     let config_path = options.config_path(env);
     let overrides = options.overrides(env);
-    let config = match Config::load(&config_path, &overrides) {
-        Ok(config) => config,
+    let (config, built_in) = match Config::load(&config_path, &overrides) {
+        Ok(config) => (config, false),
         Err(error) if options.demo && is_missing_default(&error, &options) => {
-            log::info!("no ./config.json here: using the built-in demo config");
             match Config::from_json(demo::BUILT_IN_CONFIG, "built-in config.json", &overrides) {
-                Ok(config) => config,
+                Ok(config) => (config, true),
                 Err(error) => return config_failure(&error),
             }
         }
         Err(error) => return config_failure(&error),
     };
+    // After the config, which says how access lines are written; its errors go to stderr as is.
+    init_logging(log::LevelFilter::Info, config.access_log);
+    if built_in {
+        log::info!("no ./config.json here: using the built-in demo config");
+    }
 
     if options.demo
         && let Err(error) = demo::start_backends(&config)
@@ -95,7 +102,7 @@ fn run_compare(options: &CompareOptions) -> ExitCode {
     }
     // Errors only: every attempt on the deliberately failing backend is a warning, and the table
     // already counts them as retries.
-    init_logging(log::LevelFilter::Error);
+    init_logging(log::LevelFilter::Error, AccessLogFormat::Text);
     match compare::run(options, &mut std::io::stdout().lock()) {
         Ok(_) => ExitCode::SUCCESS,
         Err(error) => {
@@ -121,7 +128,10 @@ fn is_missing_default(error: &ConfigError, options: &Options) -> bool {
 
 /// `default` unless told otherwise (Info when serving: start-up, health changes, one access line
 /// per request); `LB_DEBUG=1` for debug; `RUST_LOG` for anything finer.
-fn init_logging(default: log::LevelFilter) {
+///
+/// Every line is `[time LEVEL target] message`, except access lines when `access_log` is JSON:
+/// those are the message alone, so that each is a JSON object a log shipper can parse as it is.
+fn init_logging(default: log::LevelFilter, access_log: AccessLogFormat) {
     let mut builder = env_logger::Builder::new();
     builder.filter_level(default);
     builder.parse_env(env_logger::Env::default());
@@ -129,5 +139,16 @@ fn init_logging(default: log::LevelFilter) {
         builder.filter_level(log::LevelFilter::Debug);
     }
     builder.format_timestamp_millis();
+    if access_log == AccessLogFormat::Json {
+        let mut usual = ConfigurableFormat::default();
+        usual.timestamp(Some(TimestampPrecision::Millis));
+        builder.format(move |out, record| {
+            if access_log::is_bare(access_log, record.target()) {
+                writeln!(out, "{}", record.args())
+            } else {
+                usual.format(out, record)
+            }
+        });
+    }
     builder.init();
 }
