@@ -8,18 +8,14 @@
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use env_logger::TimestampPrecision;
 use env_logger::fmt::ConfigurableFormat;
 use loadbalancer::access_log::{self, AccessLogFormat};
 use loadbalancer::cli::{COMPARE_USAGE, Command, CompareOptions, Options, USAGE};
 use loadbalancer::config::{Config, ConfigError};
-use loadbalancer::server::Server;
+use loadbalancer::server::{SHUTDOWN_GRACE, Server};
 use loadbalancer::{compare, demo};
-
-/// How long requests in flight may take to finish after a shutdown signal.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
     let options = match Command::parse(std::env::args().skip(1)) {
