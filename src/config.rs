@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use crate::access_log::AccessLogFormat;
 use crate::balance::maglev;
 use crate::balance::{Algorithm, BalanceSettings, HashKey};
 use crate::duration::parse_duration;
@@ -50,7 +51,7 @@ pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The keys a config file may contain, in the order the README lists them.
-const KNOWN_KEYS: [&str; 35] = [
+const KNOWN_KEYS: [&str; 36] = [
     "listenPort",
     "algorithm",
     "hashKey",
@@ -70,6 +71,7 @@ const KNOWN_KEYS: [&str; 35] = [
     "requestTimeout",
     "rateLimit",
     "metricsPath",
+    "accessLog",
     "servers",
     "maxHeaderBytes",
     "maxUriBytes",
@@ -107,6 +109,8 @@ pub struct Config {
     pub request_timeout: Duration,
     pub rate_limit: Option<RateLimitSettings>,
     pub metrics_path: String,
+    /// How each request is logged: a text line, a JSON line, or not at all.
+    pub access_log: AccessLogFormat,
     pub servers: Vec<ServerConfig>,
     pub limits: Limits,
     pub timeouts: Timeouts,
@@ -378,6 +382,10 @@ impl Reader<'_> {
             request_timeout: self.duration("requestTimeout", DEFAULT_REQUEST_TIMEOUT, false)?,
             rate_limit: self.rate_limit()?,
             metrics_path: self.path("metricsPath", DEFAULT_METRICS_PATH)?,
+            access_log: match self.string("accessLog")? {
+                Some(name) => AccessLogFormat::from_name(&name).map_err(|problem| self.error("accessLog", problem))?,
+                None => AccessLogFormat::Text,
+            },
             servers: self.servers()?,
             limits: self.limits()?,
             timeouts: Timeouts {
@@ -855,6 +863,7 @@ mod tests {
         assert_eq!(config.request_timeout, Duration::from_secs(10));
         assert_eq!(config.rate_limit, None);
         assert_eq!(config.metrics_path, "/lb-metrics");
+        assert_eq!(config.access_log, AccessLogFormat::Text);
         assert_eq!(config.servers.len(), 2);
         assert_eq!(config.servers[0].url, "http://localhost:5001");
         assert_eq!(config.servers[0].host_header, "localhost:5001");
@@ -869,7 +878,7 @@ mod tests {
                 "healthCheckInterval": "1s", "healthCheckPath": "/up", "healthCheckTimeout": "500ms",
                 "healthyThreshold": 3, "unhealthyThreshold": 4, "maxRetries": 1, "retryDelay": "0ms",
                 "requestTimeout": "2s", "rateLimit": {"requestsPerSecond": 5, "burst": 10},
-                "metricsPath": "/stats",
+                "metricsPath": "/stats", "accessLog": "json",
                 "servers": [{"url": "http://127.0.0.1:3001", "weight": 3}, "http://127.0.0.1:3002/"]}"#,
         )
         .unwrap();
@@ -891,6 +900,7 @@ mod tests {
         assert_eq!(config.request_timeout, Duration::from_secs(2));
         assert_eq!(config.rate_limit, Some(RateLimitSettings { requests_per_second: 5.0, burst: 10.0 }));
         assert_eq!(config.metrics_path, "/stats");
+        assert_eq!(config.access_log, AccessLogFormat::Json);
         assert_eq!(config.servers[0].weight, 3);
         assert_eq!(config.servers[1].url, "http://127.0.0.1:3002");
     }
@@ -1066,6 +1076,14 @@ mod tests {
                 "config.json: healthCheckPath: must be a path starting with \"/\"",
             ),
             (r#"{"rateLimit": 5, "servers": ["http://127.0.0.1:1"]}"#, "config.json: rateLimit: must be an object"),
+            (
+                r#"{"accessLog": "xml", "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: accessLog: must be \"text\", \"json\" or \"off\", got \"xml\"",
+            ),
+            (
+                r#"{"accessLog": false, "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: accessLog: must be a string, got a boolean",
+            ),
             (
                 r#"{"rateLimit": {"burst": 5}, "servers": ["http://127.0.0.1:1"]}"#,
                 "config.json: rateLimit.requestsPerSecond: is required",

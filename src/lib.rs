@@ -34,10 +34,13 @@
 //! - [`http`]: heads, body framing, header rewriting, the load balancer's own replies;
 //! - [`backend`], [`balance`], [`ejection`], [`ratelimit`]: shared state and pure logic;
 //! - [`reload`]: applying a changed config file;
+//! - [`access_log`]: the line written for each request, as text or JSON;
+//! - [`timestamp`]: RFC 3339 times, for the metrics and the logs;
 //! - [`config`], [`cli`], [`duration`]: configuration; [`demo`] and [`echo`]: the bundled backends;
 //! - [`compare`]: `loadbalancer compare`, every algorithm on the same load, as a table and a chart.
 
 pub mod acceptor;
+pub mod access_log;
 pub mod admin;
 pub mod backend;
 pub mod balance;
@@ -60,6 +63,7 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod reload;
 pub mod server;
+pub mod timestamp;
 pub mod tunnel;
 pub mod watcher;
 pub mod worker;

@@ -6,17 +6,17 @@
 //! config (nothing listens), 1 when the server cannot start (the port is taken, say) or a
 //! comparison fails.
 
+use std::io::Write;
 use std::process::ExitCode;
-use std::time::Duration;
 
+use env_logger::TimestampPrecision;
+use env_logger::fmt::ConfigurableFormat;
+use loadbalancer::access_log;
 use loadbalancer::cli::{COMPARE_USAGE, Command, CompareOptions, Options, USAGE};
 use loadbalancer::config::{Config, ConfigError};
 use loadbalancer::reload::ConfigFile;
-use loadbalancer::server::Server;
+use loadbalancer::server::{SHUTDOWN_GRACE, Server};
 use loadbalancer::{compare, demo};
-
-/// How long requests in flight may take to finish after a shutdown signal.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
     let options = match Command::parse(std::env::args().skip(1)) {
@@ -35,24 +35,25 @@ fn main() -> ExitCode {
         println!("loadbalancer {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
-    init_logging(log::LevelFilter::Info);
 
     let env = |name: &str| std::env::var(name).ok();
     let config_path = options.config_path(env);
     let overrides = options.overrides(env);
-    let mut from_file = true;
-    let config = match Config::load(&config_path, &overrides) {
-        Ok(config) => config,
+    let (config, built_in) = match Config::load(&config_path, &overrides) {
+        Ok(config) => (config, false),
         Err(error) if options.demo && is_missing_default(&error, &options) => {
-            log::info!("no ./config.json here: using the built-in demo config");
-            from_file = false;
             match Config::from_json(demo::BUILT_IN_CONFIG, "built-in config.json", &overrides) {
-                Ok(config) => config,
+                Ok(config) => (config, true),
                 Err(error) => return config_failure(&error),
             }
         }
         Err(error) => return config_failure(&error),
     };
+    // Config errors went to stderr as they are, before any log prefix.
+    init_logging(log::LevelFilter::Info);
+    if built_in {
+        log::info!("no ./config.json here: using the built-in demo config");
+    }
 
     if options.demo
         && let Err(error) = demo::start_backends(&config)
@@ -68,7 +69,7 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     let demo_text = options.demo.then(|| config.clone());
-    let config_file = from_file.then(|| ConfigFile::new(config_path.clone(), overrides.clone()));
+    let config_file = (!built_in).then(|| ConfigFile::new(config_path.clone(), overrides.clone()));
     let server = match Server::start_watching(config, config_file) {
         Ok(server) => server,
         Err(error) => {
@@ -125,6 +126,9 @@ fn is_missing_default(error: &ConfigError, options: &Options) -> bool {
 
 /// `default` unless told otherwise (Info when serving: start-up, health changes, one access line
 /// per request); `LB_DEBUG=1` for debug; `RUST_LOG` for anything finer.
+///
+/// Every line is `[time LEVEL target] message`, except JSON access lines (`"accessLog": "json"`):
+/// those are the message alone, so that each is a JSON object a log shipper can parse as it is.
 fn init_logging(default: log::LevelFilter) {
     let mut builder = env_logger::Builder::new();
     builder.filter_level(default);
@@ -132,6 +136,14 @@ fn init_logging(default: log::LevelFilter) {
     if std::env::var("LB_DEBUG").is_ok_and(|value| value == "1") {
         builder.filter_level(log::LevelFilter::Debug);
     }
-    builder.format_timestamp_millis();
+    let mut usual = ConfigurableFormat::default();
+    usual.timestamp(Some(TimestampPrecision::Millis));
+    builder.format(move |out, record| {
+        if access_log::is_bare(record.target()) {
+            writeln!(out, "{}", record.args())
+        } else {
+            usual.format(out, record)
+        }
+    });
     builder.init();
 }

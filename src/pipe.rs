@@ -15,7 +15,7 @@
 //! backend socket (forward's writes fail) and, while forward may still be reading a streamed body,
 //! the client's read side. A panic in either thread does the same on its way out.
 
-use std::io::{self, Write};
+use std::io;
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,6 +50,9 @@ pub struct ForwardReport {
     pub client_inbound: Inbound,
     pub head: Vec<u8>,
     pub outbound: Outbound,
+    /// Body bytes streamed from the client (not counting any read in advance into `head`), and
+    /// after an upgrade, the bytes the client sent through the tunnel. 0 if the body copy failed.
+    pub body_bytes: u64,
     pub result: Result<(), ForwardError>,
 }
 
@@ -102,6 +105,8 @@ pub struct Relayed {
     pub client_keep_alive: bool,
     /// Whether the backend connection ended cleanly and may carry another request.
     pub backend_reusable: bool,
+    /// Response body bytes (payload, without chunk framing); after a `101`, the bytes the
+    /// backend sent through the tunnel.
     pub body_bytes: u64,
 }
 
@@ -163,19 +168,24 @@ impl Drop for AbortOnPanic {
 pub fn forward(mut job: ForwardJob) -> ForwardReport {
     let guard = AbortOnPanic::new(&job.client, &job.backend);
     let backend: &TcpStream = &job.backend;
+    let mut body_bytes = 0;
     let result = job.outbound.send(backend, &job.head).map_err(ForwardError::Backend).and_then(|()| {
         copy_body(job.body, &mut job.client_inbound, &*job.client, &mut job.outbound, backend, job.max_body_bytes)
             .map_err(|error| match error {
                 CopyError::Sink(cause) => ForwardError::Backend(cause),
                 client_side => ForwardError::Client(client_side),
             })
-            .and_then(|_| job.outbound.flush(backend).map_err(ForwardError::Backend))
+            .and_then(|copied| {
+                body_bytes = copied;
+                job.outbound.flush(backend).map_err(ForwardError::Backend)
+            })
     });
     job.request_done.store(true, Ordering::Release);
     if let (Ok(()), Some(upgrade)) = (&result, &job.upgrade)
         && upgrade.switched.recv() == Ok(true)
     {
-        tunnel::relay(&job.client, &mut job.client_inbound, backend, upgrade.idle_timeout, &upgrade.activity);
+        body_bytes +=
+            tunnel::relay(&job.client, &mut job.client_inbound, backend, upgrade.idle_timeout, &upgrade.activity);
     }
     match &result {
         // The backend would wait for the rest of the body forever: end the attempt.
@@ -187,7 +197,7 @@ pub fn forward(mut job: ForwardJob) -> ForwardReport {
         Ok(()) => {}
     }
     drop(guard);
-    ForwardReport { client_inbound: job.client_inbound, head: job.head, outbound: job.outbound, result }
+    ForwardReport { client_inbound: job.client_inbound, head: job.head, outbound: job.outbound, body_bytes, result }
 }
 
 /// The reverse thread: response head (after any interim `1xx`), then the response body.
@@ -218,7 +228,10 @@ fn relay_response(job: &mut ReverseJob) -> Result<Relayed, ReverseError> {
             // Interim answers (100 Continue for a client that sent Expect) go on at once; a final
             // answer, even an error of the load balancer's own, may still follow them.
             response_for_client(&head, job.client_minor_version, true, b"", &mut job.head_buffer);
-            (&*client).write_all(&job.head_buffer).map_err(|cause| ReverseError::Client { status: None, cause })?;
+            job.outbound
+                .send(client, &job.head_buffer)
+                .and_then(|()| job.outbound.flush(client))
+                .map_err(|cause| ReverseError::Client { status: None, cause })?;
             continue;
         }
         break head;
@@ -258,7 +271,10 @@ fn switch_protocols(job: &mut ReverseJob, head: &ResponseHead) -> Result<Relayed
     let client: &TcpStream = &job.client;
     response_for_client(head, job.client_minor_version, false, b"", &mut job.head_buffer);
     job.response_started.store(true, Ordering::Release);
-    (&*client).write_all(&job.head_buffer).map_err(|cause| ReverseError::Client { status: Some(101), cause })?;
+    job.outbound
+        .send(client, &job.head_buffer)
+        .and_then(|()| job.outbound.flush(client))
+        .map_err(|cause| ReverseError::Client { status: Some(101), cause })?;
     let _ = upgrade.switched.send(true);
     let body_bytes =
         tunnel::relay(&job.backend, &mut job.backend_inbound, client, upgrade.idle_timeout, &upgrade.activity);

@@ -100,6 +100,22 @@ pub struct Exchange {
     pub keep_alive: bool,
     /// The load balancer's own answer, for the worker to send, when no backend response was relayed.
     pub reply: Option<Reply>,
+    /// Request body bytes received from the client, as payload (chunk framing not counted); after
+    /// an upgrade, with what the client sent through the tunnel. A body whose reading failed
+    /// counts only what was read before the first attempt.
+    pub bytes_in: u64,
+    /// Response bytes relayed to the client, head and body as on the wire (the last of them still
+    /// gathered for the worker to send); the worker adds its own `reply` when it sends one.
+    pub bytes_out: u64,
+}
+
+/// Bytes that move outside the client's outbound buffer, counted while a request is handled.
+#[derive(Debug, Default)]
+struct Traffic {
+    /// Request body bytes received from the client.
+    bytes_in: u64,
+    /// Bytes a tunnel carried from the backend straight to the client.
+    tunnelled_out: u64,
 }
 
 /// Everything about the client a request needs.
@@ -153,6 +169,27 @@ pub fn handle(
     buffers: &mut RequestBuffers,
     pair: &PairRunner,
 ) -> Exchange {
+    let sent_before = buffers.client_outbound.sent();
+    let mut traffic = Traffic::default();
+    let mut exchange = serve(shared, client, head, buffers, pair, &mut traffic);
+    // Everything relayed went through the client's outbound buffer (sent, or gathered for the
+    // worker to send), except what a tunnel copied.
+    let relayed =
+        (buffers.client_outbound.sent() + buffers.client_outbound.pending() as u64).saturating_sub(sent_before);
+    exchange.bytes_in = traffic.bytes_in;
+    exchange.bytes_out = relayed + traffic.tunnelled_out;
+    exchange
+}
+
+/// [`handle`], counting in `traffic` the bytes that bypass the client's outbound buffer.
+fn serve(
+    shared: &Shared,
+    client: &Client<'_>,
+    head: &RequestHead,
+    buffers: &mut RequestBuffers,
+    pair: &PairRunner,
+    traffic: &mut Traffic,
+) -> Exchange {
     let keep_alive_wanted = head.wants_keep_alive() && client.keep_alive_allowed;
     let no_body = head.framing == BodyFraming::Empty;
     let own = |reply: Reply, keep_alive: bool, backend: Option<&Backend>, attempts: u32, outcome: Outcome| Exchange {
@@ -162,6 +199,8 @@ pub fn handle(
         attempts,
         keep_alive,
         reply: Some(reply),
+        bytes_in: 0,
+        bytes_out: 0,
     };
 
     if let Some(limiter) = shared.rate_limiter()
@@ -190,6 +229,7 @@ pub fn handle(
         Ok(kept) => kept,
         Err(error) => return own(client_fault_reply(&error), false, None, 0, Outcome::Failed),
     };
+    traffic.bytes_in = kept_bytes;
     let replayable = is_idempotent(&head.method) && streamed_body == BodyFraming::Empty;
 
     let pool = shared.pool();
@@ -315,6 +355,7 @@ pub fn handle(
         buffers.backend_inbound = reverse.backend_inbound;
         buffers.client_outbound = reverse.outbound;
         buffers.response_head = reverse.head_buffer;
+        traffic.bytes_in = kept_bytes + forward.body_bytes;
         let forward_ok = forward.result.is_ok();
 
         if let Err(ForwardError::Client(error)) = forward.result {
@@ -333,6 +374,9 @@ pub fn handle(
                 // exchange itself worked.
                 let backend_ok = !matches!(relayed.status, 502..=504);
                 passive_outcome(&pool.backends, backend, backend_ok, &config.passive_health);
+                if relayed.status == 101 {
+                    traffic.tunnelled_out = relayed.body_bytes;
+                }
                 if relayed.backend_reusable
                     && forward_ok
                     && let Ok(stream) = Arc::try_unwrap(backend_stream)
@@ -346,6 +390,8 @@ pub fn handle(
                     attempts,
                     keep_alive: relayed.client_keep_alive && forward_ok,
                     reply: None,
+                    bytes_in: 0,
+                    bytes_out: 0,
                 };
             }
             Err(error) => error,
@@ -404,6 +450,8 @@ fn broken(status: u16, backend: &Backend, attempts: u32) -> Exchange {
         attempts,
         keep_alive: false,
         reply: None,
+        bytes_in: 0,
+        bytes_out: 0,
     }
 }
 

@@ -37,6 +37,9 @@ use crate::{acceptor, admin, health, worker};
 
 /// Connections that may wait in the hand-off channel, per worker.
 pub const QUEUED_CONNECTIONS_PER_WORKER: usize = 16;
+/// How long requests in flight may take to finish after SIGTERM or SIGINT (what a service
+/// manager's stop timeout must exceed).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// The backends and the balancer that picks among them, replaced together.
 #[derive(Debug)]

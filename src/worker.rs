@@ -2,7 +2,7 @@
 //!
 //! For each connection the worker loops: read and parse a request head, answer it (the metrics
 //! document itself, everything else through [`proxy::handle`] and its forward/reverse pair), write
-//! the access log line, and go round again while the connection is kept alive.
+//! the access log line ([`access_log`]), and go round again while the connection is kept alive.
 //!
 //! This is also the panic boundary: a panic while handling one request (on the worker or in its
 //! pair) is caught here, logged, answered with `500` if no response byte was sent yet, and the
@@ -23,10 +23,11 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::Receiver;
 
+use crate::access_log::{self, AccessEntry, RequestLine};
 use crate::client_ip::client_address;
 use crate::endpoints::{self, Listener};
 use crate::http::buffer::Inbound;
@@ -179,7 +180,7 @@ fn serve_requests(
             return None;
         }
 
-        let exchange =
+        let mut exchange =
             guard_panics(&head, peer, buffers, |buffers| proxy::handle(shared, &client, &head, buffers, pair));
         // Count first, then let the last bytes go: a client holding its whole response always
         // finds it in the metrics.
@@ -187,12 +188,12 @@ fn serve_requests(
         shared.stats.record_request(exchange.outcome, latency);
         let mut keep_alive = exchange.keep_alive;
         if let Some(reply) = &exchange.reply {
-            send_reply(&client, &head, reply, keep_alive);
+            exchange.bytes_out += send_reply(&client, &head, reply, keep_alive);
         }
         if buffers.client_outbound.flush(&**stream).is_err() {
             keep_alive = false;
         }
-        log_access(client.address, &head, &exchange, latency);
+        log_access(shared, client.address, &head, &exchange, latency);
         if !keep_alive {
             return None;
         }
@@ -234,6 +235,8 @@ fn guard_panics(
             attempts: 0,
             keep_alive: false,
             reply: Some(Reply::error(500, None)),
+            bytes_in: 0,
+            bytes_out: 0,
         }
     })
 }
@@ -242,37 +245,50 @@ fn guard_panics(
 fn refuse(shared: &Shared, client: &Client<'_>, peer: SocketAddr, reply: &Reply) {
     shared.stats.record_request(Outcome::Failed, Duration::ZERO);
     let mut stream: &TcpStream = client.stream;
-    let _ = stream.write_all(&reply.to_bytes(1, false, false));
-    log::info!(target: "access", "{} \"-\" {} - 0ms", peer.ip(), reply.status);
+    let bytes = reply.to_bytes(1, false, false);
+    let bytes_out = if stream.write_all(&bytes).is_ok() { bytes.len() as u64 } else { 0 };
+    let entry = AccessEntry {
+        time: SystemTime::now(),
+        client: peer.ip(),
+        request: None,
+        status: reply.status,
+        backend: None,
+        bytes_in: 0,
+        bytes_out,
+        latency: Duration::ZERO,
+        attempts: 0,
+    };
+    access_log::write_line(shared.config().access_log, &entry);
 }
 
 /// Writes one of the load balancer's own replies, unless a response is already under way.
-fn send_reply(client: &Client<'_>, head: &RequestHead, reply: &Reply, keep_alive: bool) {
+/// Returns the bytes written.
+fn send_reply(client: &Client<'_>, head: &RequestHead, reply: &Reply, keep_alive: bool) -> u64 {
     if client.response_started.swap(true, Ordering::AcqRel) {
-        return;
+        return 0;
     }
     let bytes = reply.to_bytes(head.minor_version, keep_alive, head.method == "HEAD");
     let mut stream: &TcpStream = client.stream;
-    let _ = stream.write_all(&bytes);
+    if stream.write_all(&bytes).is_ok() { bytes.len() as u64 } else { 0 }
 }
 
 fn reason(status: u16) -> &'static str {
     crate::http::reply::reason_phrase(status)
 }
 
-fn log_access(client: IpAddr, head: &RequestHead, exchange: &Exchange, latency: Duration) {
-    log::info!(
-        target: "access",
-        "{} \"{} {} HTTP/1.{}\" {} {} {}ms attempts={}",
+fn log_access(shared: &Shared, client: IpAddr, head: &RequestHead, exchange: &Exchange, latency: Duration) {
+    let entry = AccessEntry {
+        time: SystemTime::now(),
         client,
-        head.method,
-        head.target,
-        head.minor_version,
-        exchange.status,
-        exchange.backend.as_deref().unwrap_or("-"),
-        latency.as_millis(),
-        exchange.attempts
-    );
+        request: Some(RequestLine { method: &head.method, target: &head.target, minor_version: head.minor_version }),
+        status: exchange.status,
+        backend: exchange.backend.as_deref(),
+        bytes_in: exchange.bytes_in,
+        bytes_out: exchange.bytes_out,
+        latency,
+        attempts: exchange.attempts,
+    };
+    access_log::write_line(shared.config().access_log, &entry);
 }
 
 /// Reads and parses the next request head on `stream`, which has bytes waiting (or some
