@@ -1,5 +1,6 @@
 //! The load balancer's own endpoints, answered without a backend: the JSON metrics
-//! (`metricsPath`), and the operational pages beside them.
+//! (`metricsPath`), and the operational pages beside them: the live status page
+//! ([`status_page::PATH`], `/lb-status`), which reads that JSON from the same listener.
 //!
 //! They are served on the admin listener when `adminListen` is set (and then nowhere else: the
 //! same paths on the public listener go to the backends like any other), otherwise on the public
@@ -9,6 +10,7 @@
 use crate::http::head::RequestHead;
 use crate::http::reply::Reply;
 use crate::server::Shared;
+use crate::status_page;
 
 /// Which listener a request arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +29,9 @@ pub fn answer(shared: &Shared, head: &RequestHead, listener: Listener) -> Option
     let path = head.path();
     if read_only && path == shared.config.metrics_path {
         return Some(Reply::json(shared.metrics().to_json()));
+    }
+    if read_only && path == status_page::PATH {
+        return Some(Reply::content(status_page::CONTENT_TYPE, status_page::render(&shared.config.metrics_path)));
     }
     None
 }

@@ -26,7 +26,8 @@
 //! - [`acceptor`], [`worker`], [`pipe`] (with [`pair`] and [`tunnel`]), [`watcher`], [`health`],
 //!   [`admin`]: one thread role each;
 //! - [`proxy`]: one request: rate limit, choice of backend, retries;
-//! - [`endpoints`]: the load balancer's own answers: metrics and operational pages;
+//! - [`endpoints`]: the load balancer's own answers: metrics and operational pages, such as the
+//!   [`status_page`];
 //! - [`http`]: heads, body framing, header rewriting, the load balancer's own replies;
 //! - [`backend`], [`balance`], [`ratelimit`], [`metrics`]: shared state and pure logic;
 //! - [`config`], [`cli`], [`duration`]: configuration; [`demo`] and [`echo`]: the bundled backends;
@@ -51,6 +52,7 @@ pub mod pipe;
 pub mod proxy;
 pub mod ratelimit;
 pub mod server;
+pub mod status_page;
 pub mod tunnel;
 pub mod watcher;
 pub mod worker;
