@@ -68,7 +68,7 @@ fn a_browser_shows_each_backend_state() {
     let page_url = format!("http://127.0.0.1:{}/lb-status", lb.port);
 
     let dom = dump_dom(&browser, &page_url);
-    assert!(dom.contains("data-connection=\"live\">"), "the page did not reach the metrics:\n{dom}");
+    assert_eq!(connection(&dom).as_deref(), Some("live"), "the page did not reach the metrics:\n{dom}");
     for url in &urls {
         assert_eq!(badge_state(&dom, url).as_deref(), Some("healthy"), "the badge of {url} in:\n{dom}");
     }
@@ -88,7 +88,8 @@ fn a_browser_shows_each_backend_state() {
     let page = TempDir::new();
     let file = page.write("lb-status.html", &lb.get("/lb-status").text());
     let dom = dump_dom(&browser, &format!("file://{}", file.display()));
-    assert!(dom.contains("data-connection=\"lost\">cannot reach the load balancer<"), "{dom}");
+    assert_eq!(connection(&dom).as_deref(), Some("lost"), "{dom}");
+    assert!(dom.contains(">cannot reach the load balancer</div>"), "{dom}");
 }
 
 /// The first of [`BROWSER_NAMES`] found on `PATH`.
@@ -159,6 +160,18 @@ fn badge_state(dom: &str, url: &str) -> Option<String> {
     let row_start = dom.find(&format!("data-backend=\"{url}\""))?;
     let row = &dom[row_start + 1..];
     let row = &row[..row.find("data-backend=\"").unwrap_or(row.len())];
-    let value = row.split_once("data-state=\"")?.1;
+    attribute(row, "data-state")
+}
+
+/// The page's connection indicator (`data-connection` of the element `#connection`): `live` once
+/// the metrics arrived, `lost` when they cannot be fetched. (The stylesheet names the same
+/// attribute in selectors, so the search starts at the element's id.)
+fn connection(dom: &str) -> Option<String> {
+    attribute(&dom[dom.find("id=\"connection\"")?..], "data-connection")
+}
+
+/// The value of the first `name="..."` attribute in `html`.
+fn attribute(html: &str, name: &str) -> Option<String> {
+    let value = html.split_once(&format!("{name}=\""))?.1;
     Some(value[..value.find('"')?].to_string())
 }
