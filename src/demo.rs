@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::echo::{self, EchoOptions};
+use crate::status_page;
 
 /// The config used by `--demo` when `./config.json` does not exist: the repository's own.
 pub const BUILT_IN_CONFIG: &str = include_str!("../config.json");
@@ -48,10 +49,28 @@ pub fn instructions(config: &Config, port: u16) -> String {
          Try, in another terminal:\n\
          {try_lines}\n\
          \n\
+         Open http://localhost:{port}{status_page} in a browser: a live status page.\n\
+         \n\
          Press Ctrl-C to stop.\n",
         count = backends.len(),
         backends = backends.join(", "),
         algorithm = config.algorithm.name(),
         try_lines = try_lines.join("\n"),
+        status_page = status_page::PATH,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Overrides;
+
+    #[test]
+    fn instructions_name_the_commands_and_the_status_page() {
+        let config = Config::from_json(BUILT_IN_CONFIG, "config.json", &Overrides::default()).unwrap();
+        let text = instructions(&config, 8080);
+        assert!(text.contains("3 echo backends"), "{text}");
+        assert!(text.contains("curl localhost:8080/lb-metrics"), "{text}");
+        assert!(text.contains("Open http://localhost:8080/lb-status in a browser"), "{text}");
+    }
 }

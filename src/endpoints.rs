@@ -1,6 +1,7 @@
 //! The load balancer's own endpoints, answered without a backend: the JSON metrics
 //! (`metricsPath`), the same metrics for Prometheus (`{metricsPath}/prometheus`), and the
-//! operational pages beside them.
+//! operational pages beside them: the live status page ([`status_page::PATH`], `/lb-status`),
+//! which reads that JSON from the same listener.
 //!
 //! They are served on the admin listener when `adminListen` is set (and then nowhere else: the
 //! same paths on the public listener go to the backends like any other), otherwise on the public
@@ -17,7 +18,7 @@ use std::time::Instant;
 use crate::http::head::RequestHead;
 use crate::http::reply::Reply;
 use crate::server::Shared;
-use crate::{prometheus, reload};
+use crate::{prometheus, reload, status_page};
 
 /// Where the Prometheus exposition is served, below `metricsPath`.
 pub const PROMETHEUS_SUFFIX: &str = "/prometheus";
@@ -46,6 +47,9 @@ pub fn answer(shared: &Shared, head: &RequestHead, listener: Listener) -> Option
     let path = head.path();
     if read_only && path == config.metrics_path {
         return Some(Reply::json(shared.metrics().to_json()));
+    }
+    if read_only && path == status_page::PATH {
+        return Some(Reply::content(status_page::CONTENT_TYPE, status_page::render(&config.metrics_path)));
     }
     if read_only && path.strip_prefix(config.metrics_path.trim_end_matches('/')) == Some(PROMETHEUS_SUFFIX) {
         let text = prometheus::render(&shared.metrics());

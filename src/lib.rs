@@ -29,7 +29,8 @@
 //! - [`acceptor`], [`worker`], [`pipe`] (with [`pair`] and [`tunnel`]), [`watcher`], [`health`],
 //!   [`admin`]: one thread role each;
 //! - [`proxy`]: one request: rate limit, choice of backend, retries;
-//! - [`endpoints`]: the load balancer's own answers: metrics and operational pages;
+//! - [`endpoints`]: the load balancer's own answers: metrics and operational pages, such as the
+//!   [`status_page`];
 //! - [`metrics`], [`histogram`] and [`prometheus`]: the counters, and their JSON and Prometheus forms;
 //! - [`http`]: heads, body framing, header rewriting, the load balancer's own replies;
 //! - [`backend`], [`balance`], [`ejection`], [`ratelimit`]: shared state and pure logic;
@@ -63,6 +64,7 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod reload;
 pub mod server;
+pub mod status_page;
 pub mod timestamp;
 pub mod tunnel;
 pub mod watcher;
