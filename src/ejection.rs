@@ -125,7 +125,11 @@ impl Ejection {
 
     /// An attempt succeeded: the failure count starts over, and a passed trial readmits.
     pub fn record_success(&self, now: Instant) -> Option<EjectionEvent> {
-        self.consecutive_failures.store(0, Ordering::Release);
+        // Read before writing: on the common path nothing changes, and a write would bounce the
+        // cache line between the CPUs of every worker using this backend.
+        if self.consecutive_failures.load(Ordering::Acquire) != 0 {
+            self.consecutive_failures.store(0, Ordering::Release);
+        }
         if let Standing::OnProbation { .. } = self.standing(now) {
             self.strikes.store(0, Ordering::Release);
             self.trial_taken.store(false, Ordering::Release);
