@@ -1,15 +1,17 @@
 //! Thread `health`: Active health checks: every `healthCheckInterval`, a `GET healthCheckPath` to each
 //! backend, with hysteresis.
 //!
-//! One dedicated thread owns the schedule. Each round it starts one short-lived probe thread per
-//! backend (`health-probe-N`) and waits for them all, so a backend that hangs costs the others
-//! nothing: every probe is bounded by `healthCheckTimeout`, from connect to status line. The first
+//! One dedicated thread owns the schedule. Each round it starts short-lived probe threads
+//! (`health-probe-N`), one per backend up to [`MAX_PARALLEL_PROBES`], and waits for them all, so
+//! a backend that hangs costs the others nothing (beyond that many backends, probes take turns):
+//! every probe is bounded by `healthCheckTimeout`, from connect to status line. The first
 //! round runs at start-up. A 2xx or 3xx status is a success; anything else, or no answer in time,
 //! is a failure. Only changes of state are logged (WARN when a backend goes down, INFO when it
 //! comes back), as decided by [`Backend::record_probe`]. Each round also closes backend
 //! connections that have sat idle in a pool for too long.
 
 use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::Instant;
 
@@ -33,38 +35,55 @@ pub fn run(shared: &Shared, stop: &Receiver<()>) {
     }
 }
 
-/// Probes every backend in parallel and records the results.
+/// The most probes a round runs at once. Tens of backends are probed all in parallel; a pool of
+/// a thousand is probed by this many threads in turn, each probe still bounded by
+/// `healthCheckTimeout`, rather than by a thousand threads.
+pub const MAX_PARALLEL_PROBES: usize = 64;
+
+/// Probes every backend, up to [`MAX_PARALLEL_PROBES`] at a time, and records the results.
 pub fn probe_round(backends: &[std::sync::Arc<Backend>], settings: &HealthSettings) {
+    let next = AtomicUsize::new(0);
     thread::scope(|scope| {
-        for (index, backend) in backends.iter().enumerate() {
-            backend.prune_idle();
-            let spawned = thread::Builder::new().name(format!("health-probe-{index}")).spawn_scoped(scope, move || {
-                let result = probe(backend, settings);
-                if let Err(reason) = &result {
-                    log::debug!("health probe of {} failed: {reason}", backend.url);
-                }
-                let flip =
-                    backend.record_probe(result.is_ok(), settings.healthy_threshold, settings.unhealthy_threshold);
-                match flip {
-                    Some(HealthFlip::BecameUnhealthy) => log::warn!(
-                        "backend {} is now unhealthy after {} failed health checks ({})",
-                        backend.url,
-                        settings.unhealthy_threshold,
-                        result.err().unwrap_or_default()
-                    ),
-                    Some(HealthFlip::BecameHealthy) => log::info!(
-                        "backend {} is healthy again after {} successful health checks",
-                        backend.url,
-                        settings.healthy_threshold
-                    ),
-                    None => {}
-                }
-            });
+        for prober in 0..backends.len().min(MAX_PARALLEL_PROBES) {
+            let next = &next;
+            let spawned =
+                thread::Builder::new().name(format!("health-probe-{prober}")).spawn_scoped(scope, move || {
+                    while let Some(backend) = backends.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        probe_and_record(backend, settings);
+                    }
+                });
             if let Err(error) = spawned {
-                log::warn!("cannot start a health probe for {}: {error}", backend.url);
+                log::warn!("cannot start a health probe thread: {error}");
             }
         }
+        // Whatever no thread could be started for is probed here, one at a time.
+        while let Some(backend) = backends.get(next.fetch_add(1, Ordering::Relaxed)) {
+            probe_and_record(backend, settings);
+        }
     });
+}
+
+/// Probes one backend, records the result with hysteresis, and logs a change of state.
+fn probe_and_record(backend: &Backend, settings: &HealthSettings) {
+    backend.prune_idle();
+    let result = probe(backend, settings);
+    if let Err(reason) = &result {
+        log::debug!("health probe of {} failed: {reason}", backend.url);
+    }
+    match backend.record_probe(result.is_ok(), settings.healthy_threshold, settings.unhealthy_threshold) {
+        Some(HealthFlip::BecameUnhealthy) => log::warn!(
+            "backend {} is now unhealthy after {} failed health checks ({})",
+            backend.url,
+            settings.unhealthy_threshold,
+            result.err().unwrap_or_default()
+        ),
+        Some(HealthFlip::BecameHealthy) => log::info!(
+            "backend {} is healthy again after {} successful health checks",
+            backend.url,
+            settings.healthy_threshold
+        ),
+        None => {}
+    }
 }
 
 /// One probe: connect, send `GET path`, read the status line, all within `settings.timeout`.
@@ -189,5 +208,18 @@ mod tests {
         assert!(!hanging.is_healthy());
         assert!(fine.is_healthy());
         assert!(fine.last_checked().is_some());
+    }
+
+    #[test]
+    fn a_pool_larger_than_the_probe_threads_is_probed_whole() {
+        // Ports nothing listens on: each probe fails at once with a refused connection.
+        let ports: Vec<u16> = (0..MAX_PARALLEL_PROBES * 3)
+            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port())
+            .collect();
+        let backends: Vec<Arc<Backend>> =
+            ports.iter().map(|&port| Arc::new(crate::backend::test_backend(port, 1))).collect();
+        probe_round(&backends, &settings(Duration::from_millis(500)));
+        assert!(backends.iter().all(|backend| backend.last_checked().is_some()), "every backend probed once");
+        assert!(backends.iter().all(|backend| !backend.is_healthy()));
     }
 }
