@@ -207,11 +207,7 @@ impl Cidr {
 
     /// Whether `address` lies in this block (IPv4-mapped IPv6 addresses count as IPv4).
     pub fn contains(&self, address: IpAddr) -> bool {
-        let address = match address {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
-            v4 => v4,
-        };
-        let (network, address, width) = match (self.network, address) {
+        let (network, address, width) = match (self.network, address.to_canonical()) {
             (IpAddr::V4(network), IpAddr::V4(address)) => {
                 (u128::from(u32::from(network)), u128::from(u32::from(address)), 32)
             }

@@ -29,15 +29,17 @@ pub fn key_hash(key: &[u8]) -> u64 {
     mix(fnv1a(key))
 }
 
-/// The hash of a client address; an IPv4-mapped IPv6 address hashes as its IPv4 form.
-pub fn ip_hash(ip: IpAddr) -> u64 {
-    match ip {
-        IpAddr::V4(v4) => key_hash(&v4.octets()),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => key_hash(&v4.octets()),
-            None => key_hash(&v6.octets()),
-        },
+/// The bytes a client address is hashed by: an IPv4-mapped IPv6 address as its IPv4 form.
+pub fn ip_octets(ip: IpAddr) -> Vec<u8> {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
     }
+}
+
+/// The hash of a client address, well mixed (see [`ip_octets`]).
+pub fn ip_hash(ip: IpAddr) -> u64 {
+    key_hash(&ip_octets(ip))
 }
 
 /// Weighted rendezvous hashing: the score of `backend` (its identity hash) for `key`. The

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 
 use crate::backend::Backend;
-use hash::{fnv1a, ip_hash, key_hash, rendezvous_score};
+use hash::{fnv1a, ip_hash, ip_octets, key_hash, rendezvous_score};
 use maglev::{MaglevTable, Member};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -442,16 +442,6 @@ fn weighted_random(
         }
     }
     last
-}
-
-fn ip_octets(ip: IpAddr) -> Vec<u8> {
-    match ip {
-        IpAddr::V4(v4) => v4.octets().to_vec(),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.octets().to_vec(),
-            None => v6.octets().to_vec(),
-        },
-    }
 }
 
 #[cfg(test)]
