@@ -55,7 +55,8 @@ fn serve(shared: &Shared, mut stream: TcpStream) {
             Err(_) => return,
         }
     };
-    let reply = endpoints::answer(shared, &head, Listener::Admin).unwrap_or_else(|| Reply::error(404, None));
+    let reply =
+        endpoints::answer(shared, &shared.config(), &head, Listener::Admin).unwrap_or_else(|| Reply::error(404, None));
     let _ = stream.write_all(&reply.to_bytes(head.minor_version, false, head.method == "HEAD"));
     log::debug!("admin: \"{} {}\" {}", head.method, head.target, reply.status);
 }

@@ -15,6 +15,7 @@
 
 use std::time::Instant;
 
+use crate::config::Config;
 use crate::http::head::RequestHead;
 use crate::http::reply::Reply;
 use crate::server::Shared;
@@ -38,8 +39,7 @@ pub enum Listener {
 
 /// The answer to `head` if it is for one of the load balancer's own endpoints on this listener;
 /// `None` if the request is not (the public listener then proxies it; the admin listener says 404).
-pub fn answer(shared: &Shared, head: &RequestHead, listener: Listener) -> Option<Reply> {
-    let config = shared.config();
+pub fn answer(shared: &Shared, config: &Config, head: &RequestHead, listener: Listener) -> Option<Reply> {
     if listener == Listener::Public && config.admin_listen.is_some() {
         return None;
     }

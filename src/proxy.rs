@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use crate::backend::Backend;
 use crate::balance::{Algorithm, PickRequest};
-use crate::config::Limits;
+use crate::config::{Config, Limits};
 use crate::ejection::{EjectionEvent, PassiveHealthSettings, Standing};
 use crate::http::buffer::{Inbound, Outbound};
 use crate::http::cookie;
@@ -164,6 +164,7 @@ fn passive_outcome(backends: &[Arc<Backend>], backend: &Backend, ok: bool, setti
 /// Serves one request that is not for the load balancer itself.
 pub fn handle(
     shared: &Shared,
+    config: &Config,
     client: &Client<'_>,
     head: &RequestHead,
     buffers: &mut RequestBuffers,
@@ -171,7 +172,7 @@ pub fn handle(
 ) -> Exchange {
     let sent_before = buffers.client_outbound.sent();
     let mut traffic = Traffic::default();
-    let mut exchange = serve(shared, client, head, buffers, pair, &mut traffic);
+    let mut exchange = serve(shared, config, client, head, buffers, pair, &mut traffic);
     // Everything relayed went through the client's outbound buffer (sent, or gathered for the
     // worker to send), except what a tunnel copied.
     let relayed =
@@ -184,6 +185,7 @@ pub fn handle(
 /// [`handle`], counting in `traffic` the bytes that bypass the client's outbound buffer.
 fn serve(
     shared: &Shared,
+    config: &Config,
     client: &Client<'_>,
     head: &RequestHead,
     buffers: &mut RequestBuffers,
@@ -211,7 +213,6 @@ fn serve(
         return own(reply, keep_alive_wanted && no_body, None, 0, Outcome::RateLimited);
     }
 
-    let config = shared.config();
     let max_body = config.limits.max_body_bytes.unwrap_or(u64::MAX);
     if let BodyFraming::Length(length) = head.framing
         && length > max_body

@@ -29,6 +29,7 @@ use crossbeam_channel::Receiver;
 
 use crate::access_log::{self, AccessEntry, RequestLine};
 use crate::client_ip::client_address;
+use crate::config::Config;
 use crate::endpoints::{self, Listener};
 use crate::http::buffer::Inbound;
 use crate::http::framing::is_timeout;
@@ -135,9 +136,13 @@ fn serve_requests(
     };
     buffers.client_inbound.clear();
     buffers.client_outbound.discard();
-    let mut idle_allowance =
-        if arrival == Arrival::New { shared.config().timeouts.header_read } else { shared.config().timeouts.idle };
+    // A new connection may wait `headerReadTimeout` for its first request, later ones `idleTimeout`.
+    let mut awaiting_first_request = arrival == Arrival::New;
     loop {
+        // The running config, taken once for the whole of this request: a reload may replace it
+        // meanwhile, and one request sees one config.
+        let config = shared.config();
+        let idle_allowance = if awaiting_first_request { config.timeouts.header_read } else { config.timeouts.idle };
         if buffers.client_inbound.is_empty() {
             if shared.is_shutting_down() {
                 return None;
@@ -149,28 +154,28 @@ fn serve_requests(
                 Readiness::Closed => return None,
             }
         }
-        let head = match read_request_head(shared, stream, &mut buffers.client_inbound) {
+        let head = match read_request_head(&config, stream, &mut buffers.client_inbound) {
             HeadRead::Request(head) => head,
             HeadRead::Closed => return None,
             HeadRead::Refused(error) => {
                 let reply =
                     Reply::error(error.status(), Some(&format!("{}: {}", reason(error.status()), error.reason())));
-                refuse(shared, &client, peer, &reply);
+                refuse(shared, &config, &client, peer, &reply);
                 return None;
             }
             HeadRead::TimedOut => {
-                refuse(shared, &client, peer, &Reply::error(408, Some("Request Timeout: the request head stalled")));
+                let reply = Reply::error(408, Some("Request Timeout: the request head stalled"));
+                refuse(shared, &config, &client, peer, &reply);
                 return None;
             }
         };
-        let config = shared.config();
-        idle_allowance = config.timeouts.idle;
+        awaiting_first_request = false;
         response_started.store(false, Ordering::Release);
         client.keep_alive_allowed = !shared.is_shutting_down();
         client.address = client_address(peer.ip(), &head.fields, &config.trusted_proxies);
         let started = Instant::now();
 
-        if let Some(reply) = endpoints::answer(shared, &head, Listener::Public) {
+        if let Some(reply) = endpoints::answer(shared, &config, &head, Listener::Public) {
             let keep_alive = head.wants_keep_alive() && head.framing == BodyFraming::Empty && client.keep_alive_allowed;
             send_reply(&client, &head, &reply, keep_alive);
             log::debug!("{} \"{} {}\" {} (own endpoint)", peer.ip(), head.method, head.target, reply.status);
@@ -181,7 +186,7 @@ fn serve_requests(
         }
 
         let mut exchange =
-            guard_panics(&head, peer, buffers, |buffers| proxy::handle(shared, &client, &head, buffers, pair));
+            guard_panics(&head, peer, buffers, |buffers| proxy::handle(shared, &config, &client, &head, buffers, pair));
         // Count first, then let the last bytes go: a client holding its whole response always
         // finds it in the metrics.
         let latency = started.elapsed();
@@ -193,7 +198,7 @@ fn serve_requests(
         if buffers.client_outbound.flush(&**stream).is_err() {
             keep_alive = false;
         }
-        log_access(shared, client.address, &head, &exchange, latency);
+        log_access(&config, client.address, &head, &exchange, latency);
         if !keep_alive {
             return None;
         }
@@ -242,7 +247,7 @@ fn guard_panics(
 }
 
 /// Counts, answers and logs a request that could not be read.
-fn refuse(shared: &Shared, client: &Client<'_>, peer: SocketAddr, reply: &Reply) {
+fn refuse(shared: &Shared, config: &Config, client: &Client<'_>, peer: SocketAddr, reply: &Reply) {
     shared.stats.record_request(Outcome::Failed, Duration::ZERO);
     let mut stream: &TcpStream = client.stream;
     let bytes = reply.to_bytes(1, false, false);
@@ -258,7 +263,7 @@ fn refuse(shared: &Shared, client: &Client<'_>, peer: SocketAddr, reply: &Reply)
         latency: Duration::ZERO,
         attempts: 0,
     };
-    access_log::write_line(shared.config().access_log, &entry);
+    access_log::write_line(config.access_log, &entry);
 }
 
 /// Writes one of the load balancer's own replies, unless a response is already under way.
@@ -276,7 +281,7 @@ fn reason(status: u16) -> &'static str {
     crate::http::reply::reason_phrase(status)
 }
 
-fn log_access(shared: &Shared, client: IpAddr, head: &RequestHead, exchange: &Exchange, latency: Duration) {
+fn log_access(config: &Config, client: IpAddr, head: &RequestHead, exchange: &Exchange, latency: Duration) {
     let entry = AccessEntry {
         time: SystemTime::now(),
         client,
@@ -288,13 +293,12 @@ fn log_access(shared: &Shared, client: IpAddr, head: &RequestHead, exchange: &Ex
         latency,
         attempts: exchange.attempts,
     };
-    access_log::write_line(shared.config().access_log, &entry);
+    access_log::write_line(config.access_log, &entry);
 }
 
 /// Reads and parses the next request head on `stream`, which has bytes waiting (or some
 /// already in `inbound`). The head must be complete within `headerReadTimeout` of its first byte.
-fn read_request_head(shared: &Shared, stream: &TcpStream, inbound: &mut Inbound) -> HeadRead {
-    let config = shared.config();
+fn read_request_head(config: &Config, stream: &TcpStream, inbound: &mut Inbound) -> HeadRead {
     let limits = HeadLimits::from(&config.limits);
     let deadline = Instant::now() + config.timeouts.header_read;
     // With nothing buffered, the caller saw bytes waiting: the first read cannot block.
