@@ -234,7 +234,7 @@ impl Balancer {
         }
         let now = Instant::now();
         let healthy: Vec<bool> = backends.iter().map(|backend| backend.is_available(now)).collect();
-        if self.maglev.read().built_for == healthy && !healthy.is_empty() && self.maglev.read().table.size() > 0 {
+        if self.maglev.read().built_for == healthy {
             return;
         }
         let members: Vec<Member<'_>> = backends
