@@ -7,12 +7,12 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpStream};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
 
+use crate::atomic_instant::AtomicInstant;
 use crate::config::ServerConfig;
 use crate::ejection::{Ejection, Standing};
 use crate::watcher::{Readiness, readiness};
@@ -48,9 +48,9 @@ pub struct Backend {
     healthy: AtomicBool,
     /// Passive health: ejection on the evidence of failed requests.
     pub ejection: Ejection,
-    /// When the backend last turned healthy, in milliseconds of [`process_clock`] plus one;
-    /// 0 if it has been healthy since start-up. Drives `slowStart`.
-    healthy_since: AtomicU64,
+    /// When the backend last turned healthy; none if it has been healthy since start-up. Drives
+    /// `slowStart`.
+    healthy_since: AtomicInstant,
     /// Moving average of response times in microseconds (`f64` bits); 0 before the first sample.
     response_time_ewma: AtomicU64,
     active: AtomicUsize,
@@ -92,7 +92,7 @@ impl Backend {
             weight: AtomicU32::new(server.weight),
             healthy: AtomicBool::new(true),
             ejection: Ejection::default(),
-            healthy_since: AtomicU64::new(0),
+            healthy_since: AtomicInstant::default(),
             response_time_ewma: AtomicU64::new(0),
             active: AtomicUsize::new(0),
             total_requests: AtomicU64::new(0),
@@ -181,18 +181,16 @@ impl Backend {
     /// tried at once). Backends healthy since start-up get their full weight.
     pub fn effective_weight(&self, now: Instant, slow_start: Duration) -> f64 {
         let weight = f64::from(self.weight());
-        let since = self.healthy_since.load(Ordering::Relaxed);
-        if slow_start.is_zero() || since == 0 {
+        let Some(since) = self.healthy_since.load().filter(|_| !slow_start.is_zero()) else {
             return weight;
-        }
-        let healthy_for = now.saturating_duration_since(process_clock() + Duration::from_millis(since - 1));
+        };
+        let healthy_for = now.saturating_duration_since(since);
         weight * (healthy_for.as_secs_f64() / slow_start.as_secs_f64()).clamp(0.001, 1.0)
     }
 
     /// Records that the backend turned healthy at `at` (for `slowStart`).
     pub fn mark_healthy_since(&self, at: Instant) {
-        let millis = at.saturating_duration_since(process_clock()).as_millis() as u64;
-        self.healthy_since.store(millis + 1, Ordering::Relaxed);
+        self.healthy_since.store(Some(at));
     }
 
     /// The moving average of response times, if any response was timed yet.
@@ -296,12 +294,6 @@ impl Backend {
     }
 }
 
-/// The clock that [`Backend`] times are stored against, as milliseconds since its start.
-pub(crate) fn process_clock() -> Instant {
-    static START: OnceLock<Instant> = OnceLock::new();
-    *START.get_or_init(Instant::now)
-}
-
 /// An idle keep-alive connection that the backend has closed, or that holds unexpected bytes,
 /// cannot carry a request. One non-blocking peek tells, without consuming anything.
 fn looks_open(stream: &TcpStream) -> bool {
@@ -388,7 +380,7 @@ mod tests {
         let backend = test_backend(1, 4);
         let ramp = Duration::from_secs(10);
         // The clock that times are stored against starts first, as it does in a running process.
-        let _ = process_clock();
+        let _ = crate::atomic_instant::start();
         let now = Instant::now();
         assert_eq!(backend.effective_weight(now, ramp), 4.0, "healthy since start-up: full weight");
         backend.mark_healthy_since(now);

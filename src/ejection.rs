@@ -15,8 +15,10 @@
 //! This is what Envoy calls outlier detection and a circuit breaker elsewhere. The state is a
 //! few atomics, read on every choice of backend without a lock.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+use crate::atomic_instant::AtomicInstant;
 
 /// The longest an ejection lasts, however often the backend fails its trial (unless the
 /// configured cooldown is longer still).
@@ -66,35 +68,22 @@ pub enum EjectionEvent {
 }
 
 /// One backend's passive-health record.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Ejection {
-    clock: Instant,
     consecutive_failures: AtomicU32,
-    /// 0 while in rotation; otherwise the end of the cooldown, in milliseconds since `clock`, plus 1.
-    until: AtomicU64,
+    /// The end of the cooldown; none while in rotation.
+    until: AtomicInstant,
     trial_taken: AtomicBool,
     /// Ejections in a row without a successful trial, for the doubling.
     strikes: AtomicU32,
 }
 
-impl Default for Ejection {
-    fn default() -> Self {
-        Ejection {
-            clock: crate::backend::process_clock(),
-            consecutive_failures: AtomicU32::new(0),
-            until: AtomicU64::new(0),
-            trial_taken: AtomicBool::new(false),
-            strikes: AtomicU32::new(0),
-        }
-    }
-}
-
 impl Ejection {
     pub fn standing(&self, now: Instant) -> Standing {
-        match self.until.load(Ordering::Acquire) {
-            0 => Standing::InRotation,
-            until if self.millis(now) + 1 < until => Standing::Ejected,
-            _ => Standing::OnProbation { trial_taken: self.trial_taken.load(Ordering::Acquire) },
+        match self.until.load() {
+            None => Standing::InRotation,
+            Some(until) if now < until => Standing::Ejected,
+            Some(_) => Standing::OnProbation { trial_taken: self.trial_taken.load(Ordering::Acquire) },
         }
     }
 
@@ -120,7 +109,7 @@ impl Ejection {
         self.consecutive_failures.store(0, Ordering::Release);
         self.strikes.store(0, Ordering::Release);
         self.trial_taken.store(false, Ordering::Release);
-        self.until.store(0, Ordering::Release);
+        self.until.store(None);
     }
 
     /// An attempt succeeded: the failure count starts over, and a passed trial readmits.
@@ -133,7 +122,7 @@ impl Ejection {
         if let Standing::OnProbation { .. } = self.standing(now) {
             self.strikes.store(0, Ordering::Release);
             self.trial_taken.store(false, Ordering::Release);
-            self.until.store(0, Ordering::Release);
+            self.until.store(None);
             return Some(EjectionEvent::Readmitted);
         }
         None
@@ -167,12 +156,8 @@ impl Ejection {
         let cooldown = doubled.min(MAX_COOLDOWN.max(settings.cooldown));
         self.consecutive_failures.store(0, Ordering::Release);
         self.trial_taken.store(false, Ordering::Release);
-        self.until.store(self.millis(now + cooldown) + 1, Ordering::Release);
+        self.until.store(Some(now + cooldown));
         EjectionEvent::Ejected { cooldown, again }
-    }
-
-    fn millis(&self, at: Instant) -> u64 {
-        at.saturating_duration_since(self.clock).as_millis() as u64
     }
 }
 

@@ -33,7 +33,7 @@
 //!   [`status_page`];
 //! - [`metrics`], [`histogram`] and [`prometheus`]: the counters, and their JSON and Prometheus forms;
 //! - [`http`]: heads, body framing, header rewriting, the load balancer's own replies;
-//! - [`backend`], [`balance`], [`ejection`], [`ratelimit`]: shared state and pure logic;
+//! - [`backend`] (with [`atomic_instant`]), [`balance`], [`ejection`], [`ratelimit`]: shared state and pure logic;
 //! - [`reload`]: applying a changed config file;
 //! - [`access_log`]: the line written for each request, as text or JSON;
 //! - [`timestamp`]: RFC 3339 times, for the metrics and the logs;
@@ -43,6 +43,7 @@
 pub mod acceptor;
 pub mod access_log;
 pub mod admin;
+pub mod atomic_instant;
 pub mod backend;
 pub mod balance;
 pub mod cli;
