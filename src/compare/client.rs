@@ -1,9 +1,9 @@
 //! One `compare` client's keep-alive connection: sends a `GET`, reads the answer, reconnects when
 //! the connection is closed or broken.
 //!
-//! The answer is read as far as `compare` needs and no further than HTTP/1.1 allows: the status
-//! line and header fields (with `httparse`), then a `Content-Length` body, or a body running to
-//! the end of the connection when neither length nor chunking is given. A chunked answer is not
+//! The answer is read as far as `compare` needs and no further than HTTP/1.1 allows: the head,
+//! parsed and framed as the proxy itself does it, then a `Content-Length` body, or a body running
+//! to the end of the connection when neither length nor chunking is given. A chunked answer is not
 //! expected from the echo backends and counts as an error. Every read and write is bounded by
 //! [`IO_TIMEOUT`].
 
@@ -12,13 +12,12 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use super::workload::PlannedRequest;
+use crate::http::head::{BadResponse, BodyFraming, parse_response};
 
 /// The longest any connect, read or write may wait.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
-/// The largest response head accepted.
+/// The largest answer head accepted.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
-/// The most response header fields accepted.
-const MAX_HEADER_FIELDS: usize = 64;
 
 /// What came back for one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,30 +81,19 @@ fn exchange(stream: &mut TcpStream, buffer: &mut Vec<u8>, request: &PlannedReque
     read_answer(stream, buffer)
 }
 
-/// How the answer's body ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BodyEnd {
-    Length(u64),
-    AtClose,
-}
-
 /// Reads one answer from `stream`, using `buffer` for the head. Generic so tests can feed bytes.
+/// The head is parsed and framed by the load balancer's own [`parse_response`].
 pub fn read_answer(stream: &mut impl Read, buffer: &mut Vec<u8>) -> io::Result<(Answer, bool)> {
     buffer.clear();
     let mut block = [0u8; 4096];
-    let (answer, body_end, close_requested, head_len) = loop {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADER_FIELDS];
-        let mut response = httparse::Response::new(&mut fields);
-        match response.parse(buffer) {
-            Ok(httparse::Status::Complete(head_len)) => {
-                let (answer, body_end, close) = interpret(&response)?;
-                break (answer, body_end, close, head_len);
-            }
-            Ok(httparse::Status::Partial) if buffer.len() >= MAX_HEAD_BYTES => {
+    let (head, head_len) = loop {
+        match parse_response(buffer, false) {
+            Ok(Some(parsed)) => break parsed,
+            Ok(None) if buffer.len() >= MAX_HEAD_BYTES => {
                 return Err(invalid(format!("response head longer than {MAX_HEAD_BYTES} bytes")));
             }
-            Ok(httparse::Status::Partial) => {}
-            Err(error) => return Err(invalid(format!("malformed response head: {error}"))),
+            Ok(None) => {}
+            Err(BadResponse(reason)) => return Err(invalid(format!("malformed response head: {reason}"))),
         }
         let read = stream.read(&mut block)?;
         if read == 0 {
@@ -113,51 +101,26 @@ pub fn read_answer(stream: &mut impl Read, buffer: &mut Vec<u8>) -> io::Result<(
         }
         buffer.extend_from_slice(&block[..read]);
     };
+    let backend = head.fields.get("x-backend").map(|value| String::from_utf8_lossy(value).trim().to_string());
+    let answer = Answer { status: head.status, backend };
     let already = (buffer.len() - head_len) as u64;
-    match body_end {
-        BodyEnd::Length(length) if already > length => Err(invalid("bytes beyond the answer's Content-Length")),
-        BodyEnd::Length(length) => {
-            let copied = io::copy(&mut stream.take(length - already), &mut io::sink())?;
-            if copied < length - already {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed within the body"));
-            }
-            Ok((answer, !close_requested))
-        }
-        BodyEnd::AtClose => {
+    let length = match head.framing {
+        BodyFraming::Empty => 0,
+        BodyFraming::Length(length) => length,
+        BodyFraming::Chunked => return Err(invalid("a chunked answer (compare expects Content-Length)")),
+        BodyFraming::UntilClose => {
             io::copy(stream, &mut io::sink())?;
-            Ok((answer, false))
+            return Ok((answer, false));
         }
-    }
-}
-
-/// The status, `X-Backend`, how the body ends and whether `Connection: close` was sent.
-fn interpret(response: &httparse::Response<'_, '_>) -> io::Result<(Answer, BodyEnd, bool)> {
-    let status = response.code.ok_or_else(|| invalid("no status code"))?;
-    let mut backend = None;
-    let mut content_length = None;
-    let mut close = response.version == Some(0);
-    for field in response.headers.iter() {
-        let value = std::str::from_utf8(field.value).map_err(|_| invalid("a header value is not UTF-8"))?.trim();
-        if field.name.eq_ignore_ascii_case("x-backend") {
-            backend = Some(value.to_string());
-        } else if field.name.eq_ignore_ascii_case("content-length") {
-            let length: u64 = value.parse().map_err(|_| invalid(format!("bad Content-Length {value:?}")))?;
-            if content_length.is_some_and(|earlier| earlier != length) {
-                return Err(invalid("conflicting Content-Length fields"));
-            }
-            content_length = Some(length);
-        } else if field.name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err(invalid("a chunked answer (compare expects Content-Length)"));
-        } else if field.name.eq_ignore_ascii_case("connection") {
-            close = value.split(',').any(|option| option.trim().eq_ignore_ascii_case("close"));
-        }
-    }
-    let body_end = match content_length {
-        _ if status == 204 || status == 304 || (100..200).contains(&status) => BodyEnd::Length(0),
-        Some(length) => BodyEnd::Length(length),
-        None => BodyEnd::AtClose,
     };
-    Ok((Answer { status, backend }, body_end, close))
+    if already > length {
+        return Err(invalid("bytes beyond the answer's Content-Length"));
+    }
+    let copied = io::copy(&mut stream.take(length - already), &mut io::sink())?;
+    if copied < length - already {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed within the body"));
+    }
+    Ok((answer, head.backend_keeps_alive()))
 }
 
 fn invalid(problem: impl Into<String>) -> io::Error {
