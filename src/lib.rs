@@ -27,7 +27,7 @@
 //! Modules, by what they own:
 //! - [`server`]: starting every thread, the shared state, graceful shutdown;
 //! - [`acceptor`], [`worker`], [`pipe`] (with [`pair`] and [`tunnel`]), [`watcher`], [`health`],
-//!   [`admin`]: one thread role each;
+//!   [`admin`], [`signals`]: one thread role each;
 //! - [`proxy`]: one request: rate limit, choice of backend, retries;
 //! - [`endpoints`]: the load balancer's own answers: metrics and operational pages, such as the
 //!   [`status_page`];
@@ -65,6 +65,7 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod reload;
 pub mod server;
+pub mod signals;
 pub mod status_page;
 pub mod timestamp;
 pub mod tunnel;

@@ -1,6 +1,7 @@
-//! The `loadbalancer` binary: flags and environment → config → logging and signal handler →
-//! [`Server::start`] → wait for SIGINT/SIGTERM → graceful shutdown → exit code. Or, with
-//! `compare` first, [`compare::run`] and its exit code.
+//! The `loadbalancer` binary, on the `main` thread: flags and environment → config → logging →
+//! signal handlers ([`signals`]) → [`Server::start`] → wait for signals: SIGHUP rereads the config
+//! file (as `POST /lb-reload` does), SIGTERM or SIGINT starts a graceful shutdown → exit code.
+//! Or, with `compare` first, [`compare::run`] and its exit code.
 //!
 //! Exit codes: 0 after a clean shutdown (or a finished comparison), 2 for a bad command line or
 //! config (nothing listens), 1 when the server cannot start (the port is taken, say) or a
@@ -14,8 +15,9 @@ use env_logger::fmt::ConfigurableFormat;
 use loadbalancer::access_log;
 use loadbalancer::cli::{COMPARE_USAGE, Command, CompareOptions, Options, USAGE};
 use loadbalancer::config::{Config, ConfigError};
-use loadbalancer::reload::ConfigFile;
-use loadbalancer::server::{SHUTDOWN_GRACE, Server};
+use loadbalancer::reload::{self, ConfigFile};
+use loadbalancer::server::{SHUTDOWN_GRACE, Server, Shared};
+use loadbalancer::signals::{self, Signal};
 use loadbalancer::{compare, demo};
 
 fn main() -> ExitCode {
@@ -61,13 +63,13 @@ fn main() -> ExitCode {
         eprintln!("{error}");
         return ExitCode::from(1);
     }
-    let (stop_sender, stop_signal) = crossbeam_channel::bounded::<()>(1);
-    if let Err(error) = ctrlc::set_handler(move || {
-        let _ = stop_sender.try_send(());
-    }) {
-        eprintln!("cannot install the signal handler: {error}");
-        return ExitCode::from(1);
-    }
+    let signals = match signals::listen() {
+        Ok(signals) => signals,
+        Err(error) => {
+            eprintln!("cannot install the signal handlers: {error}");
+            return ExitCode::from(1);
+        }
+    };
     let demo_text = options.demo.then(|| config.clone());
     let config_file = (!built_in).then(|| ConfigFile::new(config_path.clone(), overrides.clone()));
     let server = match Server::start_watching(config, config_file) {
@@ -81,15 +83,34 @@ fn main() -> ExitCode {
         println!("{}", demo::instructions(&config, server.local_addr().port()));
     }
 
-    let _ = stop_signal.recv();
+    let stopped_by = loop {
+        match signals.recv() {
+            Ok(Signal::Reload) => reload_on_hang_up(server.shared()),
+            Ok(Signal::Stop(name)) => break name,
+            // The signals thread is gone (it cannot be, while this receiver lives): stop.
+            Err(_) => break "the loss of the signals thread",
+        }
+    };
     log::info!(
-        "shutting down: no new connections; waiting up to {} s for requests in flight",
+        "{stopped_by}: shutting down: no new connections; waiting up to {} s for requests in flight",
         SHUTDOWN_GRACE.as_secs()
     );
     if server.shutdown(SHUTDOWN_GRACE) {
         log::info!("all requests finished; bye");
     }
     ExitCode::SUCCESS
+}
+
+/// SIGHUP: reread the config file now, exactly as `POST /lb-reload` does; the outcome is logged
+/// (and counted) by the reload itself.
+fn reload_on_hang_up(shared: &Shared) {
+    match &shared.config_file {
+        Some(file) => {
+            log::info!("SIGHUP: rereading {}", file.path);
+            let _ = reload::reload(shared, true);
+        }
+        None => log::warn!("SIGHUP: the config did not come from a file, so there is nothing to reread"),
+    }
 }
 
 /// `loadbalancer compare`: the report on stdout, a failure as one line on stderr.

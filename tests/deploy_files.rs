@@ -1,6 +1,7 @@
 //! The files in `deploy/` stay true to the binary: the Kubernetes ConfigMap holds a config the real
 //! validator accepts, the Deployment and the systemd unit pass flags the binary accepts and point
-//! them at the file that is mounted, and both give shutdown more time than the binary's grace.
+//! them at the file that is mounted, the unit reloads with SIGHUP, and both give shutdown more time
+//! than the binary's grace.
 //!
 //! Plain string handling, no YAML parser: the files are written by hand in a fixed shape.
 
@@ -103,6 +104,7 @@ fn the_systemd_unit_passes_accepted_flags_and_outwaits_the_grace() {
     assert_eq!(exec.next().as_deref(), Some("/usr/local/bin/loadbalancer"));
     assert_eq!(config_flag(exec.collect()), "/etc/loadbalancer/config.json");
 
+    assert_eq!(setting("ExecReload"), "/bin/kill -HUP $MAINPID", "SIGHUP rereads the config file");
     assert_eq!(setting("KillSignal"), "SIGTERM");
     let stop = parse_duration(setting("TimeoutStopSec")).unwrap();
     assert!(stop > SHUTDOWN_GRACE, "TimeoutStopSec {stop:?} must exceed the {SHUTDOWN_GRACE:?} grace");
