@@ -40,7 +40,7 @@ fn serve(shared: &Shared, mut stream: TcpStream) {
             Ok(Some((head, _))) => break head,
             Ok(None) => {}
             Err(error) => {
-                let _ = stream.write_all(&Reply::error(error.status(), None).to_bytes(1, false, false));
+                let _ = stream.write_all(&error.reply().to_bytes(1, false, false));
                 return;
             }
         }

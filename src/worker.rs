@@ -158,9 +158,7 @@ fn serve_requests(
             HeadRead::Request(head) => head,
             HeadRead::Closed => return None,
             HeadRead::Refused(error) => {
-                let reply =
-                    Reply::error(error.status(), Some(&format!("{}: {}", reason(error.status()), error.reason())));
-                refuse(shared, &config, &client, peer, &reply);
+                refuse(shared, &config, &client, peer, &error.reply());
                 return None;
             }
             HeadRead::TimedOut => {
@@ -275,10 +273,6 @@ fn send_reply(client: &Client<'_>, head: &RequestHead, reply: &Reply, keep_alive
     let bytes = reply.to_bytes(head.minor_version, keep_alive, head.method == "HEAD");
     let mut stream: &TcpStream = client.stream;
     if stream.write_all(&bytes).is_ok() { bytes.len() as u64 } else { 0 }
-}
-
-fn reason(status: u16) -> &'static str {
-    crate::http::reply::reason_phrase(status)
 }
 
 fn log_access(config: &Config, client: IpAddr, head: &RequestHead, exchange: &Exchange, latency: Duration) {

@@ -204,3 +204,70 @@ fn a_response_with_both_length_and_chunked_reaches_the_client_as_chunked_only() 
     assert_eq!(response.head, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
     assert_eq!(response.body, b"ok");
 }
+
+#[test]
+fn connect_gets_405_with_allow_and_nothing_reaches_the_backend() {
+    let (backend, received) = recording_backend();
+    let lb = balancer(&backend);
+    for raw in [
+        &b"CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n"[..],
+        b"CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\nbytes for the tunnel",
+        b"CONNECT 127.0.0.1:22 HTTP/1.0\r\n\r\n",
+    ] {
+        let (response, closed) = exchange(&lb, raw);
+        assert_eq!(response.status, 405, "{}", response.text());
+        assert_eq!(response.header("allow"), Some("GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH"));
+        assert_eq!(
+            response.text(),
+            "Method Not Allowed: CONNECT is not forwarded: this is a reverse proxy, not a tunnel"
+        );
+        assert_eq!(response.header("connection"), Some("close"));
+        assert!(closed, "the connection closes: what follows a CONNECT is not HTTP");
+    }
+    assert!(
+        received.lock().unwrap().is_empty(),
+        "bytes reached the backend: {:?}",
+        String::from_utf8_lossy(&received.lock().unwrap())
+    );
+    assert_eq!(lb.get("/after").status, 200, "still serving");
+}
+
+#[test]
+fn options_asterisk_is_forwarded_and_the_asterisk_with_any_other_method_is_400() {
+    let (first, first_received) = recording_backend();
+    let (second, second_received) = recording_backend();
+    // url_hash picks the backend by the target, here one that is not a path.
+    let lb = LoadBalancer::start(&format!(
+        "{{\"algorithm\": \"url_hash\", \"healthCheckInterval\": \"1m\", \"servers\": [\"{}\", \"{}\"]}}",
+        first.url(),
+        second.url()
+    ));
+    for method in ["GET", "HEAD", "POST", "DELETE"] {
+        let (response, closed) = exchange(&lb, format!("{method} * HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes());
+        assert_eq!(response.status, 400, "{method} *");
+        assert_eq!(response.text(), "Bad Request: the asterisk-form target \"*\" is only for OPTIONS");
+        assert!(closed, "{method} *");
+    }
+    let received = || {
+        let mut both = String::from_utf8(first_received.lock().unwrap().clone()).unwrap();
+        both.push_str(&String::from_utf8(second_received.lock().unwrap().clone()).unwrap());
+        both
+    };
+    assert_eq!(received(), "", "nothing reached a backend");
+
+    let mut client = Client::connect(lb.addr());
+    for _ in 0..2 {
+        client.send(b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n");
+        let response = client.response(false);
+        assert_eq!((response.status, response.text().as_str()), (200, "ok"));
+    }
+    let expected = "OPTIONS * HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 127.0.0.1\r\nX-Real-IP: 127.0.0.1\r\n\
+                    X-Forwarded-Proto: http\r\n\r\n";
+    let on_first = String::from_utf8(first_received.lock().unwrap().clone()).unwrap();
+    let on_second = String::from_utf8(second_received.lock().unwrap().clone()).unwrap();
+    assert!(
+        (on_first == expected.repeat(2) && on_second.is_empty())
+            || (on_second == expected.repeat(2) && on_first.is_empty()),
+        "both went, as sent, to the one backend the target hashes to: {on_first:?} / {on_second:?}"
+    );
+}

@@ -9,12 +9,22 @@
 //! `Content-Length` and `Transfer-Encoding`, differing lengths, a final coding other than
 //! `chunked`) is refused rather than guessed at, so the load balancer and the backend always agree
 //! where it ends.
+//!
+//! Two request forms a reverse proxy has no business forwarding are refused here too: `CONNECT`
+//! (a tunnel to a host the client names) gets `405` with the methods that are forwarded in
+//! `Allow`, and the asterisk-form target `*`, which only `OPTIONS` may use (RFC 9112 §3.2.4), gets
+//! `400` with any other method. `OPTIONS *` itself is forwarded like any request.
 
 use std::ops::Range;
 
 use crate::config::{DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADERS, DEFAULT_MAX_URI_BYTES, Limits, MAX_HEADERS_LIMIT};
 use crate::http::buffer::MAX_HEAD_BYTES;
 use crate::http::has_token;
+use crate::http::reply::{Reply, reason_phrase};
+
+/// What the `Allow` field of a `405` lists: the standard methods that are forwarded to backends.
+/// Every method but `CONNECT` is, extension methods included.
+pub const FORWARDED_METHODS: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH";
 
 /// How large a request head may be (`maxHeaderBytes`, `maxUriBytes`, `maxHeaders`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +75,8 @@ pub enum BodyFraming {
 pub enum RequestError {
     /// Malformed syntax or ambiguous framing: 400.
     BadRequest(&'static str),
+    /// `CONNECT`, which asks for a tunnel rather than a resource: 405.
+    MethodNotAllowed,
     /// Request target too long: 414.
     UriTooLong,
     /// Head too large or too many fields: 431.
@@ -77,6 +89,7 @@ impl RequestError {
     pub fn status(self) -> u16 {
         match self {
             RequestError::BadRequest(_) => 400,
+            RequestError::MethodNotAllowed => 405,
             RequestError::UriTooLong => 414,
             RequestError::HeaderFieldsTooLarge => 431,
             RequestError::NotImplemented(_) => 501,
@@ -86,8 +99,19 @@ impl RequestError {
     pub fn reason(self) -> &'static str {
         match self {
             RequestError::BadRequest(reason) | RequestError::NotImplemented(reason) => reason,
+            RequestError::MethodNotAllowed => "CONNECT is not forwarded: this is a reverse proxy, not a tunnel",
             RequestError::UriTooLong => "request target too long",
             RequestError::HeaderFieldsTooLarge => "request head too large",
+        }
+    }
+
+    /// The answer to a refused request: its status, the reason in the body, and for a `405`
+    /// the methods that are forwarded in `Allow`.
+    pub fn reply(self) -> Reply {
+        let reply = Reply::error(self.status(), Some(&format!("{}: {}", reason_phrase(self.status()), self.reason())));
+        match self {
+            RequestError::MethodNotAllowed => reply.with_field("Allow", FORWARDED_METHODS.to_string()),
+            _ => reply,
         }
     }
 }
@@ -214,6 +238,12 @@ pub fn parse_request(bytes: &[u8], limits: &HeadLimits) -> Result<Option<(Reques
     }
     let method = request.method.unwrap_or_default().to_string();
     let target = request.path.unwrap_or_default().to_string();
+    if method == "CONNECT" {
+        return Err(RequestError::MethodNotAllowed);
+    }
+    if target == "*" && method != "OPTIONS" {
+        return Err(RequestError::BadRequest("the asterisk-form target \"*\" is only for OPTIONS"));
+    }
     let minor_version = request.version.unwrap_or(1);
     let fields = Fields::from_httparse(&bytes[..used], request.headers);
 
@@ -470,6 +500,33 @@ mod tests {
         for (text, expected) in cases {
             assert_eq!(request(text).unwrap_err(), expected, "{text:?}");
         }
+    }
+
+    #[test]
+    fn connect_is_refused_and_the_asterisk_is_only_for_options() {
+        for text in [
+            "CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n",
+            "CONNECT 127.0.0.1:22 HTTP/1.0\r\n\r\n",
+        ] {
+            assert_eq!(request(text).unwrap_err(), RequestError::MethodNotAllowed, "{text:?}");
+        }
+        let reply = RequestError::MethodNotAllowed.reply();
+        assert_eq!(reply.status, 405);
+        assert_eq!(reply.extra_fields, [("Allow", FORWARDED_METHODS.to_string())]);
+        assert!(!FORWARDED_METHODS.contains("CONNECT"));
+        assert!(RequestError::BadRequest("x").reply().extra_fields.is_empty());
+
+        let (options, _) = request("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n").unwrap().unwrap();
+        assert_eq!((options.method.as_str(), options.target.as_str(), options.path()), ("OPTIONS", "*", "*"));
+        for method in ["GET", "HEAD", "POST", "DELETE"] {
+            let text = format!("{method} * HTTP/1.1\r\nHost: a\r\n\r\n");
+            assert_eq!(
+                request(&text).unwrap_err(),
+                RequestError::BadRequest("the asterisk-form target \"*\" is only for OPTIONS"),
+                "{text:?}"
+            );
+        }
+        assert!(request("OPTIONS /a HTTP/1.1\r\nHost: a\r\n\r\n").unwrap().is_some(), "OPTIONS with a path too");
     }
 
     #[test]
