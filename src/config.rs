@@ -49,6 +49,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+/// The most `rateLimit.maxClients` may be (about 500 MiB of buckets).
+pub const MAX_RATE_LIMITED_CLIENTS: u64 = 10_000_000;
 
 /// The keys a config file may contain, in the order the README lists them.
 const KNOWN_KEYS: [&str; 36] = [
@@ -232,6 +234,8 @@ pub struct HealthSettings {
 pub struct RateLimitSettings {
     pub requests_per_second: f64,
     pub burst: f64,
+    /// Most clients tracked at once (`rateLimit.maxClients`); past it, new clients get 429.
+    pub max_clients: usize,
 }
 
 /// One backend: its URL as written, where it resolves to, and its weight.
@@ -612,10 +616,11 @@ impl Reader<'_> {
             ));
         };
         for key in fields.keys() {
-            if key != "requestsPerSecond" && key != "burst" {
-                return Err(
-                    self.error(&format!("rateLimit.{key}"), "unknown key (valid keys: requestsPerSecond, burst)")
-                );
+            if !["requestsPerSecond", "burst", "maxClients"].contains(&key.as_str()) {
+                return Err(self.error(
+                    &format!("rateLimit.{key}"),
+                    "unknown key (valid keys: requestsPerSecond, burst, maxClients)",
+                ));
             }
         }
         let positive = |key: &str| -> Result<Option<f64>, ConfigError> {
@@ -636,7 +641,12 @@ impl Reader<'_> {
         if burst < 1.0 {
             return Err(self.error("rateLimit.burst", "must be at least 1"));
         }
-        Ok(Some(RateLimitSettings { requests_per_second, burst }))
+        let max_clients = match fields.get("maxClients") {
+            None => crate::ratelimit::DEFAULT_MAX_CLIENTS,
+            Some(value) => integer_in(value, 1, MAX_RATE_LIMITED_CLIENTS)
+                .map_err(|problem| self.error("rateLimit.maxClients", problem))? as usize,
+        };
+        Ok(Some(RateLimitSettings { requests_per_second, burst, max_clients }))
     }
 
     fn servers(&self) -> Result<Vec<ServerConfig>, ConfigError> {
@@ -894,7 +904,17 @@ mod tests {
         assert_eq!(config.max_retries, 1);
         assert_eq!(config.retry_delay, Duration::ZERO);
         assert_eq!(config.request_timeout, Duration::from_secs(2));
-        assert_eq!(config.rate_limit, Some(RateLimitSettings { requests_per_second: 5.0, burst: 10.0 }));
+        assert_eq!(
+            config.rate_limit,
+            Some(RateLimitSettings { requests_per_second: 5.0, burst: 10.0, max_clients: 100_000 })
+        );
+        let bounded =
+            load(r#"{"rateLimit": {"requestsPerSecond": 1, "maxClients": 50}, "servers": ["http://127.0.0.1:1"]}"#)
+                .unwrap();
+        assert_eq!(
+            bounded.rate_limit,
+            Some(RateLimitSettings { requests_per_second: 1.0, burst: 1.0, max_clients: 50 })
+        );
         assert_eq!(config.metrics_path, "/stats");
         assert_eq!(config.access_log, AccessLogFormat::Json);
         assert_eq!(config.servers[0].weight, 3);
@@ -1094,7 +1114,19 @@ mod tests {
             ),
             (
                 r#"{"rateLimit": {"rps": 5}, "servers": ["http://127.0.0.1:1"]}"#,
-                "config.json: rateLimit.rps: unknown key",
+                "config.json: rateLimit.rps: unknown key (valid keys: requestsPerSecond, burst, maxClients)",
+            ),
+            (
+                r#"{"rateLimit": {"requestsPerSecond": 5, "maxClients": 0}, "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: rateLimit.maxClients: must be at least 1",
+            ),
+            (
+                r#"{"rateLimit": {"requestsPerSecond": 5, "maxClients": 2.5}, "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: rateLimit.maxClients: must be a whole number, got 2.5",
+            ),
+            (
+                r#"{"rateLimit": {"requestsPerSecond": 5, "maxClients": 20000000}, "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: rateLimit.maxClients: must be at most 10000000",
             ),
         ];
         for (text, expected) in cases {

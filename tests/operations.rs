@@ -1,5 +1,5 @@
-//! Running it: the metrics document and its exact counts, rate limiting, graceful shutdown on
-//! SIGTERM, and refusing a bad config before anything listens.
+//! Running it: the metrics document and its exact counts, rate limiting and its bound on tracked
+//! clients, graceful shutdown on SIGTERM, and refusing a bad config before anything listens.
 
 mod common;
 
@@ -71,6 +71,32 @@ fn a_burst_over_the_rate_limit_gets_429_with_retry_after() {
     assert_eq!(metrics["rate_limited_requests"], 4);
     assert_eq!(metrics["total_requests"], 7);
     assert_eq!(metrics["failed_requests"], 4);
+}
+
+#[test]
+fn past_max_clients_a_new_client_gets_429_until_a_bucket_refills() {
+    let backend = EchoBackend::start(&[]);
+    // Each bucket refills two seconds after one request; at most three clients are tracked.
+    let lb = LoadBalancer::start(&config(
+        &[backend.url()],
+        "\"rateLimit\": {\"requestsPerSecond\": 0.5, \"burst\": 2, \"maxClients\": 3}",
+    ));
+    // Clients told apart by their source address, 127.0.0.N.
+    let get_from = |host: u8| {
+        let mut client = common::Client::from_stream(common::connect_from([127, 0, 0, host], lb.addr()));
+        client.send(b"GET /who HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n");
+        client.response(false)
+    };
+    for host in 1..=3 {
+        assert_eq!(get_from(host).status, 200, "client {host}");
+    }
+    let refused = get_from(4);
+    assert_eq!(refused.status, 429, "a fourth client is past maxClients");
+    assert!(matches!(refused.header("retry-after"), Some("1" | "2")), "until a bucket refills: {:?}", refused.headers);
+    assert_eq!(get_from(1).status, 200, "a tracked client keeps its bucket");
+    assert_eq!(lb.metrics()["rate_limited_requests"], 1);
+    common::wait_until(Duration::from_secs(10), "a slot for the fourth client", || get_from(4).status == 200);
+    assert_eq!(get_from(4).status, 200, "tracked now");
 }
 
 #[test]
