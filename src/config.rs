@@ -53,7 +53,7 @@ pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 pub const MAX_RATE_LIMITED_CLIENTS: u64 = 10_000_000;
 
 /// The keys a config file may contain, in the order the README lists them.
-const KNOWN_KEYS: [&str; 36] = [
+const KNOWN_KEYS: [&str; 37] = [
     "listenPort",
     "algorithm",
     "hashKey",
@@ -64,6 +64,7 @@ const KNOWN_KEYS: [&str; 36] = [
     "healthCheckInterval",
     "healthCheckPath",
     "healthCheckTimeout",
+    "healthCheckStatus",
     "healthyThreshold",
     "unhealthyThreshold",
     "passiveHealth",
@@ -228,6 +229,8 @@ pub struct HealthSettings {
     pub timeout: Duration,
     pub healthy_threshold: u32,
     pub unhealthy_threshold: u32,
+    /// The statuses that count as healthy (`healthCheckStatus`).
+    pub statuses: crate::health::HealthyStatuses,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -366,6 +369,11 @@ impl Reader<'_> {
             timeout: self.duration("healthCheckTimeout", DEFAULT_HEALTH_CHECK_TIMEOUT, false)?,
             healthy_threshold: self.threshold("healthyThreshold", DEFAULT_HEALTHY_THRESHOLD)?,
             unhealthy_threshold: self.threshold("unhealthyThreshold", DEFAULT_UNHEALTHY_THRESHOLD)?,
+            statuses: match self.object.get("healthCheckStatus") {
+                Some(value) => crate::health::HealthyStatuses::from_json(value)
+                    .map_err(|problem| self.error("healthCheckStatus", problem))?,
+                None => crate::health::HealthyStatuses::default(),
+            },
         };
         let max_retries =
             self.integer("maxRetries", 0, u64::from(MAX_RETRIES_LIMIT))?.map_or(DEFAULT_MAX_RETRIES, |n| n as u32);
@@ -899,8 +907,11 @@ mod tests {
                 timeout: Duration::from_millis(500),
                 healthy_threshold: 3,
                 unhealthy_threshold: 4,
+                statuses: crate::health::HealthyStatuses::default(),
             }
         );
+        let strict = load(r#"{"healthCheckStatus": "2xx-3xx", "servers": ["http://127.0.0.1:1"]}"#).unwrap();
+        assert!(strict.health.statuses.contains(302) && !strict.health.statuses.contains(404));
         assert_eq!(config.max_retries, 1);
         assert_eq!(config.retry_delay, Duration::ZERO);
         assert_eq!(config.request_timeout, Duration::from_secs(2));
@@ -1086,6 +1097,14 @@ mod tests {
             (
                 r#"{"listenPort": "8080x", "servers": ["http://127.0.0.1:1"]}"#,
                 "config.json: listenPort: must be \":PORT\" or \"HOST:PORT\"",
+            ),
+            (
+                r#"{"healthCheckStatus": "ok", "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: healthCheckStatus: must be \"2xx\", \"2xx-3xx\", a range like \"200-399\" or a list like [200, 204], got \"ok\"",
+            ),
+            (
+                r#"{"healthCheckStatus": [200, 700], "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: healthCheckStatus: 700 is not a status from 100 to 599",
             ),
             (
                 r#"{"healthCheckPath": "health", "servers": ["http://127.0.0.1:1"]}"#,

@@ -1,12 +1,16 @@
 //! Health checks and failure handling through real processes: a killed backend goes unhealthy
-//! after the threshold and comes back after a restart; a `--fail` backend is hidden by retries;
-//! with every backend down the client gets the 503.
+//! after the threshold and comes back after a restart; which statuses count as healthy
+//! (`healthCheckStatus`); a `--fail` backend is hidden by retries; with every backend down the
+//! client gets the 503.
 
 mod common;
 
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{EchoBackend, LoadBalancer, config, unused_port};
+use common::{EchoBackend, LoadBalancer, ScriptedBackend, config, read_head, unused_port};
 
 fn state_of(lb: &LoadBalancer, url: &str) -> String {
     let metrics = lb.metrics();
@@ -100,4 +104,94 @@ fn all_backends_down_gives_503_with_its_body() {
     assert_eq!(response.text(), "Service Unavailable: all backends are down");
     assert_eq!(response.header("content-length"), Some("42"));
     assert_eq!(response.header("connection"), Some("close"));
+}
+
+/// A backend whose `/health` answers `status` (counting the probes) and whose every other path
+/// answers 200 `ok`.
+fn health_answering(status: &'static str) -> (ScriptedBackend, Arc<AtomicUsize>) {
+    let probes = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&probes);
+    let backend = ScriptedBackend::start(move |mut stream, _| {
+        while let Some(head) = read_head(&mut stream) {
+            let answer = if head.starts_with("GET /health ") {
+                counted.fetch_add(1, Ordering::SeqCst);
+                format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            } else {
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_string()
+            };
+            if stream.write_all(answer.as_bytes()).is_err() || head.starts_with("GET /health ") {
+                return;
+            }
+        }
+    });
+    (backend, probes)
+}
+
+#[test]
+fn a_backend_without_a_health_endpoint_is_healthy_by_default() {
+    let (backend, probes) = health_answering("404 Not Found");
+    // One failed probe would be enough to take it out.
+    let lb = LoadBalancer::start(&config(&[backend.url()], "\"unhealthyThreshold\": 1"));
+    // When the third probe arrives, the first two have been judged.
+    common::wait_until(Duration::from_secs(10), "three health probes", || probes.load(Ordering::SeqCst) >= 3);
+    assert_eq!(state_of(&lb, &backend.url()), "healthy", "a 404 is an answer: the backend is up");
+    assert_eq!(lb.get("/work").status, 200);
+    assert_eq!(lb.log.count_containing("is now unhealthy"), 0, "{:?}", lb.log.all());
+}
+
+#[test]
+fn health_check_status_2xx_takes_out_a_backend_answering_404() {
+    let (backend, _) = health_answering("404 Not Found");
+    let lb =
+        LoadBalancer::start(&config(&[backend.url()], "\"unhealthyThreshold\": 1, \"healthCheckStatus\": \"2xx\""));
+    common::wait_until(Duration::from_secs(10), "the backend marked unhealthy", || {
+        state_of(&lb, &backend.url()) == "unhealthy"
+    });
+    let warning = lb.log.wait_for("is now unhealthy", Duration::from_secs(1));
+    assert!(warning.contains("(status 404)"), "{warning}");
+    assert_eq!(lb.get("/work").status, 503);
+}
+
+#[test]
+fn a_backend_answering_503_is_unhealthy_by_default() {
+    let (backend, _) = health_answering("503 Service Unavailable");
+    let lb = LoadBalancer::start(&config(&[backend.url()], "\"unhealthyThreshold\": 1"));
+    common::wait_until(Duration::from_secs(10), "the backend marked unhealthy", || {
+        state_of(&lb, &backend.url()) == "unhealthy"
+    });
+    let warning = lb.log.wait_for("is now unhealthy", Duration::from_secs(1));
+    assert!(warning.contains("(status 503)"), "{warning}");
+}
+
+#[test]
+fn a_new_backend_of_a_reload_is_admitted_by_the_same_rule() {
+    let steady = EchoBackend::start(&["--name", "steady"]);
+    let (no_health, _) = health_answering("404 Not Found");
+    // Reread only on SIGHUP, and no probe rounds during the test: a new backend's state is what
+    // its first probe, the one a reload makes, decided.
+    let text = |extra: &str, servers: &[String]| {
+        let list: Vec<String> = servers.iter().map(|url| format!("\"{url}\"")).collect();
+        format!(
+            "{{{extra}\"reloadInterval\": \"0s\", \"healthCheckInterval\": \"1m\", \"servers\": [{}]}}",
+            list.join(", ")
+        )
+    };
+    let reload = |lb: &LoadBalancer, config: &str, count: u64| {
+        lb.rewrite_config(config);
+        common::signal(lb.pid(), "HUP");
+        common::wait_until(Duration::from_secs(10), "the reload", || lb.metrics()["config_reloads"] == count);
+    };
+    let lb = LoadBalancer::start(&text("", &[steady.url()]));
+
+    // With "2xx", the new backend's first probe (a 404) fails, so it gets no traffic.
+    reload(&lb, &text("\"healthCheckStatus\": \"2xx\", ", &[steady.url(), no_health.url()]), 1);
+    let refused = lb.log.wait_for("failed its first health check", Duration::from_secs(1));
+    assert!(refused.contains(&no_health.url()) && refused.contains("(status 404)"), "{refused}");
+    assert_eq!(state_of(&lb, &no_health.url()), "unhealthy");
+
+    // By the default rule, removed and added again, it is probed and admitted.
+    reload(&lb, &text("", &[steady.url()]), 2);
+    reload(&lb, &text("", &[steady.url(), no_health.url()]), 3);
+    assert_eq!(state_of(&lb, &no_health.url()), "healthy");
+    assert_eq!(lb.log.count_containing("failed its first health check"), 1, "{:?}", lb.log.all());
 }
