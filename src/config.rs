@@ -39,6 +39,8 @@ pub const MAX_RETRIES_LIMIT: u32 = 16;
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 pub const DEFAULT_MAX_URI_BYTES: usize = 8 * 1024;
 pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// The largest request head `maxHeaderBytes` may allow.
+pub const MAX_HEADER_BYTES_LIMIT: usize = 1 << 20;
 /// The most header fields `maxHeaders` may allow (the parser's field table has this many slots).
 pub const MAX_HEADERS_LIMIT: usize = 256;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
@@ -438,8 +440,9 @@ impl Reader<'_> {
     }
 
     fn limits(&self) -> Result<Limits, ConfigError> {
-        let max_header_bytes =
-            self.size("maxHeaderBytes", 1024, 1 << 20)?.map_or(DEFAULT_MAX_HEADER_BYTES, |n| n as usize);
+        let max_header_bytes = self
+            .size("maxHeaderBytes", 1024, MAX_HEADER_BYTES_LIMIT as u64)?
+            .map_or(DEFAULT_MAX_HEADER_BYTES, |n| n as usize);
         let max_uri_bytes = match self.size("maxUriBytes", 16, 1 << 20)? {
             Some(bytes) if bytes as usize > max_header_bytes => {
                 return Err(
