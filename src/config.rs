@@ -95,7 +95,8 @@ const KNOWN_KEYS: [&str; 36] = [
 /// A validated configuration. Every field holds a usable value.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Address to bind, as `HOST:PORT` (`0.0.0.0:8080` for `":8080"`).
+    /// Address to bind, as `HOST:PORT` (`[::]:8080` for `":8080"`: every interface, IPv6 and IPv4
+    /// both, see [`crate::server::bind_listener`]).
     pub listen: String,
     pub algorithm: Algorithm,
     /// The algorithms' own settings: hash key, sticky cookie, slow start, Maglev table size.
@@ -785,13 +786,14 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     number.checked_mul(multiplier).ok_or_else(invalid)
 }
 
-/// `":8080"` → `0.0.0.0:8080`; `"127.0.0.1:8080"`, `"[::1]:8080"` and `"localhost:8080"` kept.
+/// `":8080"` → `[::]:8080` (every interface, IPv6 and IPv4 both); `"127.0.0.1:8080"`,
+/// `"[::1]:8080"` and `"localhost:8080"` kept.
 pub fn parse_listen(text: &str) -> Result<String, String> {
     let invalid = || format!("must be \":PORT\" or \"HOST:PORT\", got {text:?}");
     let (host, port) = text.rsplit_once(':').ok_or_else(invalid)?;
     let port: u16 = port.parse().map_err(|_| invalid())?;
     if host.is_empty() {
-        return Ok(format!("0.0.0.0:{port}"));
+        return Ok(format!("[::]:{port}"));
     }
     if host.contains(char::is_whitespace) || (host.contains(':') && !host.starts_with('[')) {
         return Err(invalid());
@@ -850,7 +852,7 @@ mod tests {
                 "servers": ["http://localhost:5001", "http://127.0.0.1:5002"]}"#,
         )
         .unwrap();
-        assert_eq!(config.listen, "0.0.0.0:8080");
+        assert_eq!(config.listen, "[::]:8080");
         assert_eq!(config.algorithm, Algorithm::RoundRobin);
         assert_eq!(config.workers, DEFAULT_WORKERS);
         assert_eq!(config.health.interval, Duration::from_secs(5));
@@ -1262,7 +1264,7 @@ mod tests {
 
     #[test]
     fn listen_addresses() {
-        assert_eq!(parse_listen(":8080").unwrap(), "0.0.0.0:8080");
+        assert_eq!(parse_listen(":8080").unwrap(), "[::]:8080");
         assert_eq!(parse_listen("127.0.0.1:0").unwrap(), "127.0.0.1:0");
         assert_eq!(parse_listen("[::1]:8080").unwrap(), "[::1]:8080");
         for bad in ["8080", ":", ":http", "::1:80", "a b:80"] {
