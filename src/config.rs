@@ -1,15 +1,16 @@
 //! The configuration: `config.json` and its overrides, checked once, in two stages.
 //!
 //! Stage one reads the file as a JSON value; stage two walks it key by key and builds a [`Config`]
-//! whose every field is valid (weights ≥ 1, durations parsed, backend addresses resolved). Runtime
-//! code only ever sees a `Config`. Every refusal is one [`ConfigError`] naming where the value came
+//! whose every field is valid (weights ≥ 1, durations parsed, backend host names looked up).
+//! Runtime code only ever sees a `Config`. A backend name that does not resolve is not an error
+//! here: that backend starts down, and the health checks look it up again every round. Every refusal is one [`ConfigError`] naming where the value came
 //! from (the file, a flag or an environment variable), the key, and the problem, so a user can fix
 //! it without reading source code.
 //!
 //! Precedence, highest first: command-line flag, environment variable, file, default.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -20,6 +21,7 @@ use crate::balance::{Algorithm, BalanceSettings, HashKey};
 use crate::duration::parse_duration;
 use crate::ejection::PassiveHealthSettings;
 use crate::pair::PairThreads;
+use crate::resolve::resolve_all;
 
 pub const DEFAULT_LISTEN: &str = ":8080";
 pub const DEFAULT_WORKERS: usize = 64;
@@ -247,8 +249,15 @@ pub struct ServerConfig {
     pub name: String,
     /// The `Host` header value for health probes.
     pub host_header: String,
-    /// Every address the host resolved to; connects try them in order.
+    /// The host as written in the URL (an IPv6 literal in brackets), looked up again each
+    /// health-check round.
+    pub host: String,
+    pub port: u16,
+    /// Every address the host resolved to when the config was read; connects try them in order.
+    /// Empty if it did not resolve.
     pub addrs: Vec<SocketAddr>,
+    /// Why the host did not resolve, if it did not.
+    pub resolve_error: Option<String>,
     pub weight: u32,
 }
 
@@ -656,10 +665,18 @@ impl Reader<'_> {
             Some(Value::Array(list)) => list,
             Some(other) => return Err(self.error("servers", format!("must be a list, got {}", kind_of(other)))),
         };
-        let mut servers: Vec<ServerConfig> = Vec::with_capacity(list.len());
+        let mut parsed = Vec::with_capacity(list.len());
         for (index, entry) in list.iter().enumerate() {
+            parsed.push(self.server(&format!("servers[{index}]"), entry)?);
+        }
+        let targets: Vec<(String, u16)> = parsed.iter().map(|server| (server.host.clone(), server.port)).collect();
+        let mut servers: Vec<ServerConfig> = Vec::with_capacity(list.len());
+        for ((index, mut server), resolved) in parsed.into_iter().enumerate().zip(resolve_all(&targets)) {
             let key = format!("servers[{index}]");
-            let server = self.server(&key, entry)?;
+            match resolved {
+                Ok(addrs) => server.addrs = addrs,
+                Err(reason) => server.resolve_error = Some(reason),
+            }
             if let Some(earlier) = servers.iter().position(|seen| seen.url == server.url) {
                 return Err(self.error(&key, format!("{} is listed twice (also servers[{earlier}])", server.url)));
             }
@@ -671,6 +688,7 @@ impl Reader<'_> {
         Ok(servers)
     }
 
+    /// One entry of `servers`, its host not yet looked up.
     fn server(&self, key: &str, entry: &Value) -> Result<ServerConfig, ConfigError> {
         let (url, weight, name) = match entry {
             Value::String(url) => (url.as_str(), DEFAULT_WEIGHT, None),
@@ -721,11 +739,10 @@ impl Reader<'_> {
         };
         let url_key = if entry.is_string() { key.to_string() } else { format!("{key}.url") };
         let (host, port) = parse_backend_url(url).map_err(|problem| self.error(&url_key, problem))?;
-        let addrs = resolve(&host, port).map_err(|problem| self.error(&url_key, problem))?;
         let host_header = if port == 80 { host.clone() } else { format!("{host}:{port}") };
         let url = format!("http://{host}:{port}");
         let name = name.unwrap_or_else(|| format!("b-{:08x}", crate::balance::hash::fnv1a(url.as_bytes()) as u32));
-        Ok(ServerConfig { url, name, host_header, addrs, weight })
+        Ok(ServerConfig { url, name, host_header, host, port, addrs: Vec::new(), resolve_error: None, weight })
     }
 }
 
@@ -824,16 +841,6 @@ pub fn parse_backend_url(url: &str) -> Result<(String, u16), String> {
         return Err(format!("{url:?} needs a host and a port from 1 to 65535"));
     }
     Ok((host.to_string(), port))
-}
-
-fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let addrs: Vec<SocketAddr> =
-        (bare, port).to_socket_addrs().map_err(|error| format!("cannot resolve host {host:?}: {error}"))?.collect();
-    if addrs.is_empty() {
-        return Err(format!("host {host:?} resolves to no address"));
-    }
-    Ok(addrs)
 }
 
 #[cfg(test)]
