@@ -21,7 +21,7 @@ use crate::balance::{Algorithm, BalanceSettings, HashKey};
 use crate::duration::parse_duration;
 use crate::ejection::PassiveHealthSettings;
 use crate::pair::PairThreads;
-use crate::resolve::resolve_all;
+use crate::resolve::{overlap, resolve_all};
 
 pub const DEFAULT_LISTEN: &str = ":8080";
 pub const DEFAULT_WORKERS: usize = 64;
@@ -680,6 +680,14 @@ impl Reader<'_> {
             if let Some(earlier) = servers.iter().position(|seen| seen.url == server.url) {
                 return Err(self.error(&key, format!("{} is listed twice (also servers[{earlier}])", server.url)));
             }
+            // Two names for one backend would give it both weights. Names that do not resolve
+            // have no addresses, and cannot be compared.
+            if let Some(earlier) = servers.iter().position(|seen| overlap(&seen.addrs, &server.addrs)) {
+                return Err(self.error(
+                    &key,
+                    format!("{} is the same backend as servers[{earlier}] ({})", server.url, servers[earlier].url),
+                ));
+            }
             if let Some(earlier) = servers.iter().position(|seen| seen.name == server.name) {
                 return Err(self.error(&key, format!("the name {:?} is taken by servers[{earlier}]", server.name)));
             }
@@ -877,6 +885,9 @@ mod tests {
         assert_eq!(config.servers[0].host_header, "localhost:5001");
         assert!(!config.servers[0].addrs.is_empty());
         assert_eq!(config.servers[1].weight, 1);
+        let other_ports =
+            load(r#"{"servers": ["http://localhost:5001", "http://127.0.0.1:5002", "http://[::1]:5003"]}"#);
+        assert_eq!(other_ports.map(|config| config.servers.len()), Ok(3), "one host, other ports: other backends");
     }
 
     #[test]
@@ -1000,6 +1011,14 @@ mod tests {
             (
                 r#"{"servers": ["http://127.0.0.1:1", "http://127.0.0.1:1"]}"#,
                 "config.json: servers[1]: http://127.0.0.1:1 is listed twice (also servers[0])",
+            ),
+            (
+                r#"{"servers": ["http://localhost:1", {"url": "http://127.0.0.1:1", "weight": 2}]}"#,
+                "config.json: servers[1]: http://127.0.0.1:1 is the same backend as servers[0] (http://localhost:1)",
+            ),
+            (
+                r#"{"servers": ["http://127.0.0.1:2", "http://127.0.0.1:1", "http://[::ffff:127.0.0.1]:1"]}"#,
+                "config.json: servers[2]: http://[::ffff:127.0.0.1]:1 is the same backend as servers[1] (http://127.0.0.1:1)",
             ),
             (r#"{"servers": [7]}"#, "config.json: servers[0]: must be a URL string or"),
             (
