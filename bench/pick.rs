@@ -29,7 +29,10 @@ fn pool(size: usize) -> Vec<Arc<Backend>> {
                 url: format!("http://10.1.{}.{}:{port}", index / 250, index % 250),
                 name: format!("backend-{index}"),
                 host_header: format!("backend-{index}"),
+                host: format!("10.1.{}.{}", index / 250, index % 250),
+                port,
                 addrs: vec![SocketAddr::from(([10, 1, (index / 250) as u8, (index % 250) as u8], port))],
+                resolve_error: None,
                 weight: 1 + (index % 3) as u32,
             }))
         })

@@ -61,14 +61,22 @@ fn refuse(mut stream: TcpStream, why: &str) {
     let _ = stream.write_all(&reply.to_bytes(1, false, false));
 }
 
-/// Unblocks an acceptor waiting in `accept` by connecting to it once.
+/// Unblocks an acceptor waiting in `accept` by connecting to it once. A listener on every
+/// interface is reached on loopback: `[::]` (IPv6 and IPv4 both) on `::1`, or on `127.0.0.1`
+/// where `::1` is missing.
 pub fn wake(listening_on: SocketAddr) {
-    let mut target = listening_on;
-    if target.ip().is_unspecified() {
-        target.set_ip(match target {
-            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    let port = listening_on.port();
+    let targets = match listening_on {
+        SocketAddr::V4(v4) if v4.ip().is_unspecified() => vec![SocketAddr::from((Ipv4Addr::LOCALHOST, port))],
+        SocketAddr::V6(v6) if v6.ip().is_unspecified() => {
+            vec![SocketAddr::from((Ipv6Addr::LOCALHOST, port)), SocketAddr::from((Ipv4Addr::LOCALHOST, port))]
+        }
+        _ => vec![listening_on],
+    };
+    for target in targets {
+        if TcpStream::connect_timeout(&target, Duration::from_secs(1)).is_ok() {
+            return;
+        }
     }
-    let _ = TcpStream::connect_timeout(&target, Duration::from_secs(1));
 }

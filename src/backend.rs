@@ -3,14 +3,18 @@
 //! A `Backend` is created from its validated [`ServerConfig`] and shared (`Arc`) by every worker,
 //! every forward/reverse pair and the health thread. Single counters are atomics; the health
 //! progress and the idle-connection pool each sit behind their own short `parking_lot` mutex that
-//! is never held across I/O and never nested inside another lock.
+//! is never held across I/O and never nested inside another lock. The addresses the host name
+//! resolves to sit behind a `parking_lot` read-write lock as an `Arc` replaced whole: a connect
+//! takes a clone and releases the lock before connecting; the health round that looks the name
+//! up again replaces it (after the lookup, never during it).
 
 use std::io;
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 use crate::atomic_instant::AtomicInstant;
 use crate::config::ServerConfig;
@@ -42,7 +46,11 @@ pub struct Backend {
     /// A fixed hash of `name`, for rendezvous hashing.
     pub identity: u64,
     pub host_header: String,
-    pub addrs: Vec<SocketAddr>,
+    /// The host as written in the URL, and the port: what is looked up each health round.
+    pub host: String,
+    pub port: u16,
+    /// Where the host resolves to now, and whether the last lookup failed.
+    addresses: RwLock<Arc<Addresses>>,
     /// The configured weight; a config reload may change it.
     weight: AtomicU32,
     healthy: AtomicBool,
@@ -58,6 +66,16 @@ pub struct Backend {
     total_failures: AtomicU64,
     probes: Mutex<ProbeHistory>,
     idle: Mutex<Vec<IdleConnection>>,
+}
+
+/// A backend's addresses: those its host last resolved to (connects try them in order), and why
+/// the latest lookup failed, if it did. A failed lookup keeps the addresses of the last one that
+/// succeeded (none if none did) for the requests that may still come before the health checks
+/// mark the backend down.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Addresses {
+    pub addrs: Vec<SocketAddr>,
+    pub error: Option<String>,
 }
 
 /// What the health thread remembers between probes, for hysteresis.
@@ -83,14 +101,24 @@ pub enum HealthFlip {
 
 impl Backend {
     pub fn new(server: &ServerConfig) -> Backend {
+        if let Some(reason) = &server.resolve_error {
+            log::warn!("backend {}: {reason}; it is down until it resolves", server.url);
+        }
         Backend {
             url: server.url.clone(),
             name: server.name.clone(),
             identity: crate::balance::hash::key_hash(server.name.as_bytes()),
             host_header: server.host_header.clone(),
-            addrs: server.addrs.clone(),
+            host: server.host.clone(),
+            port: server.port,
+            addresses: RwLock::new(Arc::new(Addresses {
+                addrs: server.addrs.clone(),
+                error: server.resolve_error.clone(),
+            })),
             weight: AtomicU32::new(server.weight),
-            healthy: AtomicBool::new(true),
+            // A host that does not resolve is a backend that is down, until it does and passes
+            // its health checks.
+            healthy: AtomicBool::new(server.resolve_error.is_none()),
             ejection: Ejection::default(),
             healthy_since: AtomicInstant::default(),
             response_time_ewma: AtomicU64::new(0),
@@ -243,11 +271,51 @@ impl Backend {
         None
     }
 
+    /// Where the host resolves to now.
+    pub fn addresses(&self) -> Arc<Addresses> {
+        Arc::clone(&self.addresses.read())
+    }
+
+    /// Looks the host up again (a health round does, before each probe) and takes the result
+    /// with [`Backend::take_resolution`].
+    pub fn resolve_again(&self) -> Result<(), String> {
+        self.take_resolution(crate::resolve::resolve(&self.host, self.port))
+    }
+
+    /// Takes the result of a lookup of the host: new addresses replace the old, a failure keeps
+    /// them and is returned. Each change is logged once: the addresses changing, the host no
+    /// longer resolving (or failing for another reason), and resolving again.
+    pub fn take_resolution(&self, resolved: Result<Vec<SocketAddr>, String>) -> Result<(), String> {
+        let current = self.addresses();
+        let next = match &resolved {
+            Ok(addrs) if current.error.is_none() && crate::resolve::same_set(addrs, &current.addrs) => return Ok(()),
+            Ok(addrs) => {
+                let list = crate::resolve::list(addrs);
+                if current.error.is_some() {
+                    log::info!("backend {}: {} resolves again, to {list}", self.url, self.host);
+                } else {
+                    let was = crate::resolve::list(&current.addrs);
+                    log::info!("backend {}: {} now resolves to {list} (was {was})", self.url, self.host);
+                }
+                Addresses { addrs: addrs.clone(), error: None }
+            }
+            Err(reason) if current.error.as_ref() == Some(reason) => return resolved.map(drop),
+            Err(reason) => {
+                log::warn!("backend {}: {reason}; it is down until it resolves", self.url);
+                Addresses { addrs: current.addrs.clone(), error: Some(reason.clone()) }
+            }
+        };
+        *self.addresses.write() = Arc::new(next);
+        resolved.map(drop)
+    }
+
     /// Connects to the first address that answers within `timeout`. Every later read and write
     /// on the connection may block for at most `io_timeout`; set once here, for its whole life.
     pub fn connect(&self, timeout: Duration, io_timeout: Duration) -> io::Result<TcpStream> {
-        let mut last_error = io::Error::new(io::ErrorKind::NotFound, "backend has no address");
-        for addr in &self.addrs {
+        let addresses = self.addresses();
+        let why_none = addresses.error.as_deref().unwrap_or("backend has no address");
+        let mut last_error = io::Error::new(io::ErrorKind::NotFound, why_none);
+        for addr in &addresses.addrs {
             match TcpStream::connect_timeout(addr, timeout) {
                 Ok(stream) => {
                     stream.set_nodelay(true)?;
@@ -318,7 +386,10 @@ pub(crate) fn test_backend(port: u16, weight: u32) -> Backend {
         url: format!("http://127.0.0.1:{port}"),
         name: format!("backend-{port}"),
         host_header: format!("127.0.0.1:{port}"),
+        host: "127.0.0.1".to_string(),
+        port,
         addrs: vec![SocketAddr::from(([127, 0, 0, 1], port))],
+        resolve_error: None,
         weight,
     })
 }
@@ -361,6 +432,90 @@ mod tests {
         assert_eq!(backend.record_probe(true, 1, 1), Some(HealthFlip::BecameHealthy));
         assert_eq!(backend.state(now), "healthy");
         assert!(backend.is_available(now));
+    }
+
+    fn addrs(list: &[&str]) -> Vec<SocketAddr> {
+        list.iter().map(|text| text.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn a_lookup_replaces_the_addresses_only_when_they_change_and_a_failure_keeps_them() {
+        let backend = test_backend(1, 1);
+        let before = backend.addresses();
+        assert_eq!(backend.take_resolution(Ok(addrs(&["127.0.0.1:1"]))), Ok(()));
+        assert!(Arc::ptr_eq(&before, &backend.addresses()), "the same addresses: nothing replaced");
+
+        let moved = addrs(&["127.0.0.2:1", "127.0.0.3:1"]);
+        assert_eq!(backend.take_resolution(Ok(moved.clone())), Ok(()));
+        assert_eq!(*backend.addresses(), Addresses { addrs: moved.clone(), error: None }, "a changed record followed");
+        let rotated = backend.addresses();
+        assert_eq!(backend.take_resolution(Ok(addrs(&["127.0.0.3:1", "127.0.0.2:1"]))), Ok(()));
+        assert!(Arc::ptr_eq(&rotated, &backend.addresses()), "a new order is not a change");
+
+        let reason = "cannot resolve host \"app\": gone".to_string();
+        let failed: Result<Vec<SocketAddr>, String> = Err(reason.clone());
+        assert_eq!(backend.take_resolution(failed.clone()), Err(reason.clone()));
+        assert_eq!(*backend.addresses(), Addresses { addrs: moved.clone(), error: Some(reason.clone()) });
+        let still_failing = backend.addresses();
+        assert_eq!(backend.take_resolution(failed), Err(reason), "failing again fails the probe again");
+        assert!(Arc::ptr_eq(&still_failing, &backend.addresses()));
+        let error = backend.connect(Duration::from_secs(1), Duration::from_secs(1));
+        assert!(error.is_err(), "nothing listens on the last addresses");
+
+        assert_eq!(backend.take_resolution(Ok(addrs(&["127.0.0.1:1"]))), Ok(()));
+        assert_eq!(*backend.addresses(), Addresses { addrs: addrs(&["127.0.0.1:1"]), error: None }, "resolves again");
+    }
+
+    /// A server config for `host:port` as a config load would give it: resolved to `addrs`, or not.
+    fn server(host: &str, port: u16, resolved: Result<Vec<SocketAddr>, String>) -> ServerConfig {
+        ServerConfig {
+            url: format!("http://{host}:{port}"),
+            name: format!("{host}-{port}"),
+            host_header: format!("{host}:{port}"),
+            host: host.to_string(),
+            port,
+            addrs: resolved.clone().unwrap_or_default(),
+            resolve_error: resolved.err(),
+            weight: 1,
+        }
+    }
+
+    #[test]
+    fn a_host_that_did_not_resolve_starts_down_and_connects_fail_with_the_reason() {
+        let backend = Backend::new(&server("app", 80, Err("cannot resolve host \"app\": no such name".into())));
+        assert!(!backend.is_healthy() && backend.state(Instant::now()) == "unhealthy");
+        let error = backend.connect(Duration::from_secs(1), Duration::from_secs(1)).unwrap_err();
+        assert_eq!(error.to_string(), "cannot resolve host \"app\": no such name");
+        assert!(Backend::new(&server("127.0.0.1", 80, Ok(addrs(&["127.0.0.1:80"])))).is_healthy());
+    }
+
+    #[test]
+    fn each_health_round_looks_the_host_up_again() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            for mut stream in listener.incoming().take(2).flatten() {
+                let _ = stream.read(&mut [0u8; 1024]);
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+            }
+        });
+        let settings = crate::config::Config::from_json(
+            r#"{"healthyThreshold": 1, "healthCheckTimeout": "5s", "servers": ["http://127.0.0.1:1"]}"#,
+            "config.json",
+            &crate::config::Overrides::default(),
+        )
+        .unwrap()
+        .health;
+        // A name that did not resolve when the config was read (a resolver slow at boot), and
+        // one whose record has moved since: the round follows both, with no DNS change needed.
+        let late = Arc::new(Backend::new(&server("localhost", port, Err("cannot resolve host: not yet".into()))));
+        let moved = Arc::new(Backend::new(&server("127.0.0.1", port, Ok(addrs(&["127.0.0.1:1"])))));
+        crate::health::probe_round(&[Arc::clone(&late), Arc::clone(&moved)], &settings);
+        assert!(late.is_healthy(), "resolved, probed and up: {:?}", late.addresses());
+        assert!(late.addresses().addrs.contains(&SocketAddr::from(([127, 0, 0, 1], port))));
+        assert_eq!(*moved.addresses(), Addresses { addrs: addrs(&[&format!("127.0.0.1:{port}")]), error: None });
+        assert!(moved.is_healthy());
     }
 
     #[test]

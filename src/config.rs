@@ -1,15 +1,16 @@
 //! The configuration: `config.json` and its overrides, checked once, in two stages.
 //!
 //! Stage one reads the file as a JSON value; stage two walks it key by key and builds a [`Config`]
-//! whose every field is valid (weights ≥ 1, durations parsed, backend addresses resolved). Runtime
-//! code only ever sees a `Config`. Every refusal is one [`ConfigError`] naming where the value came
+//! whose every field is valid (weights ≥ 1, durations parsed, backend host names looked up).
+//! Runtime code only ever sees a `Config`. A backend name that does not resolve is not an error
+//! here: that backend starts down, and the health checks look it up again every round. Every refusal is one [`ConfigError`] naming where the value came
 //! from (the file, a flag or an environment variable), the key, and the problem, so a user can fix
 //! it without reading source code.
 //!
 //! Precedence, highest first: command-line flag, environment variable, file, default.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -20,6 +21,7 @@ use crate::balance::{Algorithm, BalanceSettings, HashKey};
 use crate::duration::parse_duration;
 use crate::ejection::PassiveHealthSettings;
 use crate::pair::PairThreads;
+use crate::resolve::{overlap, resolve_all};
 
 pub const DEFAULT_LISTEN: &str = ":8080";
 pub const DEFAULT_WORKERS: usize = 64;
@@ -39,6 +41,8 @@ pub const MAX_RETRIES_LIMIT: u32 = 16;
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 pub const DEFAULT_MAX_URI_BYTES: usize = 8 * 1024;
 pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// The largest request head `maxHeaderBytes` may allow.
+pub const MAX_HEADER_BYTES_LIMIT: usize = 1 << 20;
 /// The most header fields `maxHeaders` may allow (the parser's field table has this many slots).
 pub const MAX_HEADERS_LIMIT: usize = 256;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
@@ -96,7 +100,8 @@ const KNOWN_KEYS: [&str; 37] = [
 /// A validated configuration. Every field holds a usable value.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Address to bind, as `HOST:PORT` (`0.0.0.0:8080` for `":8080"`).
+    /// Address to bind, as `HOST:PORT` (`[::]:8080` for `":8080"`: every interface, IPv6 and IPv4
+    /// both, see [`crate::server::bind_listener`]).
     pub listen: String,
     pub algorithm: Algorithm,
     /// The algorithms' own settings: hash key, sticky cookie, slow start, Maglev table size.
@@ -251,8 +256,15 @@ pub struct ServerConfig {
     pub name: String,
     /// The `Host` header value for health probes.
     pub host_header: String,
-    /// Every address the host resolved to; connects try them in order.
+    /// The host as written in the URL (an IPv6 literal in brackets), looked up again each
+    /// health-check round.
+    pub host: String,
+    pub port: u16,
+    /// Every address the host resolved to when the config was read; connects try them in order.
+    /// Empty if it did not resolve.
     pub addrs: Vec<SocketAddr>,
+    /// Why the host did not resolve, if it did not.
+    pub resolve_error: Option<String>,
     pub weight: u32,
 }
 
@@ -450,8 +462,9 @@ impl Reader<'_> {
     }
 
     fn limits(&self) -> Result<Limits, ConfigError> {
-        let max_header_bytes =
-            self.size("maxHeaderBytes", 1024, 1 << 20)?.map_or(DEFAULT_MAX_HEADER_BYTES, |n| n as usize);
+        let max_header_bytes = self
+            .size("maxHeaderBytes", 1024, MAX_HEADER_BYTES_LIMIT as u64)?
+            .map_or(DEFAULT_MAX_HEADER_BYTES, |n| n as usize);
         let max_uri_bytes = match self.size("maxUriBytes", 16, 1 << 20)? {
             Some(bytes) if bytes as usize > max_header_bytes => {
                 return Err(
@@ -670,12 +683,28 @@ impl Reader<'_> {
             Some(Value::Array(list)) => list,
             Some(other) => return Err(self.error("servers", format!("must be a list, got {}", kind_of(other)))),
         };
-        let mut servers: Vec<ServerConfig> = Vec::with_capacity(list.len());
+        let mut parsed = Vec::with_capacity(list.len());
         for (index, entry) in list.iter().enumerate() {
+            parsed.push(self.server(&format!("servers[{index}]"), entry)?);
+        }
+        let targets: Vec<(String, u16)> = parsed.iter().map(|server| (server.host.clone(), server.port)).collect();
+        let mut servers: Vec<ServerConfig> = Vec::with_capacity(list.len());
+        for ((index, mut server), resolved) in parsed.into_iter().enumerate().zip(resolve_all(&targets)) {
             let key = format!("servers[{index}]");
-            let server = self.server(&key, entry)?;
+            match resolved {
+                Ok(addrs) => server.addrs = addrs,
+                Err(reason) => server.resolve_error = Some(reason),
+            }
             if let Some(earlier) = servers.iter().position(|seen| seen.url == server.url) {
                 return Err(self.error(&key, format!("{} is listed twice (also servers[{earlier}])", server.url)));
+            }
+            // Two names for one backend would give it both weights. Names that do not resolve
+            // have no addresses, and cannot be compared.
+            if let Some(earlier) = servers.iter().position(|seen| overlap(&seen.addrs, &server.addrs)) {
+                return Err(self.error(
+                    &key,
+                    format!("{} is the same backend as servers[{earlier}] ({})", server.url, servers[earlier].url),
+                ));
             }
             if let Some(earlier) = servers.iter().position(|seen| seen.name == server.name) {
                 return Err(self.error(&key, format!("the name {:?} is taken by servers[{earlier}]", server.name)));
@@ -685,6 +714,7 @@ impl Reader<'_> {
         Ok(servers)
     }
 
+    /// One entry of `servers`, its host not yet looked up.
     fn server(&self, key: &str, entry: &Value) -> Result<ServerConfig, ConfigError> {
         let (url, weight, name) = match entry {
             Value::String(url) => (url.as_str(), DEFAULT_WEIGHT, None),
@@ -735,11 +765,10 @@ impl Reader<'_> {
         };
         let url_key = if entry.is_string() { key.to_string() } else { format!("{key}.url") };
         let (host, port) = parse_backend_url(url).map_err(|problem| self.error(&url_key, problem))?;
-        let addrs = resolve(&host, port).map_err(|problem| self.error(&url_key, problem))?;
         let host_header = if port == 80 { host.clone() } else { format!("{host}:{port}") };
         let url = format!("http://{host}:{port}");
         let name = name.unwrap_or_else(|| format!("b-{:08x}", crate::balance::hash::fnv1a(url.as_bytes()) as u32));
-        Ok(ServerConfig { url, name, host_header, addrs, weight })
+        Ok(ServerConfig { url, name, host_header, host, port, addrs: Vec::new(), resolve_error: None, weight })
     }
 }
 
@@ -800,13 +829,14 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     number.checked_mul(multiplier).ok_or_else(invalid)
 }
 
-/// `":8080"` → `0.0.0.0:8080`; `"127.0.0.1:8080"`, `"[::1]:8080"` and `"localhost:8080"` kept.
+/// `":8080"` → `[::]:8080` (every interface, IPv6 and IPv4 both); `"127.0.0.1:8080"`,
+/// `"[::1]:8080"` and `"localhost:8080"` kept.
 pub fn parse_listen(text: &str) -> Result<String, String> {
     let invalid = || format!("must be \":PORT\" or \"HOST:PORT\", got {text:?}");
     let (host, port) = text.rsplit_once(':').ok_or_else(invalid)?;
     let port: u16 = port.parse().map_err(|_| invalid())?;
     if host.is_empty() {
-        return Ok(format!("0.0.0.0:{port}"));
+        return Ok(format!("[::]:{port}"));
     }
     if host.contains(char::is_whitespace) || (host.contains(':') && !host.starts_with('[')) {
         return Err(invalid());
@@ -839,16 +869,6 @@ pub fn parse_backend_url(url: &str) -> Result<(String, u16), String> {
     Ok((host.to_string(), port))
 }
 
-fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let addrs: Vec<SocketAddr> =
-        (bare, port).to_socket_addrs().map_err(|error| format!("cannot resolve host {host:?}: {error}"))?.collect();
-    if addrs.is_empty() {
-        return Err(format!("host {host:?} resolves to no address"));
-    }
-    Ok(addrs)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -865,7 +885,7 @@ mod tests {
                 "servers": ["http://localhost:5001", "http://127.0.0.1:5002"]}"#,
         )
         .unwrap();
-        assert_eq!(config.listen, "0.0.0.0:8080");
+        assert_eq!(config.listen, "[::]:8080");
         assert_eq!(config.algorithm, Algorithm::RoundRobin);
         assert_eq!(config.workers, DEFAULT_WORKERS);
         assert_eq!(config.health.interval, Duration::from_secs(5));
@@ -883,6 +903,9 @@ mod tests {
         assert_eq!(config.servers[0].host_header, "localhost:5001");
         assert!(!config.servers[0].addrs.is_empty());
         assert_eq!(config.servers[1].weight, 1);
+        let other_ports =
+            load(r#"{"servers": ["http://localhost:5001", "http://127.0.0.1:5002", "http://[::1]:5003"]}"#);
+        assert_eq!(other_ports.map(|config| config.servers.len()), Ok(3), "one host, other ports: other backends");
     }
 
     #[test]
@@ -1019,6 +1042,14 @@ mod tests {
             (
                 r#"{"servers": ["http://127.0.0.1:1", "http://127.0.0.1:1"]}"#,
                 "config.json: servers[1]: http://127.0.0.1:1 is listed twice (also servers[0])",
+            ),
+            (
+                r#"{"servers": ["http://localhost:1", {"url": "http://127.0.0.1:1", "weight": 2}]}"#,
+                "config.json: servers[1]: http://127.0.0.1:1 is the same backend as servers[0] (http://localhost:1)",
+            ),
+            (
+                r#"{"servers": ["http://127.0.0.1:2", "http://127.0.0.1:1", "http://[::ffff:127.0.0.1]:1"]}"#,
+                "config.json: servers[2]: http://[::ffff:127.0.0.1]:1 is the same backend as servers[1] (http://127.0.0.1:1)",
             ),
             (r#"{"servers": [7]}"#, "config.json: servers[0]: must be a URL string or"),
             (
@@ -1310,7 +1341,7 @@ mod tests {
 
     #[test]
     fn listen_addresses() {
-        assert_eq!(parse_listen(":8080").unwrap(), "0.0.0.0:8080");
+        assert_eq!(parse_listen(":8080").unwrap(), "[::]:8080");
         assert_eq!(parse_listen("127.0.0.1:0").unwrap(), "127.0.0.1:0");
         assert_eq!(parse_listen("[::1]:8080").unwrap(), "[::1]:8080");
         for bad in ["8080", ":", ":http", "::1:80", "a b:80"] {

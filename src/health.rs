@@ -9,7 +9,9 @@
 //! below 500, since a backend that answers HTTP at all is up) is a success; anything else, or no
 //! answer in time, is a failure. Only changes of state are logged (WARN when a backend goes down, INFO when it
 //! comes back), as decided by [`Backend::record_probe`]. Each round also closes backend
-//! connections that have sat idle in a pool for too long.
+//! connections that have sat idle in a pool for too long. Before its probe, each backend's host
+//! name is looked up again, in its probe thread ([`Backend::resolve_again`]): a changed DNS record
+//! is followed without a restart, and a name that does not resolve fails the probe with that reason.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -69,7 +71,7 @@ pub fn probe_round(backends: &[std::sync::Arc<Backend>], settings: &HealthSettin
 /// Probes one backend, records the result with hysteresis, and logs a change of state.
 fn probe_and_record(backend: &Backend, settings: &HealthSettings) {
     backend.prune_idle();
-    let result = probe(backend, settings);
+    let result = backend.resolve_again().and_then(|()| probe(backend, settings));
     if let Err(reason) = &result {
         log::debug!("health probe of {} failed: {reason}", backend.url);
     }

@@ -64,6 +64,7 @@ pub mod prometheus;
 pub mod proxy;
 pub mod ratelimit;
 pub mod reload;
+pub mod resolve;
 pub mod server;
 pub mod signals;
 pub mod status_page;

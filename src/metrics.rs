@@ -106,6 +106,10 @@ pub struct BackendSnapshot {
     /// Moving average of this backend's response times (what `least_time` weighs), if timed yet.
     pub response_time_ms: Option<f64>,
     pub last_checked: Option<String>,
+    /// The addresses the backend's host resolves to (the last that did, if it no longer does).
+    pub addresses: Vec<String>,
+    /// Why the latest lookup of the host failed, if it did (then the backend is down).
+    pub resolve_error: Option<String>,
 }
 
 impl Snapshot {
@@ -125,7 +129,8 @@ impl Snapshot {
         let now = std::time::Instant::now();
         let backends: Vec<BackendSnapshot> = backends
             .iter()
-            .map(|backend| BackendSnapshot {
+            .map(|backend| (backend, backend.addresses()))
+            .map(|(backend, addresses)| BackendSnapshot {
                 url: backend.url.clone(),
                 name: backend.name.clone(),
                 weight: backend.weight(),
@@ -137,6 +142,8 @@ impl Snapshot {
                     .response_time()
                     .map(|average| (average.as_secs_f64() * 100_000.0).round() / 100.0),
                 last_checked: backend.last_checked().map(rfc3339),
+                addresses: addresses.addrs.iter().map(ToString::to_string).collect(),
+                resolve_error: addresses.error.clone(),
             })
             .collect();
         Snapshot {

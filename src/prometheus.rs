@@ -195,6 +195,8 @@ mod tests {
             total_failures: 1,
             response_time_ms: None,
             last_checked: None,
+            addresses: Vec::new(),
+            resolve_error: None,
         }
     }
 

@@ -8,7 +8,10 @@
 //! one ERROR line names the file, the key and the problem. A good one is applied:
 //!
 //! - backends that stay (same URL and name) keep their record: health, counters, idle
-//!   connections, passive-health state; a changed weight is taken over;
+//!   connections, passive-health state; a changed weight is taken over, and so are the addresses
+//!   the host resolves to now;
+//! - a backend host name that does not resolve does not make the file bad: that backend is down
+//!   (the health checks keep looking it up), as at start-up;
 //! - new backends are probed once before they are put in the pool, and enter it healthy only if
 //!   that probe passed, so they get no traffic before they have been checked;
 //! - removed backends leave the pool at once: requests already on them finish, since a request
@@ -127,6 +130,11 @@ fn apply(shared: &Shared, mut config: Config) -> String {
             match old_pool.backends.iter().find(|backend| backend.url == server.url && backend.name == server.name) {
                 Some(kept) => {
                     kept.set_weight(server.weight);
+                    // As just looked up for this config; the health rounds keep it current.
+                    let _ = kept.take_resolution(match &server.resolve_error {
+                        Some(reason) => Err(reason.clone()),
+                        None => Ok(server.addrs.clone()),
+                    });
                     Arc::clone(kept)
                 }
                 None => {

@@ -235,12 +235,12 @@ impl Server {
     /// Starts as [`Server::start`]; with `config_file`, the file is also watched for changes
     /// (every `reloadInterval`) and `POST /lb-reload` rereads it on the admin listener.
     pub fn start_watching(config: Config, config_file: Option<ConfigFile>) -> io::Result<Server> {
-        let listener = TcpListener::bind(&config.listen)
+        let listener = bind_listener(&config.listen)
             .map_err(|error| io::Error::new(error.kind(), format!("cannot listen on {}: {error}", config.listen)))?;
         let local_addr = listener.local_addr()?;
         let open_files = raise_open_file_limit();
         let admin_listener = match &config.admin_listen {
-            Some(address) => Some(TcpListener::bind(address).map_err(|error| {
+            Some(address) => Some(bind_listener(address).map_err(|error| {
                 io::Error::new(error.kind(), format!("cannot listen on {address} (adminListen): {error}"))
             })?),
             None => None,
@@ -282,7 +282,11 @@ impl Server {
             Some(listener) => {
                 let address = listener.local_addr()?;
                 let shared = Arc::clone(&shared);
-                log::info!("admin endpoint on {address}: {} is served there only", shared.config().metrics_path);
+                log::info!(
+                    "admin endpoint on {address}{}: {} is served there only",
+                    both_families(address),
+                    shared.config().metrics_path
+                );
                 Some((address, spawn_named("admin", move || admin::run(&shared, &listener))?))
             }
             None => None,
@@ -302,7 +306,8 @@ impl Server {
         let backend_list: Vec<String> =
             pool.backends.iter().map(|backend| format!("{} (weight {})", backend.url, backend.weight())).collect();
         log::info!(
-            "listening on {local_addr}, algorithm {}, {worker_count} workers ({} pair threads), backends: {}",
+            "listening on {local_addr}{}, algorithm {}, {worker_count} workers ({} pair threads), backends: {}",
+            both_families(local_addr),
             config.algorithm.name(),
             config.pair_threads.name(),
             backend_list.join(", ")
@@ -352,6 +357,49 @@ impl Server {
             let _ = worker.join();
         }
         true
+    }
+}
+
+/// How many connections may wait to be accepted on a listener bound here.
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// Binds a listener on `address` (`HOST:PORT`). The unspecified IPv6 address, `[::]:PORT` (what
+/// `":PORT"` stands for), gets one socket for IPv6 and IPv4 both (`IPV6_V6ONLY` off, whatever the
+/// system default); on a host without IPv6 it falls back to `0.0.0.0:PORT`, IPv4 only, and logs
+/// that. A port taken or not permitted is an error either way.
+pub fn bind_listener(address: &str) -> io::Result<TcpListener> {
+    match address.parse::<SocketAddr>() {
+        Ok(SocketAddr::V6(all)) if all.ip().is_unspecified() => match bind_dual_stack(all.port()) {
+            Ok(listener) => Ok(listener),
+            Err(error) if matches!(error.kind(), io::ErrorKind::AddrInUse | io::ErrorKind::PermissionDenied) => {
+                Err(error)
+            }
+            Err(error) => {
+                let ipv4 = SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, all.port()));
+                log::warn!("cannot listen on IPv6 ({address}: {error}): listening on {ipv4}, IPv4 only");
+                TcpListener::bind(ipv4)
+            }
+        },
+        _ => TcpListener::bind(address),
+    }
+}
+
+/// `[::]:port` with `IPV6_V6ONLY` off: IPv4 clients arrive as IPv4-mapped addresses.
+fn bind_dual_stack(port: u16) -> io::Result<TcpListener> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, bind, listen, socket_with, sockopt};
+    let socket = socket_with(AddressFamily::INET6, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
+    sockopt::set_socket_reuseaddr(&socket, true)?;
+    sockopt::set_ipv6_v6only(&socket, false)?;
+    bind(&socket, &SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)))?;
+    listen(&socket, LISTEN_BACKLOG)?;
+    Ok(TcpListener::from(socket))
+}
+
+/// `" (IPv6 and IPv4)"` for a listener bound by [`bind_listener`] on `[::]`, else nothing.
+fn both_families(address: SocketAddr) -> &'static str {
+    match address {
+        SocketAddr::V6(v6) if v6.ip().is_unspecified() => " (IPv6 and IPv4)",
+        _ => "",
     }
 }
 

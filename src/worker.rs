@@ -101,6 +101,9 @@ fn serve_connection(
     let Ok(peer) = stream.peer_addr() else {
         return;
     };
+    // An IPv4 client of a listener on `[::]` arrives as `::ffff:a.b.c.d`: it is `a.b.c.d` to the
+    // forwarding fields, the access log, the rate limiter and the hashes.
+    let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
     if arrival == Arrival::New {
         let _ = stream.set_nodelay(true);
         let _ = stream.set_write_timeout(Some(shared.config().timeouts.write));

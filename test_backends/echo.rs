@@ -43,11 +43,15 @@ pub struct EchoOptions {
     pub fail: bool,
 }
 
-/// Largest request head (request line and header fields) accepted.
-const MAX_HEAD: usize = 64 * 1024;
-/// Most header fields accepted in one request head.
-const MAX_HEADERS: usize = 100;
-/// Size of the I/O blocks used for bodies; also the connection's read buffer size.
+/// Largest request head (request line and header fields) accepted: more than the load balancer
+/// can ever forward (the largest head its `maxHeaderBytes` allows, plus the fields it adds), with
+/// room to spare for fields it may add in future, so that whatever it lets through is served here.
+pub const MAX_HEAD: usize = crate::config::MAX_HEADER_BYTES_LIMIT + 64 * 1024;
+/// Most header fields accepted in one request head: the most `maxHeaders` allows, plus as many
+/// again as a quarter of that for the fields the load balancer adds (and may add later).
+pub const MAX_HEADERS: usize = crate::config::MAX_HEADERS_LIMIT + crate::config::MAX_HEADERS_LIMIT / 4;
+/// Size of the I/O blocks used for bodies; also the connection's read buffer size, which grows
+/// (up to [`MAX_HEAD`]) only for a head that does not fit.
 const BLOCK: usize = 64 * 1024;
 /// Longest chunk-size line (with extensions) accepted in a chunked body.
 const MAX_CHUNK_LINE: usize = 4096;
@@ -163,6 +167,19 @@ impl Conn {
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => return Err(error),
             }
+        }
+    }
+
+    /// Makes room to read more of a request head: moves the buffered bytes to the front and, if
+    /// the buffer is full, doubles it, up to [`MAX_HEAD`].
+    fn make_room_for_head(&mut self) {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() && self.buf.len() < MAX_HEAD {
+            self.buf.resize((self.buf.len() * 2).min(MAX_HEAD), 0);
         }
     }
 
@@ -323,6 +340,7 @@ fn read_head(conn: &mut Conn) -> Result<Option<Request>, HeadError> {
                 return Err(HeadError::Bad("request head too large"));
             }
         }
+        conn.make_room_for_head();
         match conn.fill() {
             Ok(0) if conn.buffered().is_empty() => return Ok(None),
             Ok(0) | Err(_) => return Err(HeadError::Io),

@@ -195,3 +195,65 @@ fn a_new_backend_of_a_reload_is_admitted_by_the_same_rule() {
     assert_eq!(state_of(&lb, &no_health.url()), "healthy");
     assert_eq!(lb.log.count_containing("failed its first health check"), 1, "{:?}", lb.log.all());
 }
+
+/// A host name that can never resolve and is never sent to a resolver: its first label is 64
+/// bytes, one more than DNS can encode (RFC 1035 §2.3.4), so the C library refuses the lookup
+/// itself, with no query leaving the machine. (A `.invalid` name would be refused too, but only
+/// by the configured name server, after a query to it.)
+const UNRESOLVABLE_HOST: &str = "a-host-name-label-that-is-longer-than-any-dns-label-may-ever-be-x.invalid";
+const UNRESOLVABLE: &str = "http://a-host-name-label-that-is-longer-than-any-dns-label-may-ever-be-x.invalid:3001";
+
+/// The metrics record of the backend with `url`.
+fn record_of(lb: &LoadBalancer, url: &str) -> serde_json::Value {
+    let metrics = lb.metrics();
+    metrics["backends"].as_array().unwrap().iter().find(|backend| backend["url"] == url).unwrap().clone()
+}
+
+#[test]
+fn a_backend_host_that_does_not_resolve_is_a_backend_that_is_down_not_a_bad_config() {
+    let backend = EchoBackend::start(&[]);
+    // Debug logging shows each round's failed probe, so the rounds can be counted.
+    let lb =
+        LoadBalancer::start_with(&config(&[backend.url(), UNRESOLVABLE.to_string()], ""), &[], &[("LB_DEBUG", "1")]);
+    let record = record_of(&lb, UNRESOLVABLE);
+    assert_eq!(record["state"], "unhealthy", "down from the start: {record}");
+    let reason = record["resolve_error"].as_str().unwrap_or_else(|| panic!("a reason in the metrics: {record}"));
+    assert!(reason.starts_with(&format!("cannot resolve host \"{UNRESOLVABLE_HOST}\"")), "{reason}");
+    assert_eq!(record["addresses"], serde_json::json!([]));
+    let served = record_of(&lb, &backend.url());
+    assert_eq!((served["state"].as_str(), served["resolve_error"].is_null()), (Some("healthy"), true));
+    assert_eq!(served["addresses"], serde_json::json!([format!("127.0.0.1:{}", backend.port)]));
+    assert_eq!(lb.metrics()["healthy_backends"], 1);
+    for _ in 0..4 {
+        let response = lb.get("/ping");
+        assert_eq!(response.status, 200);
+        assert_eq!(response.text(), format!("pong from backend :{}", backend.port));
+    }
+
+    // Looked up again every round, failing each time, and logged once.
+    let failed_probe = format!("health probe of {UNRESOLVABLE} failed: cannot resolve host");
+    common::wait_until(Duration::from_secs(10), "three rounds of probes", || {
+        lb.log.count_containing(&failed_probe) >= 3
+    });
+    let warning = format!("backend {UNRESOLVABLE}: cannot resolve host \"{UNRESOLVABLE_HOST}\"");
+    assert_eq!(lb.log.count_containing(&warning), 1, "{:?}", lb.log.all());
+    assert!(lb.log.wait_for(&warning, Duration::from_secs(1)).contains("WARN"));
+    assert_eq!(record_of(&lb, UNRESOLVABLE)["state"], "unhealthy");
+}
+
+#[test]
+fn a_reload_adding_a_host_that_does_not_resolve_is_applied_with_that_backend_down() {
+    let backend = EchoBackend::start(&[]);
+    let lb = LoadBalancer::start(&config(&[backend.url()], ""));
+    lb.rewrite_config(&config(&[backend.url(), UNRESOLVABLE.to_string()], ""));
+    let applied = lb.log.wait_for("config reloaded", Duration::from_secs(10));
+    assert!(applied.contains("2 backends (1 added, 0 removed)"), "{applied}");
+    let metrics = lb.metrics();
+    assert_eq!((metrics["config_reloads"].as_u64(), metrics["config_reload_failures"].as_u64()), (Some(1), Some(0)));
+    let record = record_of(&lb, UNRESOLVABLE);
+    assert_eq!(record["state"], "unhealthy", "{record}");
+    assert!(record["resolve_error"].as_str().is_some_and(|reason| reason.contains(UNRESOLVABLE_HOST)), "{record}");
+    for _ in 0..4 {
+        assert_eq!(lb.get("/ping").text(), format!("pong from backend :{}", backend.port));
+    }
+}

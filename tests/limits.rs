@@ -653,3 +653,61 @@ fn an_early_answer_reaches_the_client_while_its_upload_is_still_stalled() {
     let response = client.response(false);
     assert_eq!((response.status, response.body.as_slice()), (200, &b"ok"[..]));
 }
+
+/// A `GET` head with exactly `fields` header fields (`Host` and numbered `X-Field-N`s).
+fn head_with_fields(fields: usize) -> Vec<u8> {
+    let mut raw = "GET /fields HTTP/1.1\r\nHost: lb\r\n".to_string();
+    for index in 1..fields {
+        raw.push_str(&format!("X-Field-{index}: {index}\r\n"));
+    }
+    raw.push_str("\r\n");
+    raw.into_bytes()
+}
+
+/// Sends `raw` to the load balancer and returns the bundled echo backend's JSON description of
+/// the request it received, checking that it got there with the load balancer's own fields.
+fn echo_of(lb: &LoadBalancer, raw: &[u8]) -> serde_json::Value {
+    let mut client = Client::connect(lb.addr());
+    client.send(raw);
+    let response = client.response(false);
+    assert_eq!(response.status, 200, "{}{}", response.head, response.text());
+    let echoed = response.json();
+    let headers = echoed["headers"].as_array().unwrap();
+    assert!(headers.iter().any(|pair| pair[0] == "X-Forwarded-For"), "forwarded by the load balancer");
+    echoed
+}
+
+#[test]
+fn heads_at_the_limits_reach_the_echo_backend_and_one_more_gets_431() {
+    let backend = EchoBackend::start(&[]);
+    // The defaults, and the largest limits the config allows.
+    for (extra, max_bytes, max_fields) in
+        [("", 64 * 1024, 100), ("\"maxHeaderBytes\": \"1MiB\", \"maxHeaders\": 256", 1 << 20, 256)]
+    {
+        let lb = LoadBalancer::start(&lb_config(&[backend.url()], extra));
+
+        let head = head_of_length(max_bytes);
+        let echoed = echo_of(&lb, &head);
+        let pad = echoed["headers"].as_array().unwrap().iter().find(|pair| pair[0] == "X-Pad").unwrap()[1].clone();
+        let bare = "GET /padded HTTP/1.1\r\nHost: lb\r\nX-Pad: \r\n\r\n".len();
+        assert_eq!(pad.as_str().map(str::len), Some(max_bytes - bare), "the whole head arrived ({max_bytes} bytes)");
+
+        let echoed = echo_of(&lb, &head_with_fields(max_fields));
+        let sent: Vec<String> = (1..max_fields).map(|index| format!("X-Field-{index}")).collect();
+        let received: Vec<String> = echoed["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|pair| pair[0].as_str().filter(|name| name.starts_with("X-Field-")).map(str::to_string))
+            .collect();
+        assert_eq!(received, sent, "every one of {max_fields} fields arrived");
+
+        let mut client = Client::connect(lb.addr());
+        send_regardless(&mut client, &head_of_length(max_bytes + 1));
+        assert_refused(&mut client, 431, "Request Header Fields Too Large: request head too large");
+        let mut client = Client::connect(lb.addr());
+        client.send(&head_with_fields(max_fields + 1));
+        assert_refused(&mut client, 431, "Request Header Fields Too Large: request head too large");
+        assert_eq!(lb.get("/ping").status, 200, "still serving");
+    }
+}

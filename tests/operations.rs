@@ -228,3 +228,99 @@ fn lb_debug_turns_on_debug_logging_and_rust_log_can_quiet_it() {
     normal.log.wait_for("\"GET /ping HTTP/1.1\" 200", Duration::from_secs(5));
     assert_eq!(quiet.log.count_containing("GET /ping"), 0, "{:?}", quiet.log.all());
 }
+
+/// A load balancer started with `--listen :0` (and its config's `adminListen`), which the harness
+/// cannot start: its log line names no 127.0.0.1 address. Killed on drop.
+struct EveryInterface {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+    _dir: TempDir,
+}
+
+impl EveryInterface {
+    fn start(config: &str) -> EveryInterface {
+        let dir = TempDir::new();
+        let path = dir.write("config.json", config);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_loadbalancer"))
+            .arg("--config")
+            .arg(&path)
+            .args(["--listen", ":0"])
+            .env_remove("LB_ALGORITHM")
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (sender, lines) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        EveryInterface { child, lines, seen: Vec::new(), _dir: dir }
+    }
+
+    /// The port in the first log line containing `before`, right after it.
+    fn port_after(&mut self, before: &str) -> u16 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(line) = self.seen.iter().find(|line| line.contains(before)) {
+                let rest = line.split(before).nth(1).unwrap();
+                return rest.split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap();
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => panic!("no line containing {before:?} in time: {:?}", self.seen),
+            }
+        }
+    }
+}
+
+impl Drop for EveryInterface {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn listen_on_every_interface_serves_ipv6_and_ipv4_on_one_port_and_so_does_the_admin_listener() {
+    let backend = EchoBackend::start(&[]);
+    let mut lb = EveryInterface::start(&config(&[backend.url()], "\"adminListen\": \":0\""));
+    let port = lb.port_after("listening on [::]:");
+    let admin = lb.port_after("admin endpoint on [::]:");
+    assert!(lb.seen.iter().any(|line| line.contains(&format!("listening on [::]:{port} (IPv6 and IPv4),"))));
+    let v4 = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let v6 = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+    for (addr, client) in [(v4, "127.0.0.1"), (v6, "::1")] {
+        let response = common::request(addr, "GET /who HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n");
+        assert_eq!(response.status, 200, "via {addr}");
+        let headers = response.json()["headers"].clone();
+        let forwarded_for = headers.as_array().unwrap().iter().find(|pair| pair[0] == "X-Forwarded-For").unwrap();
+        assert_eq!(forwarded_for[1], client, "via {addr}: the client's address in its own family");
+    }
+    for addr in [
+        std::net::SocketAddr::from(([127, 0, 0, 1], admin)),
+        std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, admin)),
+    ] {
+        let response = common::request(addr, "GET /lb-metrics HTTP/1.1\r\nHost: admin\r\n\r\n");
+        assert_eq!(response.status, 200, "admin via {addr}");
+        assert_eq!(response.json()["total_requests"], 2);
+    }
+    signal(lb.child.id(), "TERM");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = lb.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "no exit after SIGTERM: the acceptor on [::] was not woken");
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+}

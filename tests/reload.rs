@@ -215,3 +215,40 @@ fn post_lb_reload_rereads_the_file_on_the_admin_listener_only() {
     assert!(refused.text().contains("servers: must list at least one backend"), "{}", refused.text());
     assert_eq!(admin_metrics()["config_reload_failures"], 1);
 }
+
+#[test]
+fn one_backend_under_two_names_is_refused_at_start_up_and_on_reload() {
+    let backend = EchoBackend::start(&[]);
+    let twice =
+        |first: &str, second: &str| config_with("round_robin", &[(first.to_string(), 1), (second.to_string(), 1)], "");
+    let by_name = format!("http://localhost:{}", backend.port);
+    let problem = format!("servers[1]: {} is the same backend as servers[0] ({by_name})", backend.url());
+
+    let dir = common::TempDir::new();
+    let path = dir.write("config.json", &twice(&by_name, &backend.url()));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_loadbalancer"))
+        .arg("--config")
+        .arg(&path)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = Instant::now() + DEADLINE;
+    while child.try_wait().unwrap().is_none() && Instant::now() < exited {
+        thread::sleep(Duration::from_millis(20));
+    }
+    // Still running after the deadline means it started: killed here, it fails the check below.
+    let _ = child.kill();
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(2), "a bad config refused, not started: {stderr}");
+    assert_eq!(stderr, format!("{}: {problem}\n", path.display()));
+
+    let lb = LoadBalancer::start(&config_with("round_robin", &[(backend.url(), 1)], ""));
+    rewrite_and_wait(&lb, &twice(&by_name, &backend.url()), false);
+    let refused = lb.log.wait_for("config not reloaded", DEADLINE);
+    assert!(refused.contains("ERROR") && refused.contains(&problem), "{refused}");
+    assert_eq!(lb.metrics()["total_backends"], 1, "the running config stays");
+}

@@ -19,6 +19,21 @@ use common::{EchoBackend, LoadBalancer, TempDir, config, wait_until};
 /// How long one browser run may take before it is killed and the test fails.
 const BROWSER_LIMIT: Duration = Duration::from_secs(30);
 
+/// Flags that keep the browser on loopback: no background services (updates, sync, metrics,
+/// safe browsing), and a host resolver that finds no name at all, so nothing is looked up or
+/// contacted beyond the load balancer's 127.0.0.1 address.
+const LOOPBACK_ONLY: [&str; 9] = [
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-domain-reliability",
+    "--disable-sync",
+    "--disable-breakpad",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--no-pings",
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+];
+
 /// Browser executables tried, in order, on `PATH`.
 const BROWSER_NAMES: [&str; 3] = ["chromium", "chromium-browser", "google-chrome"];
 
@@ -117,6 +132,7 @@ fn dump_dom(browser: &Path, url: &str) -> String {
     let mut child = Command::new(browser)
         .args(["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000", "--dump-dom"])
         .arg(format!("--user-data-dir={}", profile.0.display()))
+        .args(LOOPBACK_ONLY)
         .arg(url)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
