@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Client, EchoBackend, LoadBalancer, ScriptedBackend, answer_health, wait_until};
+use common::{Client, EchoBackend, LoadBalancer, ScriptedBackend, answer_health, assert_refused, wait_until};
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -177,15 +177,6 @@ fn recording_backend(answer: Answer) -> (ScriptedBackend, Received) {
         }
     });
     (backend, received)
-}
-
-/// Reads the load balancer's own answer that ends the connection, checks its status, its body,
-/// `Connection: close`, and that the connection really is closed after it.
-fn assert_refused(client: &mut Client, status: u16, body: &str) {
-    let response = client.response(false);
-    assert_eq!((response.status, response.text().as_str()), (status, body), "{}", response.head);
-    assert_eq!(response.header("connection"), Some("close"), "{}", response.head);
-    assert!(client.is_closed(), "the connection is closed after the {status}");
 }
 
 /// A request expected to pass through to a backend answering `200 ok`, on a fresh connection.

@@ -16,6 +16,14 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 pub const IO_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long [`Client::is_closed`] waits for the server to close the connection. The load
+/// balancer closes at once after its last byte, so this only bounds how long a wrong answer takes.
+pub const CLOSE_DEADLINE: Duration = Duration::from_secs(3);
+
+/// Whether a read failed because its timeout passed (Linux says `WouldBlock`).
+pub fn is_timeout(error: &std::io::Error) -> bool {
+    matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+}
 
 /// Polls `condition` every 20 ms until it holds or `limit` passes; panics with `what` on timeout.
 pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
@@ -323,11 +331,31 @@ impl Client {
         self.stream.write_all(bytes).unwrap();
     }
 
+    /// Reads what is there into the buffer; 0 at the end of the connection (or a reset, which
+    /// is how a server that closes with unread bytes in its socket ends it). A read that times
+    /// out fails the test: a server that keeps a connection open and silent is never taken for
+    /// one that closed it.
     fn more(&mut self) -> usize {
         let mut chunk = [0u8; 65536];
-        let count = self.stream.read(&mut chunk).unwrap_or(0);
-        self.buf.extend_from_slice(&chunk[..count]);
-        count
+        match self.read_some(&mut chunk) {
+            Ok(count) => count,
+            Err(error) if is_timeout(&error) => {
+                panic!("no byte and no close within the read timeout; have {:?}", String::from_utf8_lossy(&self.buf))
+            }
+            Err(error) => panic!("read failed: {error}; have {:?}", String::from_utf8_lossy(&self.buf)),
+        }
+    }
+
+    /// One read into the buffer: `Ok(0)` at the end of the connection or a reset.
+    fn read_some(&mut self, chunk: &mut [u8]) -> std::io::Result<usize> {
+        match self.stream.read(chunk) {
+            Ok(count) => {
+                self.buf.extend_from_slice(&chunk[..count]);
+                Ok(count)
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => Ok(0),
+            Err(error) => Err(error),
+        }
     }
 
     fn line(&mut self) -> String {
@@ -354,12 +382,23 @@ impl Client {
         std::io::Cursor::new(self.buf).chain(self.stream)
     }
 
-    /// Whether the server closed the connection (reads 0 bytes before `limit`).
+    /// Whether the server closes the connection within [`CLOSE_DEADLINE`] with nothing more
+    /// sent: true at the end of the stream (or a reset); false if bytes arrive or the deadline
+    /// passes with the connection still open.
     pub fn is_closed(&mut self) -> bool {
         if !self.buf.is_empty() {
             return false;
         }
-        self.more() == 0
+        let usual = self.stream.read_timeout().unwrap();
+        self.stream.set_read_timeout(Some(CLOSE_DEADLINE)).unwrap();
+        let mut chunk = [0u8; 4096];
+        let outcome = self.read_some(&mut chunk);
+        self.stream.set_read_timeout(usual).unwrap();
+        match outcome {
+            Ok(count) => count == 0,
+            Err(error) if is_timeout(&error) => false,
+            Err(error) => panic!("read failed: {error}"),
+        }
     }
 
     /// Reads one response; `head_only` for the answer to a HEAD request.
@@ -404,6 +443,15 @@ impl Client {
         }
         response
     }
+}
+
+/// A refusal by the load balancer: one response with `status` and exactly `body`, marked
+/// `Connection: close`, and then the connection really closed (within [`CLOSE_DEADLINE`]).
+pub fn assert_refused(client: &mut Client, status: u16, body: &str) {
+    let response = client.response(false);
+    assert_eq!((response.status, response.text().as_str()), (status, body), "{}", response.head);
+    assert_eq!(response.header("connection"), Some("close"), "{}", response.head);
+    assert!(client.is_closed(), "the connection is closed after the {status}");
 }
 
 /// A port nothing listens on (bound and released at once).
