@@ -454,6 +454,14 @@ pub fn assert_refused(client: &mut Client, status: u16, body: &str) {
     assert!(client.is_closed(), "the connection is closed after the {status}");
 }
 
+/// Checks that something bounded by a configured `timeout` took at least that long and less than
+/// four times it: the upper bound is what shows the configured value (not a longer default) was
+/// used, with room for a loaded machine.
+pub fn assert_took(elapsed: Duration, timeout: Duration, what: &str) {
+    assert!(elapsed >= timeout, "{what} after {elapsed:?}, before its timeout of {timeout:?}");
+    assert!(elapsed < timeout * 4, "{what} after {elapsed:?}, not within 4 × its timeout of {timeout:?}");
+}
+
 /// A port nothing listens on (bound and released at once).
 pub fn unused_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
