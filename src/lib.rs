@@ -36,6 +36,7 @@
 //! - [`backend`] (with [`atomic_instant`]), [`balance`], [`ejection`], [`ratelimit`]: shared state and pure logic;
 //! - [`reload`]: applying a changed config file;
 //! - [`access_log`]: the line written for each request, as text or JSON;
+//! - `fault` (debug builds only): panics on purpose in a pair job, for the tests;
 //! - [`timestamp`]: RFC 3339 times, for the metrics and the logs;
 //! - [`config`], [`cli`], [`duration`]: configuration; [`demo`] and [`echo`]: the bundled backends;
 //! - [`compare`]: `loadbalancer compare`, every algorithm on the same load, as a table and a chart.
@@ -54,6 +55,8 @@ pub mod demo;
 pub mod duration;
 pub mod ejection;
 pub mod endpoints;
+#[cfg(debug_assertions)]
+pub mod fault;
 pub mod health;
 pub mod histogram;
 pub mod http;

@@ -53,6 +53,14 @@ fn main() -> ExitCode {
     };
     // Config errors went to stderr as they are, before any log prefix.
     init_logging(log::LevelFilter::Info);
+    #[cfg(debug_assertions)]
+    if loadbalancer::fault::enable_from_env() {
+        log::warn!(
+            "{}=1: requests with an {} field panic on purpose (fault injection, debug builds only)",
+            loadbalancer::fault::ENV,
+            loadbalancer::fault::FIELD
+        );
+    }
     if built_in {
         log::info!("no ./config.json here: using the built-in demo config");
     }

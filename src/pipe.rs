@@ -44,6 +44,9 @@ pub struct ForwardJob {
     pub outbound: Outbound,
     /// Set once the whole request has been sent (or sending it failed).
     pub request_done: Arc<AtomicBool>,
+    /// A panic the request asked for ([`crate::fault`]).
+    #[cfg(debug_assertions)]
+    pub fault: Option<crate::fault::Fault>,
 }
 
 pub struct ForwardReport {
@@ -88,6 +91,9 @@ pub struct ReverseJob {
     /// Set by forward once the whole request has been sent. A response that is complete while
     /// the client is still sending its body goes out at once rather than waiting for the worker.
     pub request_done: Arc<AtomicBool>,
+    /// A panic the request asked for ([`crate::fault`]).
+    #[cfg(debug_assertions)]
+    pub fault: Option<crate::fault::Fault>,
 }
 
 pub struct ReverseReport {
@@ -167,6 +173,8 @@ impl Drop for AbortOnPanic {
 /// The forward thread: head (and any body read in advance), then the streamed body.
 pub fn forward(mut job: ForwardJob) -> ForwardReport {
     let guard = AbortOnPanic::new(&job.client, &job.backend);
+    #[cfg(debug_assertions)]
+    crate::fault::strike(job.fault, crate::fault::Fault::PanicForward);
     let backend: &TcpStream = &job.backend;
     let mut body_bytes = 0;
     let result = job.outbound.send(backend, &job.head).map_err(ForwardError::Backend).and_then(|()| {
@@ -236,6 +244,8 @@ fn relay_response(job: &mut ReverseJob) -> Result<Relayed, ReverseError> {
         }
         break head;
     };
+    #[cfg(debug_assertions)]
+    crate::fault::strike(job.fault, crate::fault::Fault::PanicReverse);
     if let Some(upgrade) = &job.upgrade {
         let _ = upgrade.switched.send(false);
     }

@@ -232,6 +232,8 @@ fn serve(
     };
     traffic.bytes_in = kept_bytes;
     let replayable = is_idempotent(&head.method) && streamed_body == BodyFraming::Empty;
+    #[cfg(debug_assertions)]
+    let fault = crate::fault::requested(head);
 
     let pool = shared.pool();
     let balancing = pool.balancer.settings();
@@ -323,6 +325,8 @@ fn serve(
             upgrade: upgrade_wait,
             request_done: Arc::clone(&request_done),
             outbound: take(&mut buffers.backend_outbound),
+            #[cfg(debug_assertions)]
+            fault,
         };
         let reverse_job = ReverseJob {
             backend: Arc::clone(&backend_stream),
@@ -341,6 +345,8 @@ fn serve(
                 .map(|name| cookie::set_cookie_field(name, &backend.name)),
             upgrade: upgrade_signal,
             request_done,
+            #[cfg(debug_assertions)]
+            fault,
         };
         let (forward, reverse) = match pair.run(shared.next_request_id(), forward_job, reverse_job) {
             Ok(reports) => reports,

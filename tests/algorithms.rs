@@ -1,6 +1,7 @@
 //! The newer algorithms through real processes: least_time and least_conn avoiding a slow
-//! backend, hashes that agree across two load balancer instances, keys that move only off a
-//! backend that leaves (and come back with it), and the sticky cookie.
+//! backend, random and p2c sharing by weight, hashes that agree across two load balancer
+//! instances, keys that move only off a backend that leaves (and come back with it), and the
+//! sticky cookie.
 
 mod common;
 
@@ -166,5 +167,41 @@ fn every_algorithm_answers_through_a_real_process() {
         assert_eq!(lb.metrics()["algorithm"], algorithm);
         let answered: Vec<String> = (0..12u8).map(|key| served_by(&answer_for(&lb, key + 2, "/", None))).collect();
         assert!(answered.iter().all(|name| name.starts_with("web-")), "{algorithm}: {answered:?}");
+    }
+}
+
+#[test]
+fn random_and_p2c_share_requests_by_weight() {
+    // Sequential requests on one connection: each finds both backends idle, so each is an
+    // independent draw. `random` draws by weight; `p2c` draws two different backends by weight
+    // and, with equal loads, keeps the first: either way heavy's chance is 3/4 per request.
+    // Hoeffding: P(|share - 3/4| >= 0.125) <= 2 exp(-2 * 800 * 0.125^2) = 2 e^-25 < 3e-11 for
+    // each algorithm: the tolerance never fails by chance, while equal shares (1/2) or weights
+    // read the wrong way round (1/4) are far outside it.
+    const REQUESTS: usize = 800;
+    const TOLERANCE: f64 = 0.125;
+    let backends = [EchoBackend::start(&["--name", "light"]), EchoBackend::start(&["--name", "heavy"])];
+    let servers = format!(
+        "[{{\"url\": \"{}\", \"name\": \"light\", \"weight\": 1}}, {{\"url\": \"{}\", \"name\": \"heavy\", \"weight\": 3}}]",
+        backends[0].url(),
+        backends[1].url()
+    );
+    for algorithm in ["random", "p2c"] {
+        let lb = LoadBalancer::start(&format!(
+            "{{\"algorithm\": \"{algorithm}\", \"healthCheckInterval\": \"1m\", \"servers\": {servers}}}"
+        ));
+        let mut client = Client::connect(lb.addr());
+        let mut heavy = 0;
+        for index in 0..REQUESTS {
+            client.send(format!("GET /draw/{index} HTTP/1.1\r\nHost: lb\r\n\r\n").as_bytes());
+            match served_by(&client.response(false)).as_str() {
+                "heavy" => heavy += 1,
+                "light" => {}
+                other => panic!("{algorithm}: answered by {other}"),
+            }
+        }
+        let share = heavy as f64 / REQUESTS as f64;
+        assert!((share - 0.75).abs() < TOLERANCE, "{algorithm}: heavy (weight 3 of 4) got {heavy} of {REQUESTS}");
+        assert_eq!(lb.metrics()["total_requests"], REQUESTS);
     }
 }

@@ -1,5 +1,6 @@
 //! Passive health checks, failOpen and `/lb-health` through the real process: a backend whose
 //! `/health` passes but whose requests fail is ejected after the threshold and the retries stop;
+//! a relayed 502, 503 or 504 counts as a failure and a 500 or 404 does not;
 //! after its cooldown one trial request decides; ejection is capped; with every backend down
 //! `/lb-health` says 503 and `failOpen` still tries them.
 
@@ -8,7 +9,7 @@ mod common;
 use std::io::Write;
 use std::time::Duration;
 
-use common::{EchoBackend, LoadBalancer, ScriptedBackend, config, read_head, request, wait_until};
+use common::{EchoBackend, LoadBalancer, ScriptedBackend, answer_health, config, read_head, request, wait_until};
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -142,4 +143,60 @@ fn fail_open_tries_backends_that_are_all_marked_down() {
     let response = open.get("/");
     assert_eq!((response.status, response.text().as_str()), (200, "served\n"), "failOpen: tried anyway");
     assert_eq!(request(open.addr(), "GET /lb-health HTTP/1.1\r\nHost: a\r\n\r\n").status, 503);
+}
+
+/// A backend that answers every request (but `/health`) with `status`, keeping the connection.
+fn answering_with(status: u16) -> ScriptedBackend {
+    ScriptedBackend::start(move |mut stream, _| {
+        while let Some(head) = read_head(&mut stream) {
+            if answer_health(&mut stream, &head) {
+                return;
+            }
+            let answer = format!("HTTP/1.1 {status} Scripted\r\nContent-Length: 7\r\n\r\nstatus\n");
+            if stream.write_all(answer.as_bytes()).is_err() {
+                return;
+            }
+        }
+    })
+}
+
+#[test]
+fn relayed_502_503_and_504_are_passive_failures_and_other_statuses_are_not() {
+    for (status, counts_as_failure) in [(502, true), (503, true), (504, true), (500, false), (404, false)] {
+        let scripted = answering_with(status);
+        let good = EchoBackend::start(&["--name", "good"]);
+        let lb = LoadBalancer::start(&format!(
+            "{{\"algorithm\": \"round_robin\", \"healthCheckInterval\": \"1m\", \
+             \"passiveHealth\": {{\"failures\": 3, \"cooldown\": \"30s\"}}, \"servers\": [\"{}\", \"{}\"]}}",
+            scripted.url(),
+            good.url()
+        ));
+        // 20 requests: round robin offers the scripted backend every other one while it is in rotation.
+        let mut relayed = 0;
+        for index in 0..20 {
+            let response = lb.get(&format!("/s/{index}"));
+            if response.status == status {
+                assert_eq!(response.text(), "status\n", "{status}: relayed as the backend sent it");
+                relayed += 1;
+            } else {
+                assert_eq!(response.status, 200, "{status}: request {index}");
+            }
+        }
+        let record = backend_record(&lb, &scripted.url());
+        if counts_as_failure {
+            assert_eq!(relayed, 3, "{status}: three relayed, then the backend was ejected");
+            assert_eq!(record["state"], "ejected", "{status}: {record}");
+            assert_eq!(record["total_requests"], 3, "{status}: {record}");
+            lb.log.wait_for(
+                &format!("backend {} ejected for 30s after 3 consecutive failed requests", scripted.url()),
+                DEADLINE,
+            );
+        } else {
+            assert_eq!(relayed, 10, "{status}: an ordinary answer, every other request");
+            assert_eq!(record["state"], "healthy", "{status}: {record}");
+            assert_eq!(record["total_requests"], 10, "{status}: {record}");
+            assert_eq!(lb.log.count_containing("ejected"), 0, "{status}: {:?}", lb.log.all());
+        }
+        assert_eq!(retries(&lb), 0, "{status}: a relayed answer is never retried");
+    }
 }
