@@ -3,8 +3,11 @@
 //! The hand-off is a bounded crossbeam channel. When it is full, every worker is busy and the
 //! backlog is long: the acceptor still owns the socket, so it answers `503` at once and closes it,
 //! rather than letting the client wait unanswered. The same happens to a connection beyond
-//! `maxConnections` open at once, so file descriptors and memory stay bounded whatever arrives. On shutdown it stops accepting and drops the
-//! channel's sender; the workers finish what they hold and then see the channel close.
+//! `maxConnections` open at once, so file descriptors and memory stay bounded whatever arrives,
+//! and to one beyond `maxConnectionsPerClient` open from the same peer address (peers in
+//! `trustedProxies` exempt), so one client cannot take every place. On shutdown it stops
+//! accepting and drops the channel's sender; the workers finish what they hold and then see the
+//! channel close.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -13,7 +16,9 @@ use std::time::Duration;
 
 use crossbeam_channel::{Sender, TrySendError};
 
+use crate::connection::{ClientConnection, Refusal};
 use crate::http::reply::Reply;
+use crate::metrics::Defence;
 use crate::server::Shared;
 
 /// How long the acceptor waits on a client that is not reading its `503`.
@@ -21,7 +26,7 @@ const BUSY_REPLY_TIMEOUT: Duration = Duration::from_millis(200);
 /// Pause after an accept error such as running out of file descriptors, so it does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(20);
 
-pub fn run(shared: &Shared, listener: &TcpListener, workers: Sender<TcpStream>) {
+pub fn run(shared: &Shared, listener: &TcpListener, workers: Sender<ClientConnection>) {
     for connection in listener.incoming() {
         if shared.is_shutting_down() {
             break;
@@ -34,20 +39,31 @@ pub fn run(shared: &Shared, listener: &TcpListener, workers: Sender<TcpStream>) 
                 continue;
             }
         };
-        if !shared.try_open_connection() {
-            refuse(stream, "Service Unavailable: too many connections");
-            continue;
-        }
-        match workers.try_send(stream) {
+        let Ok(peer) = stream.peer_addr() else { continue };
+        let config = shared.config();
+        let limits = &config.limits;
+        let exempt = config.trusted_proxies.iter().any(|block| block.contains(peer.ip().to_canonical()));
+        let per_client_cap = limits.max_connections_per_client.filter(|_| !exempt);
+        let permit = match shared.connections.admit(peer.ip(), limits.max_connections, per_client_cap) {
+            Ok(permit) => permit,
+            Err(Refusal::TooManyConnections) => {
+                refuse(stream, "Service Unavailable: too many connections");
+                continue;
+            }
+            Err(Refusal::TooManyFromClient) => {
+                shared.stats.record_slow_client(Defence::PerClientCap);
+                refuse(stream, "Service Unavailable: too many connections from your address");
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let _ = stream.set_write_timeout(Some(config.timeouts.write));
+        match workers.try_send(ClientConnection::new(stream, peer, permit)) {
             Ok(()) => {}
-            Err(TrySendError::Full(stream)) => {
-                shared.close_connection();
-                refuse(stream, "Service Unavailable: the load balancer is at capacity");
+            Err(TrySendError::Full(connection)) => {
+                refuse(connection.stream, "Service Unavailable: the load balancer is at capacity");
             }
-            Err(TrySendError::Disconnected(_)) => {
-                shared.close_connection();
-                break;
-            }
+            Err(TrySendError::Disconnected(_)) => break,
         }
     }
     log::debug!("acceptor stopped");

@@ -20,6 +20,7 @@ use crate::balance::maglev;
 use crate::balance::{Algorithm, BalanceSettings, HashKey};
 use crate::duration::parse_duration;
 use crate::ejection::PassiveHealthSettings;
+use crate::min_rate::MinRate;
 use crate::pair::PairThreads;
 use crate::resolve::{overlap, resolve_all};
 
@@ -46,6 +47,10 @@ pub const MAX_HEADER_BYTES_LIMIT: usize = 1 << 20;
 /// The most header fields `maxHeaders` may allow (the parser's field table has this many slots).
 pub const MAX_HEADERS_LIMIT: usize = 256;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Connections one client address may hold open at once, by default.
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: u32 = 256;
+/// Bytes the watcher may hold for clients still sending their requests, by default.
+pub const DEFAULT_MAX_WAITING_BYTES: usize = 16 << 20;
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -57,7 +62,7 @@ pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 pub const MAX_RATE_LIMITED_CLIENTS: u64 = 10_000_000;
 
 /// The keys a config file may contain, in the order the README lists them.
-const KNOWN_KEYS: [&str; 37] = [
+const KNOWN_KEYS: [&str; 41] = [
     "listenPort",
     "algorithm",
     "hashKey",
@@ -85,12 +90,16 @@ const KNOWN_KEYS: [&str; 37] = [
     "maxHeaders",
     "maxBodyBytes",
     "maxConnections",
+    "maxConnectionsPerClient",
+    "maxWaitingBytes",
     "headerReadTimeout",
     "idleTimeout",
     "bodyReadTimeout",
     "connectTimeout",
     "writeTimeout",
     "tunnelIdleTimeout",
+    "minRequestBodyRate",
+    "minResponseRate",
     "trustedProxies",
     "adminListen",
     "pairThreads",
@@ -122,6 +131,8 @@ pub struct Config {
     pub servers: Vec<ServerConfig>,
     pub limits: Limits,
     pub timeouts: Timeouts,
+    /// The floors under a client's transfer rates.
+    pub min_rates: MinRates,
     /// Peers whose `X-Forwarded-For` is believed (see [`crate::client_ip`]).
     pub trusted_proxies: Vec<Cidr>,
     /// Where the metrics are served instead of the main listener, as `HOST:PORT`.
@@ -145,6 +156,24 @@ pub struct Limits {
     pub max_body_bytes: Option<u64>,
     /// Most client connections open at once; more are answered 503 and closed.
     pub max_connections: usize,
+    /// Most connections open at once from one peer address (`None`: no cap); more are answered
+    /// 503 and closed. Peers in `trustedProxies` are exempt.
+    pub max_connections_per_client: Option<u32>,
+    /// Most bytes the watcher holds, all together, for clients still sending a request.
+    pub max_waiting_bytes: usize,
+}
+
+/// `minRequestBodyRate` and `minResponseRate` (`None`: off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinRates {
+    pub request_body: Option<MinRate>,
+    pub response: Option<MinRate>,
+}
+
+impl Default for MinRates {
+    fn default() -> Self {
+        MinRates { request_body: Some(MinRate::DEFAULT), response: Some(MinRate::DEFAULT) }
+    }
 }
 
 impl Default for Limits {
@@ -155,6 +184,8 @@ impl Default for Limits {
             max_headers: DEFAULT_MAX_HEADERS,
             max_body_bytes: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_client: Some(DEFAULT_MAX_CONNECTIONS_PER_CLIENT),
+            max_waiting_bytes: DEFAULT_MAX_WAITING_BYTES,
         }
     }
 }
@@ -416,6 +447,10 @@ impl Reader<'_> {
                 write: self.duration("writeTimeout", DEFAULT_WRITE_TIMEOUT, false)?,
                 tunnel_idle: self.duration("tunnelIdleTimeout", DEFAULT_TUNNEL_IDLE_TIMEOUT, false)?,
             },
+            min_rates: MinRates {
+                request_body: self.min_rate("minRequestBodyRate")?,
+                response: self.min_rate("minResponseRate")?,
+            },
             trusted_proxies: self.trusted_proxies()?,
             admin_listen: match self.string("adminListen")? {
                 Some(text) => Some(parse_listen(&text).map_err(|problem| self.error("adminListen", problem))?),
@@ -485,7 +520,58 @@ impl Reader<'_> {
             max_connections: self
                 .integer("maxConnections", 1, 1_000_000)?
                 .map_or(DEFAULT_MAX_CONNECTIONS, |n| n as usize),
+            max_connections_per_client: match self.integer("maxConnectionsPerClient", 0, 1_000_000)? {
+                None => Some(DEFAULT_MAX_CONNECTIONS_PER_CLIENT),
+                Some(0) => None,
+                Some(cap) => Some(cap as u32),
+            },
+            max_waiting_bytes: self
+                .size("maxWaitingBytes", 64 * 1024, 1 << 40)?
+                .map_or(DEFAULT_MAX_WAITING_BYTES, |n| n as usize),
         })
+    }
+
+    /// A floor under a transfer rate: `{"bytesPerSecond": 500, "grace": "20s"}` (either key may
+    /// be left out for its default), or `false` for none.
+    fn min_rate(&self, key: &str) -> Result<Option<MinRate>, ConfigError> {
+        let defaults = MinRate::DEFAULT;
+        let fields = match self.object.get(key) {
+            None => return Ok(Some(defaults)),
+            Some(Value::Bool(false)) => return Ok(None),
+            Some(Value::Object(fields)) => fields,
+            Some(other) => {
+                return Err(self.error(
+                    key,
+                    format!(
+                        "must be an object like {{\"bytesPerSecond\": 500, \"grace\": \"20s\"}}, or false, got {}",
+                        kind_of(other)
+                    ),
+                ));
+            }
+        };
+        for name in fields.keys() {
+            if !["bytesPerSecond", "grace"].contains(&name.as_str()) {
+                return Err(self.error(&format!("{key}.{name}"), "unknown key (valid keys: bytesPerSecond, grace)"));
+            }
+        }
+        let bytes_per_second = match fields.get("bytesPerSecond") {
+            None => defaults.bytes_per_second,
+            Some(value) => integer_in(value, 1, 1 << 40)
+                .map_err(|problem| self.error(&format!("{key}.bytesPerSecond"), problem))?,
+        };
+        let grace = match fields.get("grace") {
+            None => defaults.grace,
+            Some(Value::String(text)) => {
+                parse_duration(text).map_err(|problem| self.error(&format!("{key}.grace"), problem))?
+            }
+            Some(other) => {
+                return Err(self.error(
+                    &format!("{key}.grace"),
+                    format!("must be a duration such as \"20s\", got {}", kind_of(other)),
+                ));
+            }
+        };
+        Ok(Some(MinRate { bytes_per_second, grace }))
     }
 
     /// A byte count: a whole number, or a string such as `"64KiB"`, `"10MiB"` or `"1GiB"`.
@@ -1178,6 +1264,30 @@ mod tests {
                 r#"{"rateLimit": {"requestsPerSecond": 5, "maxClients": 20000000}, "servers": ["http://127.0.0.1:1"]}"#,
                 "config.json: rateLimit.maxClients: must be at most 10000000",
             ),
+            (
+                r#"{"minResponseRate": 500, "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: minResponseRate: must be an object like {\"bytesPerSecond\": 500, \"grace\": \"20s\"}, or false, got a number",
+            ),
+            (
+                r#"{"minRequestBodyRate": {"bytesPerSecond": 0}, "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: minRequestBodyRate.bytesPerSecond: must be at least 1",
+            ),
+            (
+                r#"{"minRequestBodyRate": {"rate": 5}, "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: minRequestBodyRate.rate: unknown key (valid keys: bytesPerSecond, grace)",
+            ),
+            (
+                r#"{"minRequestBodyRate": {"grace": "soon"}, "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: minRequestBodyRate.grace: ",
+            ),
+            (
+                r#"{"maxWaitingBytes": "1KiB", "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: maxWaitingBytes: must be at least 65536 bytes",
+            ),
+            (
+                r#"{"maxConnectionsPerClient": -1, "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: maxConnectionsPerClient: ",
+            ),
         ];
         for (text, expected) in cases {
             let error = load(text).unwrap_err();
@@ -1190,8 +1300,10 @@ mod tests {
     fn limits_timeouts_identity_and_admin_keys() {
         let config = load(
             r#"{"maxHeaderBytes": "16KiB", "maxUriBytes": 2048, "maxHeaders": 20, "maxBodyBytes": "1MiB",
-                "maxConnections": 50, "headerReadTimeout": "2s", "idleTimeout": "1s", "bodyReadTimeout": "3s",
+                "maxConnections": 50, "maxConnectionsPerClient": 7, "maxWaitingBytes": "2MiB",
+                "headerReadTimeout": "2s", "idleTimeout": "1s", "bodyReadTimeout": "3s",
                 "connectTimeout": "400ms", "writeTimeout": "4s", "tunnelIdleTimeout": "5m",
+                "minRequestBodyRate": {"bytesPerSecond": 100, "grace": "5s"}, "minResponseRate": false,
                 "trustedProxies": ["10.0.0.0/8", "::1"], "adminListen": "127.0.0.1:9100",
                 "servers": ["http://127.0.0.1:1"]}"#,
         )
@@ -1203,7 +1315,9 @@ mod tests {
                 max_uri_bytes: 2048,
                 max_headers: 20,
                 max_body_bytes: Some(1 << 20),
-                max_connections: 50
+                max_connections: 50,
+                max_connections_per_client: Some(7),
+                max_waiting_bytes: 2 << 20,
             }
         );
         assert_eq!(
@@ -1217,6 +1331,8 @@ mod tests {
                 tunnel_idle: Duration::from_secs(300),
             }
         );
+        let floor = MinRate { bytes_per_second: 100, grace: Duration::from_secs(5) };
+        assert_eq!(config.min_rates, MinRates { request_body: Some(floor), response: None });
         assert_eq!(config.trusted_proxies, [Cidr::parse("10.0.0.0/8").unwrap(), Cidr::parse("::1/128").unwrap()]);
         assert_eq!(config.admin_listen.as_deref(), Some("127.0.0.1:9100"));
         let pooled = load(r#"{"pairThreads": "pooled", "servers": ["http://127.0.0.1:1"]}"#).unwrap();
@@ -1229,6 +1345,9 @@ mod tests {
         let small_head = load(r#"{"maxHeaderBytes": "2KiB", "servers": ["http://127.0.0.1:1"]}"#).unwrap();
         assert_eq!(small_head.limits.max_uri_bytes, 2048, "the target limit shrinks with the head limit");
         assert_eq!(defaults.limits.max_body_bytes, None);
+        assert_eq!(defaults.limits.max_connections_per_client, Some(DEFAULT_MAX_CONNECTIONS_PER_CLIENT));
+        assert_eq!(defaults.limits.max_waiting_bytes, DEFAULT_MAX_WAITING_BYTES);
+        assert_eq!(defaults.min_rates, MinRates::default());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! document is a snapshot built on demand from them and from each backend's record. The same
 //! snapshot feeds the Prometheus exposition ([`crate::prometheus`]), so the two always agree.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use serde::Serialize;
 use crate::backend::Backend;
 use crate::histogram::{HistogramSnapshot, LatencyHistogram};
 use crate::timestamp::rfc3339;
+use crate::watcher::WaitingCounts;
 
 /// Whole-server request counters.
 #[derive(Debug, Default)]
@@ -25,6 +27,60 @@ pub struct Stats {
     latency: LatencyHistogram,
     config_reloads: AtomicU64,
     config_reload_failures: AtomicU64,
+    /// Clients cut or refused by each slow-client defence, indexed by [`Defence`].
+    defences: [AtomicU64; Defence::ALL.len()],
+}
+
+/// A defence against slow or greedy clients, for counting what each one stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Defence {
+    /// A head not complete within `headerReadTimeout` (408).
+    HeadTimeout,
+    /// A kept body that stalled or crawled (408).
+    BodyTimeout,
+    /// A waiting client refused because the watcher held `maxWaitingBytes` (503).
+    WaitingBytesFull,
+    /// A streamed upload below `minRequestBodyRate`.
+    SlowUpload,
+    /// A client taking its response below `minResponseRate`.
+    SlowReader,
+    /// A connection refused at accept by `maxConnectionsPerClient` (503).
+    PerClientCap,
+}
+
+impl Defence {
+    pub const ALL: [Defence; 6] = [
+        Defence::HeadTimeout,
+        Defence::BodyTimeout,
+        Defence::WaitingBytesFull,
+        Defence::SlowUpload,
+        Defence::SlowReader,
+        Defence::PerClientCap,
+    ];
+
+    /// The label in the metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Defence::HeadTimeout => "head_timeout",
+            Defence::BodyTimeout => "body_timeout",
+            Defence::WaitingBytesFull => "waiting_bytes_full",
+            Defence::SlowUpload => "slow_upload",
+            Defence::SlowReader => "slow_reader",
+            Defence::PerClientCap => "per_client_cap",
+        }
+    }
+}
+
+impl Defence {
+    /// The defence a cut by the watcher counts under, if it is one.
+    pub fn of_cut(cut: crate::watcher::Cut) -> Option<Defence> {
+        match cut {
+            crate::watcher::Cut::HeadTimeout => Some(Defence::HeadTimeout),
+            crate::watcher::Cut::BodyTimeout => Some(Defence::BodyTimeout),
+            crate::watcher::Cut::MemoryFull => Some(Defence::WaitingBytesFull),
+            crate::watcher::Cut::IncompleteBody => None,
+        }
+    }
 }
 
 /// How a request ended, for counting.
@@ -58,6 +114,11 @@ impl Stats {
         self.retry_attempts.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts one client cut or refused by a slow-client defence.
+    pub fn record_slow_client(&self, defence: Defence) {
+        self.defences[defence as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts one attempt to apply a changed config file: applied, or refused as invalid.
     pub fn record_reload(&self, applied: bool) {
         let counter = if applied { &self.config_reloads } else { &self.config_reload_failures };
@@ -83,6 +144,10 @@ pub struct Snapshot {
     pub total_backends: usize,
     /// Client connections open now (accepted and not yet closed).
     pub open_connections: usize,
+    /// Connections with the watcher now, by what they wait for, and the bytes it holds for them.
+    pub waiting_connections: WaitingCounts,
+    /// Clients cut or refused by each slow-client defence since start-up, by [`Defence::name`].
+    pub slow_clients: BTreeMap<&'static str, u64>,
     pub backends: Vec<BackendSnapshot>,
     /// Request durations, for the Prometheus exposition only (the JSON has the average).
     #[serde(skip)]
@@ -160,6 +225,11 @@ impl Snapshot {
             healthy_backends: backends.iter().filter(|backend| backend.state == "healthy").count(),
             total_backends: backends.len(),
             open_connections: 0,
+            waiting_connections: WaitingCounts::default(),
+            slow_clients: Defence::ALL
+                .iter()
+                .map(|&defence| (defence.name(), stats.defences[defence as usize].load(Ordering::Relaxed)))
+                .collect(),
             backends,
             latency,
         }

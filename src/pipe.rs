@@ -26,6 +26,7 @@ use crate::http::buffer::{Inbound, Outbound};
 use crate::http::framing::{CopyError, copy_body, is_timeout};
 use crate::http::head::{BodyFraming, ResponseHead, parse_response};
 use crate::http::rewrite::response_for_client;
+use crate::min_rate::{Direction, Floored, MinRate, RateClock};
 use crate::tunnel::{self, UpgradeSignal, UpgradeWait};
 
 /// What the forward thread needs: the head to send and the body still to stream.
@@ -39,6 +40,10 @@ pub struct ForwardJob {
     pub body: BodyFraming,
     /// How many more body bytes the client may send (`maxBodyBytes` less what was read already).
     pub max_body_bytes: u64,
+    /// The longest the client may pause in the body (`bodyReadTimeout`).
+    pub body_read_timeout: Duration,
+    /// The floor under the client's upload rate (`minRequestBodyRate`).
+    pub body_rate: Option<MinRate>,
     /// For an upgrade request: where to learn whether the backend switched protocols.
     pub upgrade: Option<UpgradeWait>,
     pub outbound: Outbound,
@@ -79,6 +84,10 @@ pub struct ReverseJob {
     pub client_keep_alive: bool,
     /// How long the backend may take to start its response, and to send each later piece.
     pub response_timeout: Duration,
+    /// The longest a write to the client may block (`writeTimeout`).
+    pub write_timeout: Duration,
+    /// The response's standing against `minResponseRate`.
+    pub response_clock: RateClock,
     /// Whether forward may be blocked reading a streamed request body from the client.
     pub body_streams_from_client: bool,
     /// Set just before the first byte is written to the client.
@@ -98,6 +107,7 @@ pub struct ReverseJob {
 
 pub struct ReverseReport {
     pub backend_inbound: Inbound,
+    pub response_clock: RateClock,
     pub outbound: Outbound,
     pub head_buffer: Vec<u8>,
     pub result: Result<Relayed, ReverseError>,
@@ -177,8 +187,10 @@ pub fn forward(mut job: ForwardJob) -> ForwardReport {
     crate::fault::strike(job.fault, crate::fault::Fault::PanicForward);
     let backend: &TcpStream = &job.backend;
     let mut body_bytes = 0;
+    let mut upload_clock = RateClock::new(job.body_rate);
+    let client = Floored::new(&job.client, &mut upload_clock, Direction::Reading, job.body_read_timeout);
     let result = job.outbound.send(backend, &job.head).map_err(ForwardError::Backend).and_then(|()| {
-        copy_body(job.body, &mut job.client_inbound, &*job.client, &mut job.outbound, backend, job.max_body_bytes)
+        copy_body(job.body, &mut job.client_inbound, client, &mut job.outbound, backend, job.max_body_bytes)
             .map_err(|error| match error {
                 CopyError::Sink(cause) => ForwardError::Backend(cause),
                 client_side => ForwardError::Client(client_side),
@@ -219,26 +231,46 @@ pub fn reverse(mut job: ReverseJob) -> ReverseReport {
         }
     }
     drop(guard);
-    ReverseReport { backend_inbound: job.backend_inbound, outbound: job.outbound, head_buffer: job.head_buffer, result }
+    ReverseReport {
+        backend_inbound: job.backend_inbound,
+        response_clock: job.response_clock,
+        outbound: job.outbound,
+        head_buffer: job.head_buffer,
+        result,
+    }
 }
 
 fn relay_response(job: &mut ReverseJob) -> Result<Relayed, ReverseError> {
     let (backend, client) = (Arc::clone(&job.backend), Arc::clone(&job.client));
-    let (backend, client): (&TcpStream, &TcpStream) = (&backend, &client);
+    let backend: &TcpStream = &backend;
+    // Every write to the client keeps up with `minResponseRate`.
+    let mut clock = job.response_clock;
+    let mut client = Floored::new(&client, &mut clock, Direction::Writing, job.write_timeout);
+    let result = relay_response_to(job, backend, &mut client);
+    drop(client);
+    job.response_clock = clock;
+    result
+}
+
+fn relay_response_to(
+    job: &mut ReverseJob,
+    backend: &TcpStream,
+    mut client: &mut Floored<'_>,
+) -> Result<Relayed, ReverseError> {
     let deadline = Instant::now() + job.response_timeout;
     let head = loop {
         let head = read_response_head(job, deadline)?;
         job.head_buffer.clear();
         if head.status == 101 {
-            return switch_protocols(job, &head);
+            return switch_protocols(job, &head, client);
         }
         if head.is_informational() {
             // Interim answers (100 Continue for a client that sent Expect) go on at once; a final
             // answer, even an error of the load balancer's own, may still follow them.
             response_for_client(&head, job.client_minor_version, true, b"", &mut job.head_buffer);
             job.outbound
-                .send(client, &job.head_buffer)
-                .and_then(|()| job.outbound.flush(client))
+                .send(&mut client, &job.head_buffer)
+                .and_then(|()| job.outbound.flush(&mut client))
                 .map_err(|cause| ReverseError::Client { status: None, cause })?;
             continue;
         }
@@ -255,18 +287,20 @@ fn relay_response(job: &mut ReverseJob) -> Result<Relayed, ReverseError> {
     response_for_client(&head, job.client_minor_version, client_keep_alive, added_fields, &mut job.head_buffer);
     job.response_started.store(true, Ordering::Release);
     job.outbound
-        .send(client, &job.head_buffer)
+        .send(&mut client, &job.head_buffer)
         .map_err(|cause| ReverseError::Client { status: Some(status), cause })?;
-    let body_bytes = copy_body(head.framing, &mut job.backend_inbound, backend, &mut job.outbound, client, u64::MAX)
-        .map_err(|error| match error {
-            CopyError::Sink(cause) => ReverseError::Client { status: Some(status), cause },
-            cause if cause.is_timeout() => ReverseError::Timeout { status: Some(status) },
-            cause => ReverseError::BrokenMidResponse { status, cause },
-        })?;
+    let body_bytes =
+        copy_body(head.framing, &mut job.backend_inbound, backend, &mut job.outbound, &mut client, u64::MAX).map_err(
+            |error| match error {
+                CopyError::Sink(cause) => ReverseError::Client { status: Some(status), cause },
+                cause if cause.is_timeout() => ReverseError::Timeout { status: Some(status) },
+                cause => ReverseError::BrokenMidResponse { status, cause },
+            },
+        )?;
     if !job.request_done.load(Ordering::Acquire) {
         // The backend answered before the request body was all sent (an early error, say): the
         // client must have the answer now, not when its upload ends or times out.
-        job.outbound.flush(client).map_err(|cause| ReverseError::Client { status: Some(status), cause })?;
+        job.outbound.flush(&mut client).map_err(|cause| ReverseError::Client { status: Some(status), cause })?;
     }
     let backend_reusable = head.backend_keeps_alive() && job.backend_inbound.is_empty();
     Ok(Relayed { status, client_keep_alive, backend_reusable, body_bytes })
@@ -274,7 +308,11 @@ fn relay_response(job: &mut ReverseJob) -> Result<Relayed, ReverseError> {
 
 /// Relays a `101 Switching Protocols` and turns the exchange into a tunnel, if the client asked
 /// for an upgrade; otherwise a `101` is a malformed answer.
-fn switch_protocols(job: &mut ReverseJob, head: &ResponseHead) -> Result<Relayed, ReverseError> {
+fn switch_protocols(
+    job: &mut ReverseJob,
+    head: &ResponseHead,
+    mut floored: &mut Floored<'_>,
+) -> Result<Relayed, ReverseError> {
     let Some(upgrade) = &job.upgrade else {
         return Err(ReverseError::BadResponse("101 Switching Protocols to a request without Upgrade"));
     };
@@ -282,8 +320,8 @@ fn switch_protocols(job: &mut ReverseJob, head: &ResponseHead) -> Result<Relayed
     response_for_client(head, job.client_minor_version, false, b"", &mut job.head_buffer);
     job.response_started.store(true, Ordering::Release);
     job.outbound
-        .send(client, &job.head_buffer)
-        .and_then(|()| job.outbound.flush(client))
+        .send(&mut floored, &job.head_buffer)
+        .and_then(|()| job.outbound.flush(&mut floored))
         .map_err(|cause| ReverseError::Client { status: Some(101), cause })?;
     let _ = upgrade.switched.send(true);
     let body_bytes =

@@ -31,14 +31,14 @@ use crate::http::is_idempotent;
 use crate::http::reply::Reply;
 use crate::http::rewrite::{Forwarded, request_for_backend};
 use crate::metrics::Outcome;
+use crate::min_rate::RateClock;
 use crate::pair::PairRunner;
 use crate::pipe::{ForwardError, ForwardJob, ReverseError, ReverseJob};
 use crate::ratelimit::Decision;
 use crate::server::Shared;
 use crate::tunnel::upgrade_pair;
 
-/// Request bodies up to this size are read before the first attempt, so they can be replayed.
-pub const MAX_KEPT_BODY: u64 = 64 * 1024;
+pub use crate::http::complete::MAX_KEPT_BODY;
 
 pub const ALL_BACKENDS_DOWN: &str = "Service Unavailable: all backends are down";
 
@@ -55,6 +55,9 @@ pub struct RequestBuffers {
     response_head: Vec<u8>,
     /// Size of `client_inbound`: the largest head accepted plus room for body bytes behind it.
     client_inbound_capacity: usize,
+    /// How the response now being sent stands against `minResponseRate`; the worker's last write
+    /// of it goes on counting.
+    pub response_clock: RateClock,
 }
 
 /// Body bytes an inbound buffer has room for behind the largest head.
@@ -70,9 +73,11 @@ impl RequestBuffers {
         }
     }
 
-    /// Resizes for `limits` if a config reload changed them.
+    /// Resizes for `limits` if a config reload changed them, or if a large kept body grew the
+    /// inbound buffer.
     pub fn fit(&mut self, limits: &Limits) {
-        if self.client_inbound_capacity != limits.max_header_bytes + READ_AHEAD {
+        let capacity = limits.max_header_bytes + READ_AHEAD;
+        if self.client_inbound_capacity != capacity || self.client_inbound.capacity() != capacity {
             *self = RequestBuffers::new(limits);
         }
     }
@@ -162,17 +167,23 @@ fn passive_outcome(backends: &[Arc<Backend>], backend: &Backend, ok: bool, setti
 }
 
 /// Serves one request that is not for the load balancer itself.
+///
+/// The worker calls it once the request can be acted on without waiting for the client
+/// ([`crate::http::complete`]): a body that is kept is all in `buffers.client_inbound`, a chunked
+/// one up to `chunked_budget` payload bytes.
 pub fn handle(
     shared: &Shared,
     config: &Config,
     client: &Client<'_>,
     head: &RequestHead,
+    chunked_budget: u64,
     buffers: &mut RequestBuffers,
     pair: &PairRunner,
 ) -> Exchange {
     let sent_before = buffers.client_outbound.sent();
     let mut traffic = Traffic::default();
-    let mut exchange = serve(shared, config, client, head, buffers, pair, &mut traffic);
+    buffers.response_clock = RateClock::new(config.min_rates.response);
+    let mut exchange = serve(shared, config, client, head, chunked_budget, buffers, pair, &mut traffic);
     // Everything relayed went through the client's outbound buffer (sent, or gathered for the
     // worker to send), except what a tunnel copied.
     let relayed =
@@ -183,11 +194,13 @@ pub fn handle(
 }
 
 /// [`handle`], counting in `traffic` the bytes that bypass the client's outbound buffer.
+#[allow(clippy::too_many_arguments)]
 fn serve(
     shared: &Shared,
     config: &Config,
     client: &Client<'_>,
     head: &RequestHead,
+    chunked_budget: u64,
     buffers: &mut RequestBuffers,
     pair: &PairRunner,
     traffic: &mut Traffic,
@@ -225,8 +238,8 @@ fn serve(
     // before anything reaches a backend), else what fits, with the rest streamed by forward.
     buffers.request_head.clear();
     request_for_backend(head, Forwarded { peer: client.ip, client: client.address }, &mut buffers.request_head);
-    let (kept_bytes, streamed_body) = match keep_body(head, client.stream, buffers, config.timeouts.body_read, max_body)
-    {
+    let kept = keep_body(head, client.stream, buffers, config.timeouts.body_read, max_body, chunked_budget);
+    let (kept_bytes, streamed_body) = match kept {
         Ok(kept) => kept,
         Err(error) => return own(client_fault_reply(&error), false, None, 0, Outcome::Failed),
     };
@@ -322,6 +335,8 @@ fn serve(
             head: take(&mut buffers.request_head),
             body: streamed_body,
             max_body_bytes: max_body.saturating_sub(kept_bytes),
+            body_read_timeout: config.timeouts.body_read,
+            body_rate: config.min_rates.request_body,
             upgrade: upgrade_wait,
             request_done: Arc::clone(&request_done),
             outbound: take(&mut buffers.backend_outbound),
@@ -337,6 +352,8 @@ fn serve(
             client_minor_version: head.minor_version,
             client_keep_alive: keep_alive_wanted,
             response_timeout: config.request_timeout,
+            write_timeout: config.timeouts.write,
+            response_clock: buffers.response_clock,
             body_streams_from_client: streamed_body != BodyFraming::Empty,
             response_started: Arc::clone(client.response_started),
             head_buffer: take(&mut buffers.response_head),
@@ -362,6 +379,7 @@ fn serve(
         buffers.backend_inbound = reverse.backend_inbound;
         buffers.client_outbound = reverse.outbound;
         buffers.response_head = reverse.head_buffer;
+        buffers.response_clock = reverse.response_clock;
         traffic.bytes_in = kept_bytes + forward.body_bytes;
         let forward_ok = forward.result.is_ok();
 
@@ -466,12 +484,16 @@ fn broken(status: u16, backend: &Backend, attempts: u32) -> Exchange {
 /// backend. Returns the payload bytes kept and the framing of what is left to stream (`Empty` when
 /// the whole body was kept). A body that waits for `100 Continue` is not read ahead: the client
 /// sends it only once the backend has agreed.
+///
+/// Every byte kept is already buffered (the worker gathered the request first), so this never
+/// waits for the client: a chunked body is kept up to `chunked_budget`, whole chunks only.
 fn keep_body(
     head: &RequestHead,
     stream: &TcpStream,
     buffers: &mut RequestBuffers,
     timeout: Duration,
     max_body: u64,
+    chunked_budget: u64,
 ) -> Result<(u64, BodyFraming), CopyError> {
     if head.framing == BodyFraming::Empty {
         return Ok((0, BodyFraming::Empty));
@@ -488,8 +510,8 @@ fn keep_body(
             (length, BodyFraming::Empty)
         }
         BodyFraming::Chunked => {
-            match copy_chunked_prefix(inbound, stream, &mut gather, &mut buffers.request_head, MAX_KEPT_BODY, max_body)?
-            {
+            let budget = chunked_budget.min(MAX_KEPT_BODY);
+            match copy_chunked_prefix(inbound, stream, &mut gather, &mut buffers.request_head, budget, max_body)? {
                 (length, true) => (length, BodyFraming::Empty),
                 (length, false) => (length, BodyFraming::Chunked),
             }

@@ -6,7 +6,8 @@
 //! - `worker-N` (a fixed pool of `workers`): serves one client connection at a time;
 //! - `req-N-fwd` / `req-N-rev`: the pair a worker spawns for each request attempt, or with
 //!   `"pairThreads": "pooled"`, `worker-N-fwd` / `worker-N-rev`, the pair each worker owns;
-//! - `watcher`: holds idle client connections until their next request arrives;
+//! - `watcher`: holds every client connection that has no whole request to act on yet (idle,
+//!   or still sending its head or a small body), so no worker waits on a client;
 //! - `health`: probes every backend each `healthCheckInterval`;
 //! - `config-watcher` (when the config came from a file): applies changes to it without a restart;
 //! - `admin` (with `adminListen`): serves the metrics on their own address.
@@ -16,7 +17,7 @@
 //! whole, so readers take a cheap clone and never hold the lock while they work.
 
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
@@ -25,14 +26,17 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::RwLock;
 
+use crate::access_log::{self, AccessEntry};
 use crate::backend::Backend;
 use crate::balance::Balancer;
 use crate::config::Config;
-use crate::metrics::{Snapshot, Stats};
+use crate::connection::{ClientConnection, ConnectionCounts};
+use crate::http::head::HeadLimits;
+use crate::metrics::{Defence, Snapshot, Stats};
 use crate::pair::PairRunner;
 use crate::ratelimit::RateLimiter;
 use crate::reload::{self, ConfigFile};
-use crate::watcher::Watcher;
+use crate::watcher::{Cut, WaitPolicy, Watcher, WatcherHost};
 use crate::{acceptor, admin, health, worker};
 
 /// Connections that may wait in the hand-off channel, per worker.
@@ -74,31 +78,12 @@ pub struct Shared {
     shutting_down: AtomicBool,
     started: Instant,
     next_request_id: AtomicU64,
-    open_connections: AtomicUsize,
+    /// Client connections open, in all and per client address.
+    pub connections: Arc<ConnectionCounts>,
     /// Workers waiting for a connection to serve, with nothing in hand.
     waiting_workers: AtomicUsize,
-    /// Idle client connections, waiting for their next request.
+    /// Client connections waiting for (the rest of) a request.
     pub watcher: Watcher,
-}
-
-/// One open client connection, counted against `maxConnections`: the count drops with this,
-/// unless [`ConnectionSlot::keep`] hands the connection on (to the watcher) still open.
-#[derive(Debug)]
-pub struct ConnectionSlot<'a> {
-    shared: &'a Shared,
-}
-
-impl ConnectionSlot<'_> {
-    /// The connection stays open in other hands: do not count it closed.
-    pub fn keep(self) {
-        std::mem::forget(self);
-    }
-}
-
-impl Drop for ConnectionSlot<'_> {
-    fn drop(&mut self) {
-        self.shared.close_connection();
-    }
 }
 
 /// A worker counted as waiting for work (see [`Shared::wait_for_work`]).
@@ -115,7 +100,7 @@ impl Drop for WaitingWorker<'_> {
 
 impl Shared {
     /// The shared state, and the channel on which the watcher returns readable connections.
-    pub fn new(config: Config, config_file: Option<ConfigFile>) -> io::Result<(Shared, Receiver<TcpStream>)> {
+    pub fn new(config: Config, config_file: Option<ConfigFile>) -> io::Result<(Shared, Receiver<ClientConnection>)> {
         let (watcher, returned) = Watcher::new()?;
         let shared = Shared {
             pool: RwLock::new(Arc::new(Pool::new(&config))),
@@ -126,34 +111,38 @@ impl Shared {
             shutting_down: AtomicBool::new(false),
             started: Instant::now(),
             next_request_id: AtomicU64::new(1),
-            open_connections: AtomicUsize::new(0),
+            connections: Arc::new(ConnectionCounts::default()),
             waiting_workers: AtomicUsize::new(0),
             watcher,
         };
         Ok((shared, returned))
     }
 
-    /// Counts a newly accepted connection, unless `maxConnections` are open already.
-    pub fn try_open_connection(&self) -> bool {
-        let limit = self.config().limits.max_connections;
-        self.open_connections
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| (open < limit).then_some(open + 1))
-            .is_ok()
-    }
-
-    /// Takes over the count of one open connection (counted by [`Shared::try_open_connection`]);
-    /// it is released when the slot drops.
-    pub fn adopt_connection(&self) -> ConnectionSlot<'_> {
-        ConnectionSlot { shared: self }
-    }
-
-    /// Counts one connection closed.
-    pub fn close_connection(&self) {
-        self.open_connections.fetch_sub(1, Ordering::AcqRel);
-    }
-
     pub fn open_connections(&self) -> usize {
-        self.open_connections.load(Ordering::Acquire)
+        self.connections.open()
+    }
+
+    /// Counts and logs a client the watcher (or a worker, for the same reasons) answered itself
+    /// and closed: a stalled request, or one refused for want of room to wait.
+    pub fn record_cut(&self, peer: SocketAddr, cut: Cut, bytes_out: u64) {
+        let reply = cut.reply();
+        self.stats.record_request(crate::metrics::Outcome::Failed, Duration::ZERO);
+        if let Some(defence) = Defence::of_cut(cut) {
+            self.stats.record_slow_client(defence);
+        }
+        log::debug!("{}: {} ({cut:?})", peer.ip(), reply.status);
+        let entry = AccessEntry {
+            time: std::time::SystemTime::now(),
+            client: peer.ip(),
+            request: None,
+            status: reply.status,
+            backend: None,
+            bytes_in: 0,
+            bytes_out,
+            latency: Duration::ZERO,
+            attempts: 0,
+        };
+        access_log::write_line(self.config().access_log, &entry);
     }
 
     /// Marks one worker as waiting for work until the returned guard drops.
@@ -208,7 +197,30 @@ impl Shared {
         let mut snapshot =
             Snapshot::take(&self.stats, self.started.elapsed(), pool.balancer.algorithm().name(), &pool.backends);
         snapshot.open_connections = self.open_connections();
+        snapshot.waiting_connections = self.watcher.waiting();
         snapshot
+    }
+}
+
+impl WatcherHost for Shared {
+    fn is_shutting_down(&self) -> bool {
+        Shared::is_shutting_down(self)
+    }
+
+    fn wait_policy(&self) -> WaitPolicy {
+        let config = self.config();
+        WaitPolicy {
+            head_limits: HeadLimits::from(&config.limits),
+            max_body: config.limits.max_body_bytes.unwrap_or(u64::MAX),
+            header_read: config.timeouts.header_read,
+            body_read: config.timeouts.body_read,
+            body_rate: config.min_rates.request_body,
+            max_waiting_bytes: config.limits.max_waiting_bytes,
+        }
+    }
+
+    fn cut(&self, peer: SocketAddr, cut: Cut, bytes_out: u64) {
+        self.record_cut(peer, cut, bytes_out);
     }
 }
 
@@ -251,7 +263,7 @@ impl Server {
 
         let watcher = spawn_named("watcher", {
             let shared = Arc::clone(&shared);
-            move || shared.watcher.run(|| shared.is_shutting_down(), || shared.close_connection())
+            move || shared.watcher.run(&*shared)
         })?;
 
         let (health_stop, health_stopped) = crossbeam_channel::bounded::<()>(1);
@@ -261,7 +273,7 @@ impl Server {
             move || health::run(&shared, &health_stopped)
         })?;
 
-        let (connections, queue): (Sender<TcpStream>, Receiver<TcpStream>) =
+        let (connections, queue): (Sender<ClientConnection>, Receiver<ClientConnection>) =
             crossbeam_channel::bounded(worker_count * QUEUED_CONNECTIONS_PER_WORKER);
         let workers = (0..worker_count)
             .map(|index| {

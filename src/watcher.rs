@@ -1,32 +1,52 @@
-//! Thread `watcher`: Holds every client connection that has nothing to read, so workers never wait on one.
+//! Thread `watcher`: every wait on a client, so that a worker is taken only for a request it can
+//! act on at once.
 //!
-//! A fixed pool of blocking workers cannot park a thread on each idle keep-alive connection: a
-//! hundred idle clients would hold a hundred workers. As in Apache httpd's event MPM, a worker
-//! that finds nothing to read on its connection (after a response, or on a new connection whose
-//! request has not arrived yet) hands it to this one thread instead, and takes other work. The
-//! watcher waits on all of them at once with `epoll`; when bytes (or the end of the connection)
-//! arrive, the connection goes back to the workers through the `ready` channel, ahead of new
-//! connections. A connection that stays silent past its deadline (`idleTimeout` after a
-//! response, `headerReadTimeout` for a new one) is closed here.
+//! A fixed pool of blocking workers cannot afford to wait on clients: a hundred idle keep-alive
+//! connections, or a hundred slowloris clients trickling a head one byte at a time, would hold a
+//! hundred workers. As in Apache httpd's event MPM with `mod_reqtimeout`, a worker that finds a
+//! connection with nothing (or not enough) to act on parks it here, with the bytes it has read so
+//! far, and takes other work. This one thread waits on all of them at once with `epoll`, reads
+//! what each client sends (without blocking), and hands a connection back to the workers, ahead of
+//! new ones, only once its bytes hold a request ready to act on ([`crate::http::complete`]): a
+//! complete head, and the whole body when the body is one the load balancer keeps.
 //!
-//! Parking costs an `epoll_ctl` and a map entry; an idle connection costs no thread and a few
-//! dozen bytes, so thousands can wait while the workers serve the busy ones.
+//! A parked connection is in one of three states, each with its own deadline:
+//! - *idle*: nothing read; closed silently after `idleTimeout` (or `headerReadTimeout`, for a new
+//!   connection whose first request never came);
+//! - *reading head*: `408` and close unless the head is complete `headerReadTimeout` after its
+//!   first byte;
+//! - *reading body*: `408` and close if the client is silent for `bodyReadTimeout`, or once it is
+//!   below `minRequestBodyRate` after that rate's grace.
+//!
+//! Memory is bounded: each connection holds at most a head of `maxHeaderBytes` and one kept body
+//! ([`MAX_KEPT_BODY_BUFFER`]), and all of them together at most `maxWaitingBytes`; a client whose
+//! bytes would take the total past that gets `503` and is closed, rather than letting the total
+//! grow. An idle connection holds no buffer at all.
 
 use std::collections::HashMap;
 use std::io;
-use std::net::TcpStream;
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 use rustix::event::epoll;
+use serde::Serialize;
+
+use crate::connection::ClientConnection;
+use crate::http::complete::{Completeness, MAX_KEPT_BODY_BUFFER, assess};
+use crate::http::head::HeadLimits;
+use crate::http::reply::Reply;
+use crate::min_rate::MinRate;
 
 /// How often the watcher wakes with nothing to report, to close expired connections and to
 /// notice shutdown.
 const TICK: Duration = Duration::from_millis(250);
 /// Most readiness events taken from one `epoll_wait`.
 const EVENTS_PER_WAIT: usize = 256;
+/// Most bytes taken from one client in one read.
+const READ_CHUNK: usize = 16 * 1024;
 
 /// What a non-blocking look at a connection finds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,61 +70,196 @@ pub fn readiness(stream: &TcpStream) -> Readiness {
     }
 }
 
-struct Parked {
-    stream: TcpStream,
-    deadline: Instant,
+/// What a parked connection waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waiting {
+    /// Its next request (or its first): nothing is buffered. Closed silently at `until`.
+    Idle { until: Instant },
+    /// The rest of a request head.
+    Head,
+    /// The rest of a body the load balancer keeps before the first attempt.
+    Body,
 }
 
-/// The idle connections and the epoll instance watching them. Workers park connections here;
-/// the watcher thread ([`Watcher::run`]) hands them back when they become readable.
+/// The running config's rules for waiting clients, taken afresh for each batch of events.
+#[derive(Debug, Clone, Copy)]
+pub struct WaitPolicy {
+    pub head_limits: HeadLimits,
+    pub max_body: u64,
+    pub header_read: Duration,
+    pub body_read: Duration,
+    pub body_rate: Option<MinRate>,
+    /// `maxWaitingBytes`: the most bytes all parked connections may hold together.
+    pub max_waiting_bytes: usize,
+}
+
+impl WaitPolicy {
+    /// The most bytes one connection may hold while it waits.
+    fn per_connection(&self) -> usize {
+        self.head_limits.max_bytes + MAX_KEPT_BODY_BUFFER
+    }
+}
+
+/// Why the watcher answered a connection itself and closed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// The head was not complete within `headerReadTimeout`: 408.
+    HeadTimeout,
+    /// The kept body stalled or crawled: 408.
+    BodyTimeout,
+    /// Its bytes would take the watcher past `maxWaitingBytes`: 503.
+    MemoryFull,
+    /// The client closed its sending side before the end of a kept body: 400.
+    IncompleteBody,
+}
+
+impl Cut {
+    pub fn reply(self) -> Reply {
+        match self {
+            Cut::HeadTimeout => Reply::error(408, Some("Request Timeout: the request head stalled")),
+            Cut::BodyTimeout => Reply::error(408, Some("Request Timeout: the request body stalled")),
+            Cut::MemoryFull => Reply::error(503, Some("Service Unavailable: too many requests are arriving slowly")),
+            Cut::IncompleteBody => Reply::error(400, Some("Bad Request: incomplete or malformed body")),
+        }
+    }
+}
+
+/// What the watcher needs from the rest of the load balancer.
+pub trait WatcherHost {
+    fn is_shutting_down(&self) -> bool;
+    fn wait_policy(&self) -> WaitPolicy;
+    /// The watcher answered and closed a connection (counting and logging it is the host's job).
+    fn cut(&self, peer: SocketAddr, cut: Cut, bytes_out: u64);
+}
+
+/// Connections with the watcher now, by state, and the bytes they hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct WaitingCounts {
+    pub idle: usize,
+    pub reading_head: usize,
+    pub reading_body: usize,
+    pub bytes: usize,
+}
+
+impl WaitingCounts {
+    pub fn total(&self) -> usize {
+        self.idle + self.reading_head + self.reading_body
+    }
+}
+
+/// Why a connection could not be parked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParkRefused {
+    /// Its bytes would take the watcher past `maxWaitingBytes`: answer 503.
+    MemoryFull,
+    /// epoll refused the socket.
+    Epoll,
+}
+
+struct Parked {
+    connection: ClientConnection,
+    waiting: Waiting,
+    /// When a byte last arrived (for a body's `bodyReadTimeout`).
+    last_byte: Instant,
+}
+
+impl Parked {
+    fn deadline(&self, policy: &WaitPolicy) -> Instant {
+        let started = self.connection.request_started.unwrap_or(self.last_byte);
+        match self.waiting {
+            Waiting::Idle { until } => until,
+            Waiting::Head => started + policy.header_read,
+            Waiting::Body => {
+                let silent = self.last_byte + policy.body_read;
+                match policy.body_rate {
+                    Some(rate) => {
+                        let earned = self.connection.carried.len() as f64 / rate.bytes_per_second.max(1) as f64;
+                        silent.min(started + rate.grace + Duration::from_secs_f64(earned))
+                    }
+                    None => silent,
+                }
+            }
+        }
+    }
+}
+
+/// The parked connections and the epoll instance watching them. Workers park connections here;
+/// the watcher thread ([`Watcher::run`]) hands them back when they hold a request.
 pub struct Watcher {
     epoll: OwnedFd,
-    parked: Mutex<HashMap<RawFd, Parked>>,
-    ready: Sender<TcpStream>,
+    parked: Mutex<Parking>,
+    ready: Sender<ClientConnection>,
+}
+
+#[derive(Default)]
+struct Parking {
+    connections: HashMap<RawFd, Parked>,
+    /// Buffer bytes (capacity) held by parked connections, and by the one being read.
+    bytes: usize,
 }
 
 impl std::fmt::Debug for Watcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Watcher").field("parked", &self.parked.lock().len()).finish()
+        f.debug_struct("Watcher").field("waiting", &self.waiting()).finish()
     }
 }
 
 impl Watcher {
-    /// A watcher, and the channel on which it returns readable connections.
-    pub fn new() -> io::Result<(Watcher, Receiver<TcpStream>)> {
+    /// A watcher, and the channel on which it returns connections ready for a worker.
+    pub fn new() -> io::Result<(Watcher, Receiver<ClientConnection>)> {
         let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
         let (ready, returned) = crossbeam_channel::unbounded();
-        Ok((Watcher { epoll, parked: Mutex::new(HashMap::new()), ready }, returned))
+        Ok((Watcher { epoll, parked: Mutex::new(Parking::default()), ready }, returned))
     }
 
-    /// Takes an idle connection until it becomes readable or `deadline` passes. Fails (handing
-    /// the connection back) only if epoll refuses it.
-    pub fn park(&self, stream: TcpStream, deadline: Instant) -> Result<(), TcpStream> {
-        let fd = stream.as_raw_fd();
+    /// Takes a connection until it holds a request ready to act on, or its deadline passes.
+    /// `max_waiting_bytes` bounds the bytes all parked connections hold together.
+    pub fn park(
+        &self,
+        connection: ClientConnection,
+        waiting: Waiting,
+        max_waiting_bytes: usize,
+    ) -> Result<(), Box<(ClientConnection, ParkRefused)>> {
+        let fd = connection.stream.as_raw_fd();
+        let held = connection.carried.capacity();
         let interest = epoll::EventFlags::IN | epoll::EventFlags::RDHUP | epoll::EventFlags::ONESHOT;
         // Registered and recorded under one lock, so the watcher never sees an event for a
         // connection it cannot find.
-        let mut parked = self.parked.lock();
-        if epoll::add(&self.epoll, &stream, epoll::EventData::new_u64(fd as u64), interest).is_err() {
-            return Err(stream);
+        let mut parking = self.parked.lock();
+        if held > 0 && parking.bytes + held > max_waiting_bytes {
+            return Err(Box::new((connection, ParkRefused::MemoryFull)));
         }
-        parked.insert(fd, Parked { stream, deadline });
+        if epoll::add(&self.epoll, &connection.stream, epoll::EventData::new_u64(fd as u64), interest).is_err() {
+            return Err(Box::new((connection, ParkRefused::Epoll)));
+        }
+        parking.bytes += held;
+        parking.connections.insert(fd, Parked { connection, waiting, last_byte: Instant::now() });
         Ok(())
     }
 
-    /// Connections parked now.
-    pub fn parked(&self) -> usize {
-        self.parked.lock().len()
+    /// Connections parked now, by state, and the bytes they hold.
+    pub fn waiting(&self) -> WaitingCounts {
+        let parking = self.parked.lock();
+        let mut counts = WaitingCounts { bytes: parking.bytes, ..WaitingCounts::default() };
+        for parked in parking.connections.values() {
+            match parked.waiting {
+                Waiting::Idle { .. } => counts.idle += 1,
+                Waiting::Head => counts.reading_head += 1,
+                Waiting::Body => counts.reading_body += 1,
+            }
+        }
+        counts
     }
 
-    /// The watcher thread's loop: waits for readiness, returns readable connections, closes
-    /// expired ones (calling `closed` for each), until `stop()` says so; then closes all that
-    /// are left.
-    pub fn run(&self, stop: impl Fn() -> bool, closed: impl Fn()) {
+    /// The watcher thread's loop: reads what parked clients send, returns those whose request is
+    /// ready, answers and closes those past their deadline, until the host shuts down; then closes
+    /// all that are left.
+    pub fn run(&self, host: &impl WatcherHost) {
         let mut events: Vec<epoll::Event> = Vec::with_capacity(EVENTS_PER_WAIT);
+        let mut scratch = vec![0u8; READ_CHUNK];
         let tick = rustix::event::Timespec { tv_sec: 0, tv_nsec: TICK.as_nanos() as i64 };
         let mut next_sweep = Instant::now() + TICK;
-        while !stop() {
+        while !host.is_shutting_down() {
             events.clear();
             if let Err(error) = epoll::wait(&self.epoll, rustix::buffer::spare_capacity(&mut events), Some(&tick))
                 && error != rustix::io::Errno::INTR
@@ -112,95 +267,303 @@ impl Watcher {
                 log::error!("epoll_wait failed: {error}");
                 std::thread::sleep(TICK);
             }
+            let policy = host.wait_policy();
             for event in &events {
                 let fd = event.data.u64() as RawFd;
-                let Some(entry) = self.parked.lock().remove(&fd) else { continue };
-                let _ = epoll::delete(&self.epoll, &entry.stream);
-                if self.ready.send(entry.stream).is_err() {
-                    closed();
-                }
+                let Some(parked) = self.parked.lock().connections.remove(&fd) else { continue };
+                self.on_readable(parked, &policy, &mut scratch, host);
             }
             let now = Instant::now();
             if now >= next_sweep {
                 next_sweep = now + TICK;
-                let expired = self.take_where(|entry| entry.deadline <= now);
-                for _ in expired {
-                    closed();
+                for parked in self.take_where(|parked| parked.deadline(&policy) <= now) {
+                    self.expire(parked, host);
                 }
             }
         }
-        for _ in self.take_where(|_| true) {
-            closed();
+        for parked in self.take_where(|_| true) {
+            self.forget(parked);
         }
     }
 
-    /// Removes (and unregisters) the parked connections that match; dropping them closes them.
-    fn take_where(&self, matches: impl Fn(&Parked) -> bool) -> Vec<TcpStream> {
-        let mut parked = self.parked.lock();
-        let fds: Vec<RawFd> = parked.iter().filter(|(_, entry)| matches(entry)).map(|(&fd, _)| fd).collect();
-        fds.into_iter()
-            .filter_map(|fd| parked.remove(&fd))
-            .map(|entry| {
-                let _ = epoll::delete(&self.epoll, &entry.stream);
-                entry.stream
-            })
-            .collect()
+    /// Reads what the client sent and decides: hand it back, keep waiting, or close it.
+    fn on_readable(&self, mut parked: Parked, policy: &WaitPolicy, scratch: &mut [u8], host: &impl WatcherHost) {
+        let limit = policy.per_connection();
+        loop {
+            let room = limit.saturating_sub(parked.connection.carried.len()).min(scratch.len());
+            if room == 0 {
+                break;
+            }
+            match parked.connection.read_now(&mut scratch[..room]) {
+                Ok(0) => {
+                    // The client is done sending: serve what it sent, if that is a whole request.
+                    let complete = assess(&parked.connection.carried, &policy.head_limits, policy.max_body);
+                    return match complete {
+                        Completeness::Ready => self.hand_back(parked),
+                        Completeness::Body => self.answer(parked, Cut::IncompleteBody, host),
+                        Completeness::Head => self.forget(parked),
+                    };
+                }
+                Ok(count) => {
+                    let carried = &mut parked.connection.carried;
+                    let before = carried.capacity();
+                    let needed = carried.len() + count;
+                    if needed > before {
+                        let target = needed.next_power_of_two().clamp(1024, limit.max(needed));
+                        let mut parking = self.parked.lock();
+                        if parking.bytes + (target - before) > policy.max_waiting_bytes {
+                            drop(parking);
+                            return self.answer(parked, Cut::MemoryFull, host);
+                        }
+                        carried.reserve_exact(target - carried.len());
+                        parking.bytes += carried.capacity() - before;
+                    }
+                    carried.extend_from_slice(&scratch[..count]);
+                    let now = Instant::now();
+                    parked.last_byte = now;
+                    parked.connection.request_started.get_or_insert(now);
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.forget(parked),
+            }
+        }
+        parked.waiting = match assess(&parked.connection.carried, &policy.head_limits, policy.max_body) {
+            Completeness::Ready => return self.hand_back(parked),
+            Completeness::Head if parked.connection.carried.is_empty() => parked.waiting,
+            Completeness::Head => Waiting::Head,
+            Completeness::Body => Waiting::Body,
+        };
+        if parked.deadline(policy) <= Instant::now() {
+            return self.expire(parked, host);
+        }
+        self.rearm(parked);
+    }
+
+    /// Watches a connection again after its bytes were read.
+    fn rearm(&self, parked: Parked) {
+        let stream = &parked.connection.stream;
+        let fd = stream.as_raw_fd();
+        let interest = epoll::EventFlags::IN | epoll::EventFlags::RDHUP | epoll::EventFlags::ONESHOT;
+        let mut parking = self.parked.lock();
+        if epoll::modify(&self.epoll, stream, epoll::EventData::new_u64(fd as u64), interest).is_err() {
+            drop(parking);
+            return self.forget(parked);
+        }
+        parking.connections.insert(fd, parked);
+    }
+
+    /// Gives a connection with a request ready to the workers.
+    fn hand_back(&self, parked: Parked) {
+        let _ = epoll::delete(&self.epoll, &parked.connection.stream);
+        self.parked.lock().bytes -= parked.connection.carried.capacity();
+        // The workers' end lives as long as any worker; if it is gone we are shutting down, and
+        // dropping the connection closes it.
+        let _ = self.ready.send(parked.connection);
+    }
+
+    /// A connection past its deadline: an idle one is closed, one in the middle of a request is
+    /// told why first.
+    fn expire(&self, parked: Parked, host: &impl WatcherHost) {
+        match parked.waiting {
+            Waiting::Idle { .. } => self.forget(parked),
+            Waiting::Head => self.answer(parked, Cut::HeadTimeout, host),
+            Waiting::Body => self.answer(parked, Cut::BodyTimeout, host),
+        }
+    }
+
+    /// Sends the answer for `cut` without waiting for the client, and closes the connection.
+    fn answer(&self, parked: Parked, cut: Cut, host: &impl WatcherHost) {
+        let bytes = cut.reply().to_bytes(1, false, false);
+        let flags = rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL;
+        let sent = rustix::net::send(&parked.connection.stream, &bytes, flags).unwrap_or(0);
+        let _ = parked.connection.stream.shutdown(Shutdown::Write);
+        host.cut(parked.connection.peer, cut, sent as u64);
+        self.forget(parked);
+    }
+
+    /// Unregisters a connection and closes it (dropping it gives back its connection permit).
+    fn forget(&self, parked: Parked) {
+        let _ = epoll::delete(&self.epoll, &parked.connection.stream);
+        self.parked.lock().bytes -= parked.connection.carried.capacity();
+    }
+
+    /// Takes the parked connections that match out of the map; each then goes to
+    /// [`Watcher::forget`], [`Watcher::answer`] or [`Watcher::hand_back`].
+    fn take_where(&self, matches: impl Fn(&Parked) -> bool) -> Vec<Parked> {
+        let mut parking = self.parked.lock();
+        let fds: Vec<RawFd> =
+            parking.connections.iter().filter(|(_, parked)| matches(parked)).map(|(&fd, _)| fd).collect();
+        fds.into_iter().filter_map(|fd| parking.connections.remove(&fd)).collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tests_support::socket_pair as pair;
-    use std::io::Write;
+    use crate::connection::ConnectionCounts;
+    use crate::tests_support::{socket_pair, wait_for};
+    use std::io::{Read, Write};
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, Ordering};
 
-    #[test]
-    fn readiness_tells_idle_readable_and_closed_apart() {
-        let (mut outside, inside) = pair();
-        assert_eq!(readiness(&inside), Readiness::Idle);
-        outside.write_all(b"x").unwrap();
-        crate::tests_support::wait_for(|| readiness(&inside) == Readiness::Readable);
-        assert_eq!(readiness(&inside), Readiness::Readable, "peeking consumes nothing");
-        let (outside, inside) = pair();
-        drop(outside);
-        crate::tests_support::wait_for(|| readiness(&inside) == Readiness::Closed);
+    struct TestHost {
+        stop: AtomicBool,
+        policy: WaitPolicy,
+        cuts: Mutex<Vec<Cut>>,
+    }
+
+    impl WatcherHost for TestHost {
+        fn is_shutting_down(&self) -> bool {
+            self.stop.load(Ordering::Relaxed)
+        }
+        fn wait_policy(&self) -> WaitPolicy {
+            self.policy
+        }
+        fn cut(&self, _peer: SocketAddr, cut: Cut, _bytes_out: u64) {
+            self.cuts.lock().push(cut);
+        }
+    }
+
+    struct Running {
+        watcher: Arc<Watcher>,
+        returned: Receiver<ClientConnection>,
+        host: Arc<TestHost>,
+        counts: Arc<ConnectionCounts>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl Running {
+        fn start(header_read: Duration, max_waiting_bytes: usize) -> Running {
+            let (watcher, returned) = Watcher::new().unwrap();
+            let watcher = Arc::new(watcher);
+            let policy = WaitPolicy {
+                head_limits: HeadLimits::default(),
+                max_body: u64::MAX,
+                header_read,
+                body_read: Duration::from_secs(30),
+                body_rate: None,
+                max_waiting_bytes,
+            };
+            let host = Arc::new(TestHost { stop: AtomicBool::new(false), policy, cuts: Mutex::new(Vec::new()) });
+            let thread = {
+                let (watcher, host) = (Arc::clone(&watcher), Arc::clone(&host));
+                std::thread::spawn(move || watcher.run(&*host))
+            };
+            Running { watcher, returned, host, counts: Arc::new(ConnectionCounts::default()), thread: Some(thread) }
+        }
+
+        /// A connection as a worker would park it: (the client's end, the connection).
+        fn connection(&self) -> (TcpStream, ClientConnection) {
+            let (outside, inside) = socket_pair();
+            let peer = inside.peer_addr().unwrap();
+            let permit = self.counts.admit(peer.ip(), 100, None).unwrap();
+            (outside, ClientConnection::new(inside, peer, permit))
+        }
+
+        fn park(&self, connection: ClientConnection, waiting: Waiting) {
+            let limit = self.host.policy.max_waiting_bytes;
+            assert!(self.watcher.park(connection, waiting, limit).is_ok());
+        }
+
+        fn stop(mut self) {
+            self.host.stop.store(true, Ordering::Relaxed);
+            self.thread.take().unwrap().join().unwrap();
+        }
+    }
+
+    fn idle() -> Waiting {
+        Waiting::Idle { until: Instant::now() + Duration::from_secs(30) }
     }
 
     #[test]
-    fn parked_connections_come_back_when_readable_and_expire_otherwise() {
-        let (watcher, returned) = Watcher::new().unwrap();
-        let watcher = Arc::new(watcher);
-        let stop = Arc::new(AtomicBool::new(false));
-        let closed = Arc::new(AtomicUsize::new(0));
-        let thread = {
-            let (watcher, stop, closed) = (Arc::clone(&watcher), Arc::clone(&stop), Arc::clone(&closed));
-            std::thread::spawn(move || {
-                watcher.run(
-                    || stop.load(Ordering::Relaxed),
-                    || {
-                        closed.fetch_add(1, Ordering::Relaxed);
-                    },
-                )
-            })
-        };
-        let (mut talker, talker_inside) = pair();
-        let (_silent, silent_inside) = pair();
-        watcher.park(talker_inside, Instant::now() + Duration::from_secs(30)).unwrap();
-        watcher.park(silent_inside, Instant::now() + Duration::from_millis(100)).unwrap();
-        assert_eq!(watcher.parked(), 2);
-        talker.write_all(b"GET").unwrap();
-        let back = returned.recv_timeout(Duration::from_secs(5)).expect("the readable connection comes back");
-        assert_eq!(readiness(&back), Readiness::Readable);
-        crate::tests_support::wait_for(|| closed.load(Ordering::Relaxed) == 1);
-        assert_eq!(watcher.parked(), 0, "the silent one expired and was closed");
-        // Once its bytes are read, the same socket can be parked again.
-        let mut request = [0u8; 3];
-        std::io::Read::read_exact(&mut &back, &mut request).unwrap();
-        watcher.park(back, Instant::now() + Duration::from_secs(30)).unwrap();
-        stop.store(true, Ordering::Relaxed);
-        thread.join().unwrap();
-        assert_eq!(closed.load(Ordering::Relaxed), 2, "stopping closes what is left");
+    fn a_trickled_head_comes_back_whole_with_its_bytes() {
+        let running = Running::start(Duration::from_secs(30), 1 << 20);
+        let (mut client, connection) = running.connection();
+        running.park(connection, idle());
+        for piece in [&b"GET / HT"[..], b"TP/1.1\r\nHost: a\r\n", b"X-a: b\r\n"] {
+            client.write_all(piece).unwrap();
+            wait_for(|| running.watcher.waiting().reading_head == 1 && running.watcher.waiting().bytes > 0);
+            assert!(running.returned.try_recv().is_err(), "not while the head is partial");
+        }
+        client.write_all(b"\r\n").unwrap();
+        let back = running.returned.recv_timeout(Duration::from_secs(5)).expect("the whole head comes back");
+        assert_eq!(back.carried, b"GET / HTTP/1.1\r\nHost: a\r\nX-a: b\r\n\r\n");
+        assert!(back.request_started.is_some());
+        assert_eq!(running.watcher.waiting(), WaitingCounts::default(), "nothing held any more");
+        running.stop();
+    }
+
+    #[test]
+    fn a_small_body_is_gathered_too_and_a_closed_client_is_forgotten() {
+        let running = Running::start(Duration::from_secs(30), 1 << 20);
+        let (mut client, connection) = running.connection();
+        running.park(connection, idle());
+        client.write_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nab").unwrap();
+        wait_for(|| running.watcher.waiting().reading_body == 1);
+        client.write_all(b"cd").unwrap();
+        let back = running.returned.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(back.carried.ends_with(b"\r\n\r\nabcd"));
+        let (client, connection) = running.connection();
+        running.park(connection, idle());
+        drop(client);
+        wait_for(|| running.watcher.waiting().total() == 0);
+        assert_eq!(running.counts.open(), 1, "the closed one gave its place back; the returned one holds its own");
+        drop(back);
+        running.stop();
+    }
+
+    #[test]
+    fn a_stalled_head_gets_408_from_the_watcher_and_an_idle_one_is_closed_silently() {
+        let running = Running::start(Duration::from_millis(300), 1 << 20);
+        let (mut stalled, connection) = running.connection();
+        running.park(connection, idle());
+        stalled.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nX-a: ").unwrap();
+        let (mut quiet, connection) = running.connection();
+        running.park(connection, Waiting::Idle { until: Instant::now() + Duration::from_millis(300) });
+        let mut answer = String::new();
+        stalled.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{answer}");
+        let mut nothing = Vec::new();
+        quiet.read_to_end(&mut nothing).unwrap();
+        assert!(nothing.is_empty());
+        assert_eq!(*running.host.cuts.lock(), [Cut::HeadTimeout]);
+        wait_for(|| running.counts.open() == 0);
+        running.stop();
+    }
+
+    #[test]
+    fn past_the_memory_bound_a_waiting_client_gets_503() {
+        let running = Running::start(Duration::from_secs(30), 40 * 1024);
+        let (mut greedy, connection) = running.connection();
+        running.park(connection, idle());
+        let mut head = b"GET / HTTP/1.1\r\nHost: a\r\nX-a: ".to_vec();
+        head.resize(60 * 1024, b'a');
+        greedy.write_all(&head).unwrap();
+        let mut answer = String::new();
+        greedy.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{answer}");
+        assert_eq!(*running.host.cuts.lock(), [Cut::MemoryFull]);
+        assert_eq!(running.watcher.waiting().bytes, 0);
+        // A connection that brings bytes of its own is refused at the door the same way.
+        let (_client, mut connection) = running.connection();
+        connection.carried = vec![b'x'; 41 * 1024];
+        let refused = running.watcher.park(connection, Waiting::Head, 40 * 1024).unwrap_err();
+        assert_eq!(refused.1, ParkRefused::MemoryFull);
+        running.stop();
+    }
+
+    #[test]
+    fn stopping_closes_everything_held() {
+        let running = Running::start(Duration::from_secs(30), 1 << 20);
+        let (mut client, connection) = running.connection();
+        running.park(connection, idle());
+        client.write_all(b"GET / HT").unwrap();
+        wait_for(|| running.watcher.waiting().reading_head == 1);
+        let counts = Arc::clone(&running.counts);
+        running.stop();
+        assert_eq!(counts.open(), 0);
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).unwrap();
     }
 }

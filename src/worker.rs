@@ -1,24 +1,28 @@
 //! Thread `worker-N`: Serves client connections taken from the acceptor's channel, one at a time.
 //!
-//! For each connection the worker loops: read and parse a request head, answer it (the metrics
-//! document itself, everything else through [`proxy::handle`] and its forward/reverse pair), write
-//! the access log line ([`access_log`]), and go round again while the connection is kept alive.
+//! For each connection the worker loops: gather a request ([`gather_request`]), answer it (the
+//! metrics document itself, everything else through [`proxy::handle`] and its forward/reverse
+//! pair), write the access log line ([`access_log`]), and go round again while the connection is
+//! kept alive.
 //!
 //! This is also the panic boundary: a panic while handling one request (on the worker or in its
 //! pair) is caught here, logged, answered with `500` if no response byte was sent yet, and the
 //! connection is closed. The worker itself lives on, so the pool never shrinks.
 //!
-//! A worker never waits for a connection that has nothing to say: when a connection has no bytes
-//! waiting (a new one whose request has not arrived, or a kept-alive one after its response), the
-//! worker parks it with the [`crate::watcher`] and takes other work. The watcher hands it back
-//! when its next request arrives. So idle clients cost no worker, however many there are.
+//! A worker never waits for a client. It reads only what has already arrived; when that is not a
+//! whole request it can act on (nothing at all on an idle connection, half a head from a slow
+//! client, a head whose small body is still on its way), it parks the connection, with the bytes
+//! read so far, with the [`crate::watcher`] and takes other work. The watcher gathers the rest and
+//! hands the connection back once the request is complete, or answers `408` itself. So idle and
+//! slow clients cost no worker, however many there are.
 //!
 //! One exception makes busy keep-alive clients cheaper: while some other worker is free to take
-//! new work, a worker waits up to `LINGER` (2 ms) on its own connection before parking it. A client
-//! that sends its next request at once is then served without the two wake-ups of a trip
-//! through the watcher, and nobody waits for a worker meanwhile.
+//! new work, a worker waits up to `LINGER` (2 ms) on its own connection before parking it, and at
+//! most `LINGER_PER_REQUEST` in all while one request arrives. A client that sends its next
+//! request at once is then served without the two wake-ups of a trip through the watcher, and
+//! nobody waits for a worker meanwhile.
 
-use std::io::Write;
+use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -30,105 +34,131 @@ use crossbeam_channel::Receiver;
 use crate::access_log::{self, AccessEntry, RequestLine};
 use crate::client_ip::client_address;
 use crate::config::Config;
+use crate::connection::{ClientConnection, ReadNow};
 use crate::endpoints::{self, Listener};
 use crate::http::buffer::Inbound;
-use crate::http::framing::is_timeout;
+use crate::http::complete::{KeptBody, kept_body};
 use crate::http::head::{BodyFraming, HeadLimits, RequestError, RequestHead, parse_request};
 use crate::http::reply::Reply;
 use crate::metrics::Outcome;
+use crate::min_rate::{Direction, Floored};
 use crate::pair::PairRunner;
 use crate::proxy::{self, Client, Exchange, RequestBuffers};
 use crate::server::Shared;
-use crate::watcher::{Readiness, readiness};
+use crate::watcher::{Cut, ParkRefused, Waiting};
 
-/// How long a worker keeps waiting on its own kept-alive connection, when other workers are
-/// free, before handing it to the watcher.
+/// How long a worker keeps waiting on its own connection for more bytes, when other workers
+/// are free, before handing it to the watcher.
 const LINGER: Duration = Duration::from_millis(2);
+/// The most a worker lingers, in several waits, while one request arrives.
+const LINGER_PER_REQUEST: Duration = Duration::from_millis(10);
 
 /// The worker loop: serves connections, those coming back from the watcher first, until the
 /// acceptor's channel closes at shutdown.
-pub fn run(shared: &Shared, queue: &Receiver<TcpStream>, returned: &Receiver<TcpStream>, pair: &PairRunner) {
+pub fn run(
+    shared: &Shared,
+    queue: &Receiver<ClientConnection>,
+    returned: &Receiver<ClientConnection>,
+    pair: &PairRunner,
+) {
     let mut buffers = RequestBuffers::new(&shared.config().limits);
     loop {
         let waiting = shared.wait_for_work();
-        let (stream, arrival) = crossbeam_channel::select_biased! {
-            recv(returned) -> stream => match stream {
-                Ok(stream) => (stream, Arrival::Returning),
+        let connection = crossbeam_channel::select_biased! {
+            recv(returned) -> connection => match connection {
+                Ok(connection) => connection,
                 Err(_) => break,
             },
-            recv(queue) -> stream => match stream {
-                Ok(stream) => (stream, Arrival::New),
+            recv(queue) -> connection => match connection {
+                Ok(connection) => connection,
                 Err(_) => break,
             },
         };
         drop(waiting);
         buffers.fit(&shared.config().limits);
-        serve_connection(shared, stream, arrival, &mut buffers, pair);
+        serve_connection(shared, connection, &mut buffers, pair);
     }
-    // Shutting down: whatever the watcher still hands back is closed.
-    while let Ok(stream) = returned.try_recv() {
-        serve_connection(shared, stream, Arrival::Returning, &mut buffers, pair);
+    // Shutting down: whatever the watcher still hands back is served (its request is complete).
+    while let Ok(connection) = returned.try_recv() {
+        serve_connection(shared, connection, &mut buffers, pair);
     }
 }
 
-/// Where a connection comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Arrival {
-    /// Just accepted: its first request may not have arrived yet.
-    New,
-    /// Back from the watcher: bytes are waiting.
-    Returning,
+/// Where a connection stands between requests.
+struct Progress {
+    /// When the request being gathered began to arrive, if any byte of it has.
+    request_started: Option<Instant>,
+    /// Requests served on the connection so far.
+    requests: u64,
 }
 
-/// What waiting for a request head produced.
-enum HeadRead {
-    Request(RequestHead),
-    /// The connection ended, idled out, or is given up: close it without a word.
+/// What gathering a request produced.
+enum Gathered {
+    /// A request to act on now; a chunked body is kept up to `chunked_budget` payload bytes.
+    Request {
+        head: RequestHead,
+        chunked_budget: u64,
+    },
+    /// Not all here: the connection waits with the watcher.
+    Wait(Waiting),
+    /// The connection ended or failed: close it without a word.
     Closed,
     Refused(RequestError),
-    /// The head started but did not finish in time: 408.
-    TimedOut,
+    /// Answered as the watcher would: a head past `headerReadTimeout` (408), or a body the client
+    /// stopped sending (400).
+    Cut(Cut),
 }
 
-fn serve_connection(
-    shared: &Shared,
-    stream: TcpStream,
-    arrival: Arrival,
-    buffers: &mut RequestBuffers,
-    pair: &PairRunner,
-) {
-    let slot = shared.adopt_connection();
-    let Ok(peer) = stream.peer_addr() else {
+fn serve_connection(shared: &Shared, connection: ClientConnection, buffers: &mut RequestBuffers, pair: &PairRunner) {
+    let ClientConnection { stream, peer, carried, request_started, requests, permit } = connection;
+    buffers.client_inbound.clear();
+    buffers.client_outbound.discard();
+    if !carried.is_empty() {
+        buffers.client_inbound.load(&carried);
+    }
+    drop(carried);
+    let stream = Arc::new(stream);
+    let mut progress = Progress { request_started, requests };
+    let Some(waiting) = serve_requests(shared, &stream, peer, &mut progress, buffers, pair) else {
         return;
     };
-    // An IPv4 client of a listener on `[::]` arrives as `::ffff:a.b.c.d`: it is `a.b.c.d` to the
-    // forwarding fields, the access log, the rate limiter and the hashes.
-    let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-    if arrival == Arrival::New {
-        let _ = stream.set_nodelay(true);
-        let _ = stream.set_write_timeout(Some(shared.config().timeouts.write));
-    }
-    let stream = Arc::new(stream);
-    let park_for = serve_requests(shared, &stream, peer, arrival, buffers, pair);
-    if let Some(wait) = park_for
-        && let Ok(stream) = Arc::try_unwrap(stream)
-        && shared.watcher.park(stream, Instant::now() + wait).is_ok()
-    {
-        // Still open: the watcher holds it now, and closing it is the watcher's business.
-        slot.keep();
+    let Ok(stream) = Arc::try_unwrap(stream) else { return };
+    let carried = buffers.client_inbound.take_buffered();
+    let connection = ClientConnection {
+        stream,
+        peer,
+        carried,
+        request_started: progress.request_started,
+        requests: progress.requests,
+        permit,
+    };
+    let limit = shared.config().limits.max_waiting_bytes;
+    let Err(refused) = shared.watcher.park(connection, waiting, limit) else {
+        // The watcher holds it now, and closing it is the watcher's business.
+        return;
+    };
+    match *refused {
+        (connection, ParkRefused::MemoryFull) => {
+            let reply = Cut::MemoryFull.reply();
+            let mut stream = &connection.stream;
+            let bytes = reply.to_bytes(1, false, false);
+            let sent = if stream.write_all(&bytes).is_ok() { bytes.len() as u64 } else { 0 };
+            shared.record_cut(connection.peer, Cut::MemoryFull, sent);
+        }
+        (_, ParkRefused::Epoll) => log::warn!("cannot watch a client connection: closing it"),
     }
 }
 
-/// Serves requests on `stream` while they keep coming. Returns how long the connection may then
-/// idle in the watcher, or `None` when it must close.
+/// Serves requests on `stream` while they keep coming. Returns what the connection then waits for
+/// with the watcher, or `None` when it must close.
 fn serve_requests(
     shared: &Shared,
     stream: &Arc<TcpStream>,
     peer: SocketAddr,
-    arrival: Arrival,
+    progress: &mut Progress,
     buffers: &mut RequestBuffers,
     pair: &PairRunner,
-) -> Option<Duration> {
+) -> Option<Waiting> {
     let response_started = Arc::new(AtomicBool::new(false));
     let mut client = Client {
         stream,
@@ -137,40 +167,29 @@ fn serve_requests(
         response_started: &response_started,
         keep_alive_allowed: true,
     };
-    buffers.client_inbound.clear();
-    buffers.client_outbound.discard();
-    // A new connection may wait `headerReadTimeout` for its first request, later ones `idleTimeout`.
-    let mut awaiting_first_request = arrival == Arrival::New;
     loop {
         // The running config, taken once for the whole of this request: a reload may replace it
         // meanwhile, and one request sees one config.
         let config = shared.config();
-        let idle_allowance = if awaiting_first_request { config.timeouts.header_read } else { config.timeouts.idle };
-        if buffers.client_inbound.is_empty() {
-            if shared.is_shutting_down() {
-                return None;
-            }
-            match readiness(stream) {
-                Readiness::Readable => {}
-                Readiness::Idle if shared.a_worker_is_waiting() && next_request_soon(stream) => {}
-                Readiness::Idle => return Some(idle_allowance),
-                Readiness::Closed => return None,
-            }
-        }
-        let head = match read_request_head(&config, stream, &mut buffers.client_inbound) {
-            HeadRead::Request(head) => head,
-            HeadRead::Closed => return None,
-            HeadRead::Refused(error) => {
-                refuse(shared, &config, &client, peer, &error.reply());
-                return None;
-            }
-            HeadRead::TimedOut => {
-                let reply = Reply::error(408, Some("Request Timeout: the request head stalled"));
-                refuse(shared, &config, &client, peer, &reply);
-                return None;
-            }
-        };
-        awaiting_first_request = false;
+        let (head, chunked_budget) =
+            match gather_request(shared, &config, stream, &mut buffers.client_inbound, progress) {
+                Gathered::Request { head, chunked_budget } => (head, chunked_budget),
+                Gathered::Wait(waiting) => return Some(waiting),
+                Gathered::Closed => return None,
+                Gathered::Refused(error) => {
+                    refuse(shared, &config, &client, peer, &error.reply());
+                    return None;
+                }
+                Gathered::Cut(cut) => {
+                    let mut stream: &TcpStream = stream;
+                    let bytes = cut.reply().to_bytes(1, false, false);
+                    let sent = if stream.write_all(&bytes).is_ok() { bytes.len() as u64 } else { 0 };
+                    shared.record_cut(peer, cut, sent);
+                    return None;
+                }
+            };
+        progress.request_started = None;
+        progress.requests += 1;
         response_started.store(false, Ordering::Release);
         client.keep_alive_allowed = !shared.is_shutting_down();
         client.address = client_address(peer.ip(), &head.fields, &config.trusted_proxies);
@@ -186,8 +205,9 @@ fn serve_requests(
             return None;
         }
 
-        let mut exchange =
-            guard_panics(&head, peer, buffers, |buffers| proxy::handle(shared, &config, &client, &head, buffers, pair));
+        let mut exchange = guard_panics(&head, peer, buffers, |buffers| {
+            proxy::handle(shared, &config, &client, &head, chunked_budget, buffers, pair)
+        });
         // Count first, then let the last bytes go: a client holding its whole response always
         // finds it in the metrics.
         let latency = started.elapsed();
@@ -196,9 +216,12 @@ fn serve_requests(
         if let Some(reply) = &exchange.reply {
             exchange.bytes_out += send_reply(&client, &head, reply, keep_alive);
         }
-        if buffers.client_outbound.flush(&**stream).is_err() {
+        let mut last_bytes =
+            Floored::new(stream, &mut buffers.response_clock, Direction::Writing, config.timeouts.write);
+        if buffers.client_outbound.flush(&mut last_bytes).is_err() {
             keep_alive = false;
         }
+        drop(last_bytes);
         log_access(&config, client.address, &head, &exchange, latency);
         if !keep_alive {
             return None;
@@ -206,13 +229,66 @@ fn serve_requests(
     }
 }
 
-/// Waits up to [`LINGER`] for `stream` to become readable (or to close).
+/// Reads what the client has sent, without waiting for it (beyond the short linger), until
+/// `inbound` holds a request the worker can act on at once ([`crate::http::complete`]).
+fn gather_request(
+    shared: &Shared,
+    config: &Config,
+    stream: &TcpStream,
+    inbound: &mut Inbound,
+    progress: &mut Progress,
+) -> Gathered {
+    let limits = HeadLimits::from(&config.limits);
+    let max_body = config.limits.max_body_bytes.unwrap_or(u64::MAX);
+    let linger_ends = Instant::now() + LINGER_PER_REQUEST;
+    loop {
+        let mut waiting = if progress.requests == 0 {
+            Waiting::Idle { until: Instant::now() + config.timeouts.header_read }
+        } else {
+            Waiting::Idle { until: Instant::now() + config.timeouts.idle }
+        };
+        if !inbound.is_empty() {
+            let started = *progress.request_started.get_or_insert_with(Instant::now);
+            match parse_request(inbound.buffered(), &limits) {
+                Ok(Some((head, used))) => match kept_body(&head, &inbound.buffered()[used..], max_body) {
+                    KeptBody::Ready { chunked_budget } => {
+                        inbound.consume(used);
+                        return Gathered::Request { head, chunked_budget };
+                    }
+                    KeptBody::Incomplete => waiting = Waiting::Body,
+                },
+                Ok(None) if started.elapsed() >= config.timeouts.header_read => return Gathered::Cut(Cut::HeadTimeout),
+                Ok(None) => waiting = Waiting::Head,
+                Err(error) => return Gathered::Refused(error),
+            }
+        } else if shared.is_shutting_down() {
+            return Gathered::Closed;
+        }
+        match inbound.fill(ReadNow(stream)) {
+            Ok(0) if waiting == Waiting::Body => return Gathered::Cut(Cut::IncompleteBody),
+            Ok(0) => return Gathered::Closed,
+            Ok(_) => {}
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                let left = linger_ends.saturating_duration_since(Instant::now()).min(LINGER);
+                if left.is_zero() || !shared.a_worker_is_waiting() || !readable_within(stream, left) {
+                    return Gathered::Wait(waiting);
+                }
+            }
+            // The worker's buffer is full of a kept body: the watcher has room for the rest.
+            Err(error) if error.kind() == io::ErrorKind::OutOfMemory => return Gathered::Wait(waiting),
+            Err(_) => return Gathered::Closed,
+        }
+    }
+}
+
+/// Waits up to `wait` for `stream` to become readable (or to close).
 ///
 /// Called only while another worker is free to take new work, so the wait costs no one a
-/// worker: a client that sends its next request within the linger is served by the same
-/// thread, without the two wake-ups of a trip through the watcher.
-fn next_request_soon(stream: &TcpStream) -> bool {
-    let linger = rustix::event::Timespec { tv_sec: 0, tv_nsec: LINGER.as_nanos() as i64 };
+/// worker: a client that sends its next request (or the rest of this one) within the linger is
+/// served by the same thread, without the two wake-ups of a trip through the watcher.
+fn readable_within(stream: &TcpStream, wait: Duration) -> bool {
+    let linger = rustix::event::Timespec { tv_sec: 0, tv_nsec: wait.as_nanos() as i64 };
     let mut interest = [rustix::event::PollFd::new(stream, rustix::event::PollFlags::IN)];
     matches!(rustix::event::poll(&mut interest, Some(&linger)), Ok(ready) if ready > 0)
 }
@@ -291,41 +367,6 @@ fn log_access(config: &Config, client: IpAddr, head: &RequestHead, exchange: &Ex
         attempts: exchange.attempts,
     };
     access_log::write_line(config.access_log, &entry);
-}
-
-/// Reads and parses the next request head on `stream`, which has bytes waiting (or some
-/// already in `inbound`). The head must be complete within `headerReadTimeout` of its first byte.
-fn read_request_head(config: &Config, stream: &TcpStream, inbound: &mut Inbound) -> HeadRead {
-    let limits = HeadLimits::from(&config.limits);
-    let deadline = Instant::now() + config.timeouts.header_read;
-    // With nothing buffered, the caller saw bytes waiting: the first read cannot block.
-    let mut bytes_waiting = inbound.is_empty();
-    loop {
-        if !inbound.is_empty() {
-            match parse_request(inbound.buffered(), &limits) {
-                Ok(Some((head, used))) => {
-                    inbound.consume(used);
-                    return HeadRead::Request(head);
-                }
-                Ok(None) => {}
-                Err(error) => return HeadRead::Refused(error),
-            }
-        }
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            return if inbound.is_empty() { HeadRead::Closed } else { HeadRead::TimedOut };
-        }
-        // Later reads wait for the rest of the head at most until the deadline.
-        if !std::mem::take(&mut bytes_waiting) {
-            let _ = stream.set_read_timeout(Some(remaining));
-        }
-        match inbound.fill(stream) {
-            Ok(0) => return HeadRead::Closed,
-            Ok(_) => {}
-            Err(error) if is_timeout(&error) => {}
-            Err(_) => return HeadRead::Closed,
-        }
-    }
 }
 
 #[cfg(test)]

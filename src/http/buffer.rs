@@ -61,6 +61,43 @@ impl Inbound {
         }
     }
 
+    /// The most unconsumed bytes this buffer holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Puts `bytes` (read from the same stream elsewhere) in the buffer, as if just read, growing
+    /// it if they would not fit.
+    pub fn load(&mut self, bytes: &[u8]) {
+        if self.buffered().len() + bytes.len() > self.capacity {
+            let mut grown = Vec::with_capacity(self.buffered().len() + bytes.len() + self.capacity);
+            grown.extend_from_slice(self.buffered());
+            self.capacity = grown.capacity();
+            grown.resize(self.capacity, 0);
+            self.end -= self.start;
+            self.start = 0;
+            self.buf = grown;
+        } else if self.buf.is_empty() {
+            self.buf = vec![0; self.capacity];
+        } else if self.end + bytes.len() > self.buf.len() {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        self.buf[self.end..self.end + bytes.len()].copy_from_slice(bytes);
+        self.end += bytes.len();
+        self.received += bytes.len() as u64;
+    }
+
+    /// Takes the unconsumed bytes out, in a buffer of their own size (empty, and allocating
+    /// nothing, when there are none).
+    pub fn take_buffered(&mut self) -> Vec<u8> {
+        let taken = self.buffered().to_vec();
+        self.start = 0;
+        self.end = 0;
+        taken
+    }
+
     /// Total bytes ever read into this buffer.
     pub fn received(&self) -> u64 {
         self.received
@@ -187,6 +224,21 @@ mod tests {
         assert!(inbound.is_empty());
         assert_eq!(inbound.received(), 11);
         assert_eq!(inbound.fill(&mut source).unwrap(), 0);
+    }
+
+    #[test]
+    fn loaded_bytes_read_as_if_just_read_and_grow_the_buffer_when_needed() {
+        let mut inbound = Inbound::with_capacity(8);
+        inbound.load(b"GET");
+        inbound.load(b" / HTTP/1.1");
+        assert_eq!(inbound.buffered(), b"GET / HTTP/1.1");
+        assert!(inbound.capacity() >= 14);
+        inbound.consume(4);
+        let mut source: &[u8] = b"\r\n";
+        inbound.fill(&mut source).unwrap();
+        assert_eq!(inbound.take_buffered(), b"/ HTTP/1.1\r\n");
+        assert!(inbound.is_empty());
+        assert_eq!(inbound.take_buffered().capacity(), 0, "nothing left allocates nothing");
     }
 
     #[test]

@@ -251,7 +251,7 @@ impl<R: Read, W: Write> Copier<'_, R, W> {
 }
 
 /// `1a3f` or `1a3f;name=value` → 0x1a3f. At most 16 hex digits; whitespace only before a `;`.
-fn parse_chunk_size(line: &[u8]) -> Result<u64, CopyError> {
+pub(crate) fn parse_chunk_size(line: &[u8]) -> Result<u64, CopyError> {
     let digits = line.iter().take_while(|byte| byte.is_ascii_hexdigit()).count();
     if digits == 0 || digits > 16 {
         return Err(CopyError::Malformed("invalid chunk size"));

@@ -4,6 +4,7 @@
 //! on in-memory data.
 
 pub mod buffer;
+pub mod complete;
 pub mod cookie;
 pub mod framing;
 pub mod head;

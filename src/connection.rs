@@ -1,0 +1,190 @@
+//! A client connection as it moves between threads, and the counts that admit it.
+//!
+//! [`ClientConnection`] is what the `acceptor` hands to a `worker-N`, what a worker parks with the
+//! `watcher`, and what the watcher hands back: the socket, the canonical peer address, the bytes
+//! already read from it and not yet used (a partial head, or a head and its body), and a
+//! [`ConnectionPermit`]. One thread owns it at a time, so none of it needs a lock.
+//!
+//! The permit is its place in the connection counts: `maxConnections` in all, and
+//! `maxConnectionsPerClient` per peer address. Dropping the connection, on whatever thread and for
+//! whatever reason, drops the permit and gives the place back, so the counts cannot drift.
+//!
+//! Reading goes through [`ClientConnection::read_now`], which never blocks. That is the one seam a
+//! TLS listener needs: there the connection also owns its TLS session, `read_now` feeds it the
+//! socket's bytes and yields plaintext, and a handshake still under way is one more state a
+//! connection can wait in with the watcher, so a stalled handshake costs no worker either.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use parking_lot::Mutex;
+
+/// An accepted client connection and what was read from it so far.
+#[derive(Debug)]
+pub struct ClientConnection {
+    pub stream: TcpStream,
+    /// The peer address, IPv4-mapped IPv6 addresses turned back into IPv4.
+    pub peer: SocketAddr,
+    /// Bytes read and not yet used; empty while the connection is idle.
+    pub carried: Vec<u8>,
+    /// When the request now being read began to arrive (its first byte), if one has.
+    pub request_started: Option<Instant>,
+    /// Requests served on this connection so far.
+    pub requests: u64,
+    pub permit: ConnectionPermit,
+}
+
+impl ClientConnection {
+    pub fn new(stream: TcpStream, peer: SocketAddr, permit: ConnectionPermit) -> ClientConnection {
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+        ClientConnection { stream, peer, carried: Vec::new(), request_started: None, requests: 0, permit }
+    }
+
+    /// Reads what the client has sent, without waiting: `Ok(0)` is the end of the connection,
+    /// `WouldBlock` means nothing is there yet.
+    pub fn read_now(&self, into: &mut [u8]) -> io::Result<usize> {
+        read_now(&self.stream, into)
+    }
+}
+
+/// Reads from `stream` without blocking, whatever its mode.
+pub fn read_now(stream: &TcpStream, into: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match rustix::net::recv(stream, &mut *into, rustix::net::RecvFlags::DONTWAIT) {
+            Ok((count, _)) => return Ok(count),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(error) => return Err(io::Error::from(error)),
+        }
+    }
+}
+
+/// A reader over a socket that never blocks (`WouldBlock` when nothing is there).
+pub struct ReadNow<'a>(pub &'a TcpStream);
+
+impl io::Read for ReadNow<'_> {
+    fn read(&mut self, into: &mut [u8]) -> io::Result<usize> {
+        read_now(self.0, into)
+    }
+}
+
+/// Why a connection was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `maxConnections` are open.
+    TooManyConnections,
+    /// This peer address has `maxConnectionsPerClient` open.
+    TooManyFromClient,
+}
+
+/// How many client connections are open, in all and per peer address.
+#[derive(Debug, Default)]
+pub struct ConnectionCounts {
+    open: AtomicUsize,
+    /// Open connections per peer address, for the addresses that are capped.
+    per_client: Mutex<HashMap<IpAddr, u32>>,
+}
+
+impl ConnectionCounts {
+    /// Counts a new connection from `peer`, unless `max_open` are open already or, with
+    /// `per_client_cap`, that many are open from `peer`.
+    pub fn admit(
+        self: &Arc<Self>,
+        peer: IpAddr,
+        max_open: usize,
+        per_client_cap: Option<u32>,
+    ) -> Result<ConnectionPermit, Refusal> {
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| (open < max_open).then_some(open + 1))
+            .map_err(|_| Refusal::TooManyConnections)?;
+        let mut permit = ConnectionPermit { counts: Arc::clone(self), capped_peer: None };
+        if let Some(cap) = per_client_cap {
+            let peer = peer.to_canonical();
+            let mut per_client = self.per_client.lock();
+            let open = per_client.entry(peer).or_insert(0);
+            if *open >= cap {
+                // Dropping the permit gives back the place in the total.
+                return Err(Refusal::TooManyFromClient);
+            }
+            *open += 1;
+            permit.capped_peer = Some(peer);
+        }
+        Ok(permit)
+    }
+
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Connections open from `peer` that count against its cap.
+    pub fn open_from(&self, peer: IpAddr) -> u32 {
+        self.per_client.lock().get(&peer.to_canonical()).copied().unwrap_or(0)
+    }
+
+    /// Peer addresses with a capped connection open now.
+    pub fn clients(&self) -> usize {
+        self.per_client.lock().len()
+    }
+}
+
+/// One connection's place in the [`ConnectionCounts`]; given back when dropped.
+#[derive(Debug)]
+pub struct ConnectionPermit {
+    counts: Arc<ConnectionCounts>,
+    capped_peer: Option<IpAddr>,
+}
+
+impl Drop for ConnectionPermit {
+    fn drop(&mut self) {
+        if let Some(peer) = self.capped_peer {
+            let mut per_client = self.counts.per_client.lock();
+            if let Some(open) = per_client.get_mut(&peer) {
+                *open -= 1;
+                if *open == 0 {
+                    per_client.remove(&peer);
+                }
+            }
+        }
+        self.counts.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([127, 0, 0, last])
+    }
+
+    #[test]
+    fn the_total_and_the_per_client_cap_are_both_kept_and_given_back() {
+        let counts = Arc::new(ConnectionCounts::default());
+        let first = counts.admit(ip(1), 3, Some(2)).unwrap();
+        let second = counts.admit(ip(1), 3, Some(2)).unwrap();
+        assert_eq!(counts.admit(ip(1), 3, Some(2)).unwrap_err(), Refusal::TooManyFromClient);
+        assert_eq!(counts.open(), 2, "a refused connection takes no place");
+        let other = counts.admit(ip(2), 3, Some(2)).unwrap();
+        assert_eq!(counts.admit(ip(3), 3, Some(2)).unwrap_err(), Refusal::TooManyConnections);
+        drop(first);
+        assert_eq!(counts.open_from(ip(1)), 1);
+        let again = counts.admit(ip(1), 3, Some(2)).unwrap();
+        drop((second, other, again));
+        assert_eq!((counts.open(), counts.clients()), (0, 0), "nothing is left behind");
+    }
+
+    #[test]
+    fn an_uncapped_client_is_counted_in_the_total_only() {
+        let counts = Arc::new(ConnectionCounts::default());
+        let permits: Vec<_> = (0..5).map(|_| counts.admit(ip(1), 10, None).unwrap()).collect();
+        assert_eq!((counts.open(), counts.open_from(ip(1))), (5, 0));
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        let capped = counts.admit(mapped, 10, Some(1)).unwrap();
+        assert_eq!(counts.open_from(ip(1)), 1, "an IPv4-mapped address is its IPv4 address");
+        drop((permits, capped));
+        assert_eq!(counts.open(), 0);
+    }
+}
