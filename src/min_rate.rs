@@ -85,7 +85,7 @@ impl<'a> Floored<'a> {
     fn arm(&mut self) -> io::Result<()> {
         let Some(left) = self.clock.allowance() else { return Ok(()) };
         if left.is_zero() {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "the client is below the minimum transfer rate"));
+            return Err(below_floor());
         }
         // Never zero: a zero timeout means "block forever" to the socket.
         let timeout = left.min(self.usual).max(Duration::from_millis(1));
@@ -104,6 +104,35 @@ impl<'a> Floored<'a> {
     }
 }
 
+/// The error of a client cut for being below its floor: a timeout, that [`is_below_floor`] tells
+/// apart from a plain stall.
+fn below_floor() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, BelowFloor)
+}
+
+#[derive(Debug)]
+struct BelowFloor;
+
+impl std::fmt::Display for BelowFloor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the client is below the minimum transfer rate")
+    }
+}
+
+impl std::error::Error for BelowFloor {}
+
+/// Whether `error` is a client cut for being below its minimum transfer rate.
+pub fn is_below_floor(error: &io::Error) -> bool {
+    error.get_ref().is_some_and(|inner| inner.is::<BelowFloor>())
+}
+
+impl Floored<'_> {
+    /// A timeout while the socket's timeout was lowered to the client's allowance is the floor.
+    fn blame(&self, error: io::Error) -> io::Error {
+        if self.applied < self.usual && crate::http::framing::is_timeout(&error) { below_floor() } else { error }
+    }
+}
+
 impl Drop for Floored<'_> {
     fn drop(&mut self) {
         if self.applied != self.usual {
@@ -118,7 +147,7 @@ impl Read for Floored<'_> {
         let started = Instant::now();
         let result = (&mut &*self.stream).read(into);
         self.clock.record(*result.as_ref().unwrap_or(&0), started.elapsed());
-        result
+        result.map_err(|error| self.blame(error))
     }
 }
 
@@ -128,7 +157,7 @@ impl Write for Floored<'_> {
         let started = Instant::now();
         let result = (&mut &*self.stream).write(bytes);
         self.clock.record(*result.as_ref().unwrap_or(&0), started.elapsed());
-        result
+        result.map_err(|error| self.blame(error))
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -176,6 +205,7 @@ mod tests {
             }
             let failure = failure.expect("a silent client is cut");
             assert!(crate::http::framing::is_timeout(&failure), "{failure:?}");
+            assert!(is_below_floor(&failure), "{failure:?}");
         }
         assert!(started.elapsed() < Duration::from_secs(5), "cut at the floor, not the usual timeout");
         assert_eq!(inside.read_timeout().unwrap(), Some(usual));

@@ -67,6 +67,39 @@ fn server_gauges(out: &mut Exposition, snapshot: &Snapshot) {
         out.family(name, Kind::Gauge, help);
         out.sample(name, &[], value);
     }
+    let waiting = &snapshot.waiting_connections;
+    out.family(
+        "lb_waiting_connections",
+        Kind::Gauge,
+        "Client connections held by the watcher now, by what they wait for: idle (their next request), \
+         reading_head or reading_body (the rest of a request a worker can act on), closing (answered, \
+         draining before the close).",
+    );
+    let states = [
+        ("idle", waiting.idle),
+        ("reading_head", waiting.reading_head),
+        ("reading_body", waiting.reading_body),
+        ("closing", waiting.closing),
+    ];
+    for (state, count) in states {
+        out.sample("lb_waiting_connections", &[("state", state)], count as u64);
+    }
+    out.family(
+        "lb_waiting_bytes",
+        Kind::Gauge,
+        "Bytes the watcher holds for clients still sending their requests (bounded by maxWaitingBytes).",
+    );
+    out.sample("lb_waiting_bytes", &[], waiting.bytes as u64);
+    out.family(
+        "lb_slow_clients_total",
+        Kind::Counter,
+        "Clients cut or refused by a slow-client defence, by defence: head_timeout and body_timeout (408), \
+         waiting_bytes_full (503), slow_upload and slow_reader (below the minimum transfer rate), \
+         per_client_cap (503 at accept).",
+    );
+    for (defence, count) in &snapshot.slow_clients {
+        out.sample("lb_slow_clients_total", &[("defence", defence)], *count);
+    }
 }
 
 fn backends(out: &mut Exposition, backends: &[BackendSnapshot]) {
@@ -207,7 +240,10 @@ mod tests {
         stats.record_request(Outcome::Success, Duration::from_millis(40));
         stats.record_request(Outcome::RateLimited, Duration::ZERO);
         stats.record_retry();
+        stats.record_slow_client(crate::metrics::Defence::SlowReader);
         let mut snapshot = Snapshot::take(&stats, Duration::from_secs(7), "round_robin", &[]);
+        snapshot.waiting_connections =
+            crate::watcher::WaitingCounts { idle: 6, reading_head: 2, reading_body: 1, closing: 3, bytes: 900 };
         snapshot.backends = vec![backend("http://a:1", "a", "healthy"), backend("http://b:2", "b", "unhealthy")];
         snapshot.healthy_backends = 1;
         snapshot.total_backends = 2;
@@ -239,6 +275,14 @@ mod tests {
             ("lb_healthy_backends", "1"),
             ("lb_backends", "2"),
             ("lb_uptime_seconds", "7"),
+            ("lb_waiting_connections{state=\"idle\"}", "6"),
+            ("lb_waiting_connections{state=\"reading_head\"}", "2"),
+            ("lb_waiting_connections{state=\"reading_body\"}", "1"),
+            ("lb_waiting_connections{state=\"closing\"}", "3"),
+            ("lb_waiting_bytes", "900"),
+            ("lb_slow_clients_total{defence=\"slow_reader\"}", "1"),
+            ("lb_slow_clients_total{defence=\"head_timeout\"}", "0"),
+            ("lb_slow_clients_total{defence=\"per_client_cap\"}", "0"),
             ("lb_backend_requests_total{backend=\"http://a:1\",name=\"a\"}", "40"),
             ("lb_backend_failures_total{backend=\"http://b:2\",name=\"b\"}", "1"),
             ("lb_backend_in_flight{backend=\"http://a:1\",name=\"a\"}", "2"),
@@ -366,7 +410,7 @@ mod tests {
             };
             assert!(belongs, "{series} is not in the family declared above it ({family})");
         }
-        assert_eq!(families.len(), 17, "{families:?}");
+        assert_eq!(families.len(), 20, "{families:?}");
         assert!(text.ends_with('\n'));
     }
 }

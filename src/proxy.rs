@@ -30,8 +30,8 @@ use crate::http::head::{BodyFraming, RequestHead};
 use crate::http::is_idempotent;
 use crate::http::reply::Reply;
 use crate::http::rewrite::{Forwarded, request_for_backend};
-use crate::metrics::Outcome;
-use crate::min_rate::RateClock;
+use crate::metrics::{Defence, Outcome};
+use crate::min_rate::{RateClock, is_below_floor};
 use crate::pair::PairRunner;
 use crate::pipe::{ForwardError, ForwardJob, ReverseError, ReverseJob};
 use crate::ratelimit::Decision;
@@ -382,6 +382,16 @@ fn serve(
         buffers.response_clock = reverse.response_clock;
         traffic.bytes_in = kept_bytes + forward.body_bytes;
         let forward_ok = forward.result.is_ok();
+        if let Err(ForwardError::Client(CopyError::Source(error))) = &forward.result
+            && is_below_floor(error)
+        {
+            shared.stats.record_slow_client(Defence::SlowUpload);
+        }
+        if let Err(ReverseError::Client { cause, .. }) = &reverse.result
+            && is_below_floor(cause)
+        {
+            shared.stats.record_slow_client(Defence::SlowReader);
+        }
 
         if let Err(ForwardError::Client(error)) = forward.result {
             log::debug!("client {} failed mid-request: {error}", client.ip);

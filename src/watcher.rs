@@ -79,7 +79,14 @@ pub enum Waiting {
     Head,
     /// The rest of a body the load balancer keeps before the first attempt.
     Body,
+    /// Nothing more: the watcher answered it and closed its sending side, and now reads and
+    /// discards what the client still sends until it closes too or `until` passes, so that the
+    /// answer is not lost to a reset (nginx's lingering close).
+    Closing { until: Instant },
 }
+
+/// How long a connection the watcher answered is drained before it is closed outright.
+const LINGERING_CLOSE: Duration = Duration::from_secs(2);
 
 /// The running config's rules for waiting clients, taken afresh for each batch of events.
 #[derive(Debug, Clone, Copy)]
@@ -138,12 +145,14 @@ pub struct WaitingCounts {
     pub idle: usize,
     pub reading_head: usize,
     pub reading_body: usize,
+    /// Answered by the watcher and draining before the close.
+    pub closing: usize,
     pub bytes: usize,
 }
 
 impl WaitingCounts {
     pub fn total(&self) -> usize {
-        self.idle + self.reading_head + self.reading_body
+        self.idle + self.reading_head + self.reading_body + self.closing
     }
 }
 
@@ -167,7 +176,7 @@ impl Parked {
     fn deadline(&self, policy: &WaitPolicy) -> Instant {
         let started = self.connection.request_started.unwrap_or(self.last_byte);
         match self.waiting {
-            Waiting::Idle { until } => until,
+            Waiting::Idle { until } | Waiting::Closing { until } => until,
             Waiting::Head => started + policy.header_read,
             Waiting::Body => {
                 let silent = self.last_byte + policy.body_read;
@@ -246,6 +255,7 @@ impl Watcher {
                 Waiting::Idle { .. } => counts.idle += 1,
                 Waiting::Head => counts.reading_head += 1,
                 Waiting::Body => counts.reading_body += 1,
+                Waiting::Closing { .. } => counts.closing += 1,
             }
         }
         counts
@@ -288,6 +298,9 @@ impl Watcher {
 
     /// Reads what the client sent and decides: hand it back, keep waiting, or close it.
     fn on_readable(&self, mut parked: Parked, policy: &WaitPolicy, scratch: &mut [u8], host: &impl WatcherHost) {
+        if let Waiting::Closing { .. } = parked.waiting {
+            return self.drain(parked, scratch);
+        }
         let limit = policy.per_connection();
         loop {
             let room = limit.saturating_sub(parked.connection.carried.len()).min(scratch.len());
@@ -362,24 +375,46 @@ impl Watcher {
         let _ = self.ready.send(parked.connection);
     }
 
+    /// Reads and discards what a closing connection's client still sends; closes it at the end.
+    fn drain(&self, parked: Parked, scratch: &mut [u8]) {
+        loop {
+            match parked.connection.read_now(scratch) {
+                Ok(0) => return self.forget(parked),
+                Ok(_) => {}
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return self.rearm(parked),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.forget(parked),
+            }
+        }
+    }
+
     /// A connection past its deadline: an idle one is closed, one in the middle of a request is
     /// told why first.
     fn expire(&self, parked: Parked, host: &impl WatcherHost) {
         match parked.waiting {
-            Waiting::Idle { .. } => self.forget(parked),
+            Waiting::Idle { .. } | Waiting::Closing { .. } => self.forget(parked),
             Waiting::Head => self.answer(parked, Cut::HeadTimeout, host),
             Waiting::Body => self.answer(parked, Cut::BodyTimeout, host),
         }
     }
 
-    /// Sends the answer for `cut` without waiting for the client, and closes the connection.
-    fn answer(&self, parked: Parked, cut: Cut, host: &impl WatcherHost) {
+    /// Sends the answer for `cut` without waiting for the client, and closes the connection
+    /// (after a lingering close, while the client may still be sending).
+    fn answer(&self, mut parked: Parked, cut: Cut, host: &impl WatcherHost) {
         let bytes = cut.reply().to_bytes(1, false, false);
         let flags = rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL;
         let sent = rustix::net::send(&parked.connection.stream, &bytes, flags).unwrap_or(0);
         let _ = parked.connection.stream.shutdown(Shutdown::Write);
         host.cut(parked.connection.peer, cut, sent as u64);
-        self.forget(parked);
+        if sent == 0 || host.is_shutting_down() {
+            return self.forget(parked);
+        }
+        // The buffer is of no more use: give its bytes back now.
+        let held = parked.connection.carried.capacity();
+        parked.connection.carried = Vec::new();
+        self.parked.lock().bytes -= held;
+        parked.waiting = Waiting::Closing { until: Instant::now() + LINGERING_CLOSE };
+        self.rearm(parked);
     }
 
     /// Unregisters a connection and closes it (dropping it gives back its connection permit).

@@ -40,8 +40,8 @@ use crate::http::buffer::Inbound;
 use crate::http::complete::{KeptBody, kept_body};
 use crate::http::head::{BodyFraming, HeadLimits, RequestError, RequestHead, parse_request};
 use crate::http::reply::Reply;
-use crate::metrics::Outcome;
-use crate::min_rate::{Direction, Floored};
+use crate::metrics::{Defence, Outcome};
+use crate::min_rate::{Direction, Floored, is_below_floor};
 use crate::pair::PairRunner;
 use crate::proxy::{self, Client, Exchange, RequestBuffers};
 use crate::server::Shared;
@@ -218,7 +218,10 @@ fn serve_requests(
         }
         let mut last_bytes =
             Floored::new(stream, &mut buffers.response_clock, Direction::Writing, config.timeouts.write);
-        if buffers.client_outbound.flush(&mut last_bytes).is_err() {
+        if let Err(error) = buffers.client_outbound.flush(&mut last_bytes) {
+            if is_below_floor(&error) {
+                shared.stats.record_slow_client(Defence::SlowReader);
+            }
             keep_alive = false;
         }
         drop(last_bytes);
