@@ -46,7 +46,7 @@ pub const DEFAULT_MAX_HEADERS: usize = 100;
 pub const MAX_HEADER_BYTES_LIMIT: usize = 1 << 20;
 /// The most header fields `maxHeaders` may allow (the parser's field table has this many slots).
 pub const MAX_HEADERS_LIMIT: usize = 256;
-pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Connections one client address may hold open at once, by default.
 pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: u32 = 256;
 /// Bytes the watcher may hold for clients still sending their requests, by default.

@@ -81,22 +81,57 @@ pub enum Refusal {
 }
 
 /// How many client connections are open, in all and per peer address.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ConnectionCounts {
     open: AtomicUsize,
+    /// The most client connections the open-file limit leaves room for, whatever
+    /// `maxConnections` says (see [`client_connection_ceiling`]).
+    descriptor_ceiling: AtomicUsize,
     /// Open connections per peer address, for the addresses that are capped.
     per_client: Mutex<HashMap<IpAddr, u32>>,
 }
 
+impl Default for ConnectionCounts {
+    fn default() -> ConnectionCounts {
+        ConnectionCounts {
+            open: AtomicUsize::new(0),
+            descriptor_ceiling: AtomicUsize::new(usize::MAX),
+            per_client: Mutex::default(),
+        }
+    }
+}
+
+/// Descriptors kept back from client connections for everything else: the listeners, the epoll
+/// instance, the log, health checks, config reads.
+pub const RESERVED_DESCRIPTORS: u64 = 64;
+
+/// The most client connections that fit in `open_file_limit` descriptors alongside `workers`
+/// workers, each of which may hold a backend connection and open a second one to retry.
+pub fn client_connection_ceiling(open_file_limit: u64, workers: usize) -> usize {
+    let for_backends = 2 * workers as u64 + RESERVED_DESCRIPTORS;
+    usize::try_from(open_file_limit.saturating_sub(for_backends)).unwrap_or(usize::MAX).max(1)
+}
+
 impl ConnectionCounts {
-    /// Counts a new connection from `peer`, unless `max_open` are open already or, with
-    /// `per_client_cap`, that many are open from `peer`.
+    /// Caps the open connections at `ceiling` whatever `max_open` [`admit`](Self::admit) is given.
+    pub fn set_descriptor_ceiling(&self, ceiling: usize) {
+        self.descriptor_ceiling.store(ceiling, Ordering::Release);
+    }
+
+    /// The most connections admitted at once with `max_connections` configured.
+    pub fn effective_limit(&self, max_connections: usize) -> usize {
+        max_connections.min(self.descriptor_ceiling.load(Ordering::Acquire))
+    }
+
+    /// Counts a new connection from `peer`, unless `max_open` are open already (or as many as the
+    /// descriptor ceiling allows) or, with `per_client_cap`, that many are open from `peer`.
     pub fn admit(
         self: &Arc<Self>,
         peer: IpAddr,
         max_open: usize,
         per_client_cap: Option<u32>,
     ) -> Result<ConnectionPermit, Refusal> {
+        let max_open = self.effective_limit(max_open);
         self.open
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| (open < max_open).then_some(open + 1))
             .map_err(|_| Refusal::TooManyConnections)?;
@@ -174,6 +209,20 @@ mod tests {
         let again = counts.admit(ip(1), 3, Some(2)).unwrap();
         drop((second, other, again));
         assert_eq!((counts.open(), counts.clients()), (0, 0), "nothing is left behind");
+    }
+
+    #[test]
+    fn the_open_file_limit_caps_the_total_below_max_connections() {
+        assert_eq!(client_connection_ceiling(20_000, 64), 20_000 - 128 - RESERVED_DESCRIPTORS as usize);
+        assert_eq!(client_connection_ceiling(100, 64), 1, "a tiny limit still admits one connection");
+        let counts = Arc::new(ConnectionCounts::default());
+        assert_eq!(counts.effective_limit(10_000), 10_000, "no ceiling until one is set");
+        counts.set_descriptor_ceiling(2);
+        assert_eq!(counts.effective_limit(10_000), 2);
+        assert_eq!(counts.effective_limit(1), 1, "maxConnections below the ceiling holds");
+        let held: Vec<_> = (0..2).map(|_| counts.admit(ip(1), 10_000, None).unwrap()).collect();
+        assert_eq!(counts.admit(ip(2), 10_000, None).unwrap_err(), Refusal::TooManyConnections);
+        drop(held);
     }
 
     #[test]

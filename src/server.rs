@@ -30,7 +30,7 @@ use crate::access_log::{self, AccessEntry};
 use crate::backend::Backend;
 use crate::balance::Balancer;
 use crate::config::Config;
-use crate::connection::{ClientConnection, ConnectionCounts};
+use crate::connection::{ClientConnection, ConnectionCounts, client_connection_ceiling};
 use crate::http::head::HeadLimits;
 use crate::metrics::{Defence, Snapshot, Stats};
 use crate::pair::PairRunner;
@@ -324,11 +324,7 @@ impl Server {
             config.pair_threads.name(),
             backend_list.join(", ")
         );
-        let open_files = open_files.map_or_else(|| "unlimited".to_string(), |limit| limit.to_string());
-        log::info!(
-            "open-file limit {open_files}; at most {} client connections (maxConnections)",
-            config.limits.max_connections
-        );
+        log_connection_limit(&shared, &config, open_files);
         Ok(Server { shared, local_addr, admin, acceptor, workers, watcher, health, health_stop, reloader })
     }
 
@@ -412,6 +408,28 @@ fn both_families(address: SocketAddr) -> &'static str {
     match address {
         SocketAddr::V6(v6) if v6.ip().is_unspecified() => " (IPv6 and IPv4)",
         _ => "",
+    }
+}
+
+/// Caps the client connections at what the open-file limit leaves room for, and says which limit
+/// holds: `maxConnections`, or the descriptors when they run out first.
+fn log_connection_limit(shared: &Shared, config: &Config, open_files: Option<u64>) {
+    let max_connections = config.limits.max_connections;
+    let Some(limit) = open_files else {
+        log::info!("open-file limit unlimited; at most {max_connections} client connections (maxConnections)");
+        return;
+    };
+    shared.connections.set_descriptor_ceiling(client_connection_ceiling(limit, config.workers));
+    let effective = shared.connections.effective_limit(max_connections);
+    if effective < max_connections {
+        log::warn!(
+            "maxConnections is {max_connections} but the open-file limit {limit} leaves room for {effective} \
+             client connections beside {} workers' backend connections: serving at most {effective} \
+             (raise the limit, e.g. LimitNOFILE in the systemd unit)",
+            config.workers
+        );
+    } else {
+        log::info!("open-file limit {limit}; at most {max_connections} client connections (maxConnections)");
     }
 }
 

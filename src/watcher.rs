@@ -10,13 +10,15 @@
 //! new ones, only once its bytes hold a request ready to act on ([`crate::http::complete`]): a
 //! complete head, and the whole body when the body is one the load balancer keeps.
 //!
-//! A parked connection is in one of three states, each with its own deadline:
+//! A parked connection is in one of four states, each with its own deadline:
 //! - *idle*: nothing read; closed silently after `idleTimeout` (or `headerReadTimeout`, for a new
 //!   connection whose first request never came);
 //! - *reading head*: `408` and close unless the head is complete `headerReadTimeout` after its
 //!   first byte;
 //! - *reading body*: `408` and close if the client is silent for `bodyReadTimeout`, or once it is
-//!   below `minRequestBodyRate` after that rate's grace.
+//!   below `minRequestBodyRate` after that rate's grace;
+//! - *closing*: answered by the watcher itself (`408`, `503`); what the client still sends is read
+//!   and dropped for up to 2 s before the close, so it reads the answer rather than a reset.
 //!
 //! Memory is bounded: each connection holds at most a head of `maxHeaderBytes` and one kept body
 //! ([`MAX_KEPT_BODY_BUFFER`]), and all of them together at most `maxWaitingBytes`; a client whose

@@ -634,6 +634,36 @@ fn max_connections_refuses_more_with_503_while_open_ones_are_served() {
 }
 
 #[test]
+fn a_low_open_file_limit_lowers_max_connections_with_a_warning() {
+    let backend = EchoBackend::start(&[]);
+    // 200 descriptors, less 2 per worker and 64 kept back: room for 128 client connections.
+    let lb = LoadBalancer::start_with_open_file_limit(
+        &lb_config(&[backend.url()], "\"workers\": 4, \"adminListen\": \"127.0.0.2:0\""),
+        200,
+    );
+    let admin = admin_addr(&lb);
+    let warning = lb.log.wait_for("the open-file limit 200", DEADLINE);
+    assert!(warning.contains("maxConnections is 10000") && warning.contains("serving at most 128"), "{warning}");
+
+    // In batches of 16, each counted before the next, so the four workers' hand-off queue (64)
+    // never fills and answers 503 for being at capacity.
+    let mut open: Vec<Client> = Vec::new();
+    for batch in 1..=8 {
+        open.extend((0..16).map(|_| Client::connect(lb.addr())));
+        wait_until(DEADLINE, "the batch to be counted", || admin_metrics(admin)["open_connections"] == 16 * batch);
+    }
+    let mut refused = Client::connect(lb.addr());
+    assert_refused(&mut refused, 503, "Service Unavailable: too many connections");
+
+    let last = open.last_mut().unwrap();
+    last.send(b"GET /ping HTTP/1.1\r\nHost: lb\r\n\r\n");
+    assert_eq!(last.response(false).status, 200, "the connections within the limit are served");
+    drop(open);
+    wait_until(DEADLINE, "the closed connections to be released", || admin_metrics(admin)["open_connections"] == 0);
+    assert_eq!(lb.get("/ping").status, 200);
+}
+
+#[test]
 fn an_early_answer_reaches_the_client_while_its_upload_is_still_stalled() {
     let (backend, _received) = recording_backend(Answer::AfterHead);
     let lb = LoadBalancer::start(&lb_config(&[backend.url()], "\"bodyReadTimeout\": \"1m\""));

@@ -169,10 +169,28 @@ impl LoadBalancer {
     /// `LB_TEST_PAIR_THREADS=pooled` runs every test's load balancer with `"pairThreads": "pooled"`
     /// (unless the test sets it), so CI can run the whole suite in both modes.
     pub fn start_with(config: &str, args: &[&str], env: &[(&str, &str)]) -> LoadBalancer {
+        LoadBalancer::launch(config, args, env, None)
+    }
+
+    /// Starts one whose open-file limit (soft and hard) is `open_files` from the start.
+    pub fn start_with_open_file_limit(config: &str, open_files: u64) -> LoadBalancer {
+        LoadBalancer::launch(config, &[], &[], Some(open_files))
+    }
+
+    fn launch(config: &str, args: &[&str], env: &[(&str, &str)], open_files: Option<u64>) -> LoadBalancer {
         let dir = TempDir::new();
         let config = with_test_pair_threads(config);
         let path = dir.write("config.json", &config);
-        let mut command = Command::new(env!("CARGO_BIN_EXE_loadbalancer"));
+        let binary = env!("CARGO_BIN_EXE_loadbalancer");
+        let mut command = match open_files {
+            // The shell lowers its limit, then becomes the load balancer (same pid), which inherits it.
+            Some(limit) => {
+                let mut shell = Command::new("sh");
+                shell.args(["-c", &format!("ulimit -n {limit} && exec \"$0\" \"$@\""), binary]);
+                shell
+            }
+            None => Command::new(binary),
+        };
         command
             .arg("--config")
             .arg(&path)
