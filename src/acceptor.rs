@@ -19,7 +19,7 @@ use crossbeam_channel::{Sender, TrySendError};
 use crate::connection::{ClientConnection, Refusal};
 use crate::http::reply::Reply;
 use crate::metrics::Defence;
-use crate::server::Shared;
+use crate::shared::Shared;
 
 /// How long the acceptor waits on a client that is not reading its `503`.
 const BUSY_REPLY_TIMEOUT: Duration = Duration::from_millis(200);

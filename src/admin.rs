@@ -16,7 +16,7 @@ use crate::http::buffer::Inbound;
 use crate::http::framing::is_timeout;
 use crate::http::head::{HeadLimits, parse_request};
 use crate::http::reply::Reply;
-use crate::server::Shared;
+use crate::shared::Shared;
 
 pub fn run(shared: &Shared, listener: &TcpListener) {
     for connection in listener.incoming() {

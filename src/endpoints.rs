@@ -18,7 +18,7 @@ use std::time::Instant;
 use crate::config::Config;
 use crate::http::head::RequestHead;
 use crate::http::reply::Reply;
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::{prometheus, reload, status_page};
 
 /// Where the Prometheus exposition is served, below `metricsPath`.

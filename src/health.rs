@@ -24,7 +24,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::backend::{Backend, HealthFlip};
 use crate::config::HealthSettings;
-use crate::server::Shared;
+use crate::shared::Shared;
 
 /// Runs rounds of probes until `stop` receives a message or is dropped.
 pub fn run(shared: &Shared, stop: &Receiver<()>) {

@@ -14,9 +14,11 @@ use env_logger::TimestampPrecision;
 use env_logger::fmt::ConfigurableFormat;
 use loadbalancer::access_log;
 use loadbalancer::cli::{COMPARE_USAGE, Command, CompareOptions, Options, USAGE};
+use loadbalancer::config::file::ConfigFile;
 use loadbalancer::config::{Config, ConfigError};
-use loadbalancer::reload::{self, ConfigFile};
-use loadbalancer::server::{SHUTDOWN_GRACE, Server, Shared};
+use loadbalancer::reload;
+use loadbalancer::server::{SHUTDOWN_GRACE, Server};
+use loadbalancer::shared::Shared;
 use loadbalancer::signals::{self, Signal};
 use loadbalancer::{compare, demo};
 

@@ -35,7 +35,7 @@ use crate::min_rate::{RateClock, is_below_floor};
 use crate::pair::PairRunner;
 use crate::pipe::{ForwardError, ForwardJob, ReverseError, ReverseJob};
 use crate::ratelimit::Decision;
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::tunnel::upgrade_pair;
 
 pub use crate::http::complete::MAX_KEPT_BODY;

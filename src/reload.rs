@@ -25,25 +25,16 @@ use std::thread;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use parking_lot::Mutex;
 
 use crate::backend::Backend;
 use crate::balance::hash::fnv1a;
-use crate::config::{Config, Overrides};
+use crate::config::Config;
 use crate::health;
-use crate::server::{Pool, Shared};
+use crate::pool::Pool;
+use crate::shared::Shared;
 
 /// How often the watcher looks whether `reloadInterval` has been turned on, while it is off.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
-
-/// The config file a running load balancer came from, and what overrode it.
-#[derive(Debug)]
-pub struct ConfigFile {
-    pub path: String,
-    pub overrides: Overrides,
-    /// A hash of the contents last read; the lock also makes reloads one at a time.
-    last_read: Mutex<Option<u64>>,
-}
 
 /// What a reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,14 +43,6 @@ pub enum Outcome {
     /// The file is the one already running.
     Unchanged,
     Refused(String),
-}
-
-impl ConfigFile {
-    /// The file at `path`, as it is now (the config just loaded from it).
-    pub fn new(path: String, overrides: Overrides) -> ConfigFile {
-        let contents_hash = std::fs::read(&path).ok().map(|contents| fnv1a(&contents));
-        ConfigFile { path, overrides, last_read: Mutex::new(contents_hash) }
-    }
 }
 
 /// The watcher thread's loop, until `stop` is dropped.
@@ -206,6 +189,7 @@ fn keep_fixed_settings(running: &Config, config: &mut Config) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Overrides;
 
     fn config(text: &str) -> Config {
         Config::from_json(text, "config.json", &Overrides::default()).unwrap()

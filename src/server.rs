@@ -12,31 +12,24 @@
 //! - `config-watcher` (when the config came from a file): applies changes to it without a restart;
 //! - `admin` (with `adminListen`): serves the metrics on their own address.
 //!
-//! What they share is [`Shared`]: the validated config, the backend [`Pool`], the counters, the
-//! rate limiter and the shutdown flag. The pool sits behind a lock as an `Arc` that is replaced
-//! whole, so readers take a cheap clone and never hold the lock while they work.
+//! What they share is [`crate::shared::Shared`]: the validated config, the backend
+//! [`crate::pool::Pool`], the counters, the rate limiter and the shutdown flag. This file only
+//! builds it and starts and stops the threads around it.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use parking_lot::RwLock;
 
-use crate::access_log::{self, AccessEntry};
-use crate::backend::Backend;
-use crate::balance::Balancer;
 use crate::config::Config;
-use crate::connection::{ClientConnection, ConnectionCounts, client_connection_ceiling};
-use crate::http::head::HeadLimits;
-use crate::metrics::{Defence, Snapshot, Stats};
+use crate::config::file::ConfigFile;
+use crate::connection::{ClientConnection, client_connection_ceiling};
 use crate::pair::PairRunner;
-use crate::ratelimit::RateLimiter;
-use crate::reload::{self, ConfigFile};
-use crate::watcher::{Cut, WaitPolicy, Watcher, WatcherHost};
+use crate::reload;
+use crate::shared::Shared;
 use crate::{acceptor, admin, health, worker};
 
 /// Connections that may wait in the hand-off channel, per worker.
@@ -44,185 +37,6 @@ pub const QUEUED_CONNECTIONS_PER_WORKER: usize = 16;
 /// How long requests in flight may take to finish after SIGTERM or SIGINT (what a service
 /// manager's stop timeout must exceed).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
-/// The backends and the balancer that picks among them, replaced together.
-#[derive(Debug)]
-pub struct Pool {
-    pub backends: Vec<Arc<Backend>>,
-    pub balancer: Balancer,
-}
-
-impl Pool {
-    pub fn new(config: &Config) -> Pool {
-        let backends: Vec<Arc<Backend>> = config.servers.iter().map(|server| Arc::new(Backend::new(server))).collect();
-        Pool::with_backends(config, backends)
-    }
-
-    /// A pool of existing backend records (a reload keeps those that stay).
-    pub fn with_backends(config: &Config, backends: Vec<Arc<Backend>>) -> Pool {
-        let balancer = Balancer::new(config.algorithm, config.balancing.clone(), &backends);
-        Pool { backends, balancer }
-    }
-}
-
-/// State shared by every thread of one running load balancer.
-#[derive(Debug)]
-pub struct Shared {
-    /// The running config; a reload replaces it whole.
-    config: RwLock<Arc<Config>>,
-    pool: RwLock<Arc<Pool>>,
-    pub stats: Stats,
-    rate_limiter: RwLock<Option<Arc<RateLimiter>>>,
-    /// The file a reload reads, if the config came from one.
-    pub config_file: Option<ConfigFile>,
-    shutting_down: AtomicBool,
-    started: Instant,
-    next_request_id: AtomicU64,
-    /// Client connections open, in all and per client address.
-    pub connections: Arc<ConnectionCounts>,
-    /// Workers waiting for a connection to serve, with nothing in hand.
-    waiting_workers: AtomicUsize,
-    /// Client connections waiting for (the rest of) a request.
-    pub watcher: Watcher,
-}
-
-/// A worker counted as waiting for work (see [`Shared::wait_for_work`]).
-#[derive(Debug)]
-pub struct WaitingWorker<'a> {
-    shared: &'a Shared,
-}
-
-impl Drop for WaitingWorker<'_> {
-    fn drop(&mut self) {
-        self.shared.waiting_workers.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-impl Shared {
-    /// The shared state, and the channel on which the watcher returns readable connections.
-    pub fn new(config: Config, config_file: Option<ConfigFile>) -> io::Result<(Shared, Receiver<ClientConnection>)> {
-        let (watcher, returned) = Watcher::new()?;
-        let shared = Shared {
-            pool: RwLock::new(Arc::new(Pool::new(&config))),
-            rate_limiter: RwLock::new(config.rate_limit.map(|settings| Arc::new(RateLimiter::new(settings)))),
-            config: RwLock::new(Arc::new(config)),
-            config_file,
-            stats: Stats::default(),
-            shutting_down: AtomicBool::new(false),
-            started: Instant::now(),
-            next_request_id: AtomicU64::new(1),
-            connections: Arc::new(ConnectionCounts::default()),
-            waiting_workers: AtomicUsize::new(0),
-            watcher,
-        };
-        Ok((shared, returned))
-    }
-
-    pub fn open_connections(&self) -> usize {
-        self.connections.open()
-    }
-
-    /// Counts and logs a client the watcher (or a worker, for the same reasons) answered itself
-    /// and closed: a stalled request, or one refused for want of room to wait.
-    pub fn record_cut(&self, peer: SocketAddr, cut: Cut, bytes_out: u64) {
-        let reply = cut.reply();
-        self.stats.record_request(crate::metrics::Outcome::Failed, Duration::ZERO);
-        if let Some(defence) = Defence::of_cut(cut) {
-            self.stats.record_slow_client(defence);
-        }
-        log::debug!("{}: {} ({cut:?})", peer.ip(), reply.status);
-        let entry = AccessEntry {
-            time: std::time::SystemTime::now(),
-            client: peer.ip(),
-            request: None,
-            status: reply.status,
-            backend: None,
-            bytes_in: 0,
-            bytes_out,
-            latency: Duration::ZERO,
-            attempts: 0,
-        };
-        access_log::write_line(self.config().access_log, &entry);
-    }
-
-    /// Marks one worker as waiting for work until the returned guard drops.
-    pub fn wait_for_work(&self) -> WaitingWorker<'_> {
-        self.waiting_workers.fetch_add(1, Ordering::AcqRel);
-        WaitingWorker { shared: self }
-    }
-
-    /// Whether some worker is waiting for work: if so, a connection that arrives now is served
-    /// at once, and a busy worker may keep waiting on its own connection a little longer.
-    pub fn a_worker_is_waiting(&self) -> bool {
-        self.waiting_workers.load(Ordering::Acquire) > 0
-    }
-
-    /// The current backend pool.
-    pub fn pool(&self) -> Arc<Pool> {
-        Arc::clone(&self.pool.read())
-    }
-
-    /// The running config. Take it once per request: a reload may replace it meanwhile.
-    pub fn config(&self) -> Arc<Config> {
-        Arc::clone(&self.config.read())
-    }
-
-    /// The per-client rate limiter, if `rateLimit` is set.
-    pub fn rate_limiter(&self) -> Option<Arc<RateLimiter>> {
-        self.rate_limiter.read().clone()
-    }
-
-    /// Puts a reloaded config in place with its new pool; the rate limiter is replaced only if its
-    /// settings changed, so clients keep their buckets otherwise. Requests in flight finish with
-    /// what they started with.
-    pub fn replace_config(&self, config: Config, pool: Pool) {
-        if self.config().rate_limit != config.rate_limit {
-            *self.rate_limiter.write() = config.rate_limit.map(|settings| Arc::new(RateLimiter::new(settings)));
-        }
-        *self.config.write() = Arc::new(config);
-        *self.pool.write() = Arc::new(pool);
-    }
-
-    pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::Acquire)
-    }
-
-    /// A process-wide request number, used to name the pair threads.
-    pub fn next_request_id(&self) -> u64 {
-        self.next_request_id.fetch_add(1, Ordering::Relaxed)
-    }
-
-    pub fn metrics(&self) -> Snapshot {
-        let pool = self.pool();
-        let mut snapshot =
-            Snapshot::take(&self.stats, self.started.elapsed(), pool.balancer.algorithm().name(), &pool.backends);
-        snapshot.open_connections = self.open_connections();
-        snapshot.waiting_connections = self.watcher.waiting();
-        snapshot
-    }
-}
-
-impl WatcherHost for Shared {
-    fn is_shutting_down(&self) -> bool {
-        Shared::is_shutting_down(self)
-    }
-
-    fn wait_policy(&self) -> WaitPolicy {
-        let config = self.config();
-        WaitPolicy {
-            head_limits: HeadLimits::from(&config.limits),
-            max_body: config.limits.max_body_bytes.unwrap_or(u64::MAX),
-            header_read: config.timeouts.header_read,
-            body_read: config.timeouts.body_read,
-            body_rate: config.min_rates.request_body,
-            max_waiting_bytes: config.limits.max_waiting_bytes,
-        }
-    }
-
-    fn cut(&self, peer: SocketAddr, cut: Cut, bytes_out: u64) {
-        self.record_cut(peer, cut, bytes_out);
-    }
-}
 
 /// A running load balancer.
 pub struct Server {
@@ -340,7 +154,7 @@ impl Server {
     /// Returns whether every worker finished within `grace`.
     pub fn shutdown(self, grace: Duration) -> bool {
         let deadline = Instant::now() + grace;
-        self.shared.shutting_down.store(true, Ordering::Release);
+        self.shared.begin_shutdown();
         acceptor::wake(self.local_addr);
         let _ = self.acceptor.join();
         if let Some((address, admin)) = self.admin {
@@ -450,25 +264,4 @@ pub fn raise_open_file_limit() -> Option<u64> {
 
 fn spawn_named(name: &str, body: impl FnOnce() + Send + 'static) -> io::Result<JoinHandle<()>> {
     thread::Builder::new().name(name.to_string()).spawn(body)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Overrides;
-
-    #[test]
-    fn waiting_workers_are_counted_while_their_guard_lives() {
-        let config =
-            Config::from_json(r#"{"servers": ["http://127.0.0.1:1"]}"#, "config.json", &Overrides::default()).unwrap();
-        let (shared, _returned) = Shared::new(config, None).unwrap();
-        assert!(!shared.a_worker_is_waiting());
-        let first = shared.wait_for_work();
-        let second = shared.wait_for_work();
-        assert!(shared.a_worker_is_waiting());
-        drop(first);
-        assert!(shared.a_worker_is_waiting(), "one is still waiting");
-        drop(second);
-        assert!(!shared.a_worker_is_waiting());
-    }
 }

@@ -44,7 +44,7 @@ use crate::metrics::{Defence, Outcome};
 use crate::min_rate::{Direction, Floored, is_below_floor};
 use crate::pair::PairRunner;
 use crate::proxy::{self, Client, Exchange, RequestBuffers};
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::watcher::{Cut, ParkRefused, Waiting};
 
 /// How long a worker keeps waiting on its own connection for more bytes, when other workers

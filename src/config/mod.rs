@@ -9,6 +9,8 @@
 //!
 //! Precedence, highest first: command-line flag, environment variable, file, default.
 
+pub mod file;
+
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
