@@ -18,8 +18,8 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::atomic_instant::AtomicInstant;
 use crate::config::ServerConfig;
+use crate::connection::{Readiness, readiness};
 use crate::ejection::{Ejection, Standing};
-use crate::watcher::{Readiness, readiness};
 
 /// How many idle keep-alive connections each backend keeps for reuse.
 pub const IDLE_CONNECTIONS_PER_BACKEND: usize = 16;

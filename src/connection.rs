@@ -62,6 +62,28 @@ pub fn read_now(stream: &TcpStream, into: &mut [u8]) -> io::Result<usize> {
     }
 }
 
+/// What a non-blocking look at a connection finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// Bytes are waiting.
+    Readable,
+    /// Nothing yet: the connection is idle.
+    Idle,
+    /// The peer closed the connection, or it failed.
+    Closed,
+}
+
+/// Looks at `stream` without blocking and without consuming anything.
+pub fn readiness(stream: &TcpStream) -> Readiness {
+    let mut probe = [0u8; 1];
+    match rustix::net::recv(stream, &mut probe, rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT) {
+        Ok((_, 0)) => Readiness::Closed,
+        Ok(_) => Readiness::Readable,
+        Err(error) if error == rustix::io::Errno::AGAIN || error == rustix::io::Errno::INTR => Readiness::Idle,
+        Err(_) => Readiness::Closed,
+    }
+}
+
 /// A reader over a socket that never blocks (`WouldBlock` when nothing is there).
 pub struct ReadNow<'a>(pub &'a TcpStream);
 

@@ -5,7 +5,7 @@
 //! (`health-probe-N`), one per backend up to [`MAX_PARALLEL_PROBES`], and waits for them all, so
 //! a backend that hangs costs the others nothing (beyond that many backends, probes take turns):
 //! every probe is bounded by `healthCheckTimeout`, from connect to status line. The first
-//! round runs at start-up. A status in `healthCheckStatus` ([`HealthyStatuses`]; by default any
+//! round runs at start-up. A status in `healthCheckStatus` ([`crate::config::statuses::HealthyStatuses`]; by default any
 //! below 500, since a backend that answers HTTP at all is up) is a success; anything else, or no
 //! answer in time, is a failure. Only changes of state are logged (WARN when a backend goes down, INFO when it
 //! comes back), as decided by [`Backend::record_probe`]. Each round also closes backend
@@ -13,9 +13,7 @@
 //! name is looked up again, in its probe thread ([`Backend::resolve_again`]): a changed DNS record
 //! is followed without a restart, and a name that does not resolve fails the probe with that reason.
 
-use std::fmt;
 use std::io::{self, Read, Write};
-use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::Instant;
@@ -123,92 +121,6 @@ pub fn probe(backend: &Backend, settings: &HealthSettings) -> Result<u16, String
     }
 }
 
-/// The statuses a probe counts as healthy (`healthCheckStatus`): ranges of status codes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HealthyStatuses(Vec<RangeInclusive<u16>>);
-
-impl Default for HealthyStatuses {
-    /// Any answer below 500: a backend that answers HTTP at all is up, one that answers 5xx is not.
-    fn default() -> Self {
-        HealthyStatuses(vec![100..=499])
-    }
-}
-
-impl fmt::Display for HealthyStatuses {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ranges: Vec<String> = self
-            .0
-            .iter()
-            .map(|range| match (range.start(), range.end()) {
-                (low, high) if low == high => low.to_string(),
-                (low, high) => format!("{low}-{high}"),
-            })
-            .collect();
-        f.write_str(&ranges.join(", "))
-    }
-}
-
-impl HealthyStatuses {
-    const EXPECTED: &str = "must be \"2xx\", \"2xx-3xx\", a range like \"200-399\" or a list like [200, 204]";
-
-    pub fn contains(&self, status: u16) -> bool {
-        self.0.iter().any(|range| range.contains(&status))
-    }
-
-    /// Reads `healthCheckStatus`: a class (`"2xx"`), a range of classes or codes (`"2xx-3xx"`,
-    /// `"200-399"`), one code (`200` or `"200"`), or a non-empty list of those (`[200, 204]`).
-    /// Every code is from 100 to 599. The error is the problem, for the caller to name the key.
-    pub fn from_json(value: &serde_json::Value) -> Result<HealthyStatuses, String> {
-        use serde_json::Value;
-        let entry = |value: &Value| match value {
-            Value::String(text) => parse_status_range(text),
-            Value::Number(_) => match value.as_u64() {
-                Some(code) if (100..=599).contains(&code) => Ok(code as u16..=code as u16),
-                _ => Err(format!("{value} is not a status from 100 to 599")),
-            },
-            other => Err(format!("{}, got {other}", HealthyStatuses::EXPECTED)),
-        };
-        match value {
-            Value::Array(list) if list.is_empty() => Err("must list at least one status".to_string()),
-            Value::Array(list) => list.iter().map(entry).collect::<Result<_, _>>().map(HealthyStatuses),
-            single => entry(single).map(|range| HealthyStatuses(vec![range])),
-        }
-    }
-}
-
-/// `"2xx"`, `"2xx-3xx"`, `"200-399"`, `"204"` (or a mix such as `"200-3xx"`) as a range of codes.
-fn parse_status_range(text: &str) -> Result<RangeInclusive<u16>, String> {
-    let invalid = || format!("{}, got {text:?}", HealthyStatuses::EXPECTED);
-    // One side: a code, or a class whose lowest and highest codes it stands for.
-    let side = |part: &str| -> Result<(u16, u16), String> {
-        let part = part.trim();
-        let bytes = part.as_bytes();
-        let (low, high) = match bytes {
-            [class @ b'1'..=b'5', b'x' | b'X', b'x' | b'X'] => {
-                let hundreds = u16::from(class - b'0') * 100;
-                (hundreds, hundreds + 99)
-            }
-            [_, _, _] if bytes.iter().all(u8::is_ascii_digit) => {
-                let code: u16 = part.parse().map_err(|_| invalid())?;
-                (code, code)
-            }
-            _ => return Err(invalid()),
-        };
-        if !(100..=599).contains(&low) {
-            return Err(format!("{part:?} is not a status from 100 to 599"));
-        }
-        Ok((low, high))
-    };
-    let (low, high) = match text.split_once('-') {
-        Some((from, to)) => (side(from)?.0, side(to)?.1),
-        None => side(text)?,
-    };
-    if low > high {
-        return Err(format!("{text:?} must go from the lower status to the higher"));
-    }
-    Ok(low..=high)
-}
-
 /// The status code from a buffered status line, once the whole line is there.
 fn status_of(head: &[u8]) -> Result<Option<u16>, String> {
     let Some(line_end) = head.iter().position(|&byte| byte == b'\n') else {
@@ -224,21 +136,10 @@ fn status_of(head: &[u8]) -> Result<Option<u16>, String> {
     }
 }
 
-/// The default probe schedule as text, for the start-up log.
-pub fn describe(settings: &HealthSettings) -> String {
-    format!(
-        "GET {} every {} (timeout {}, down after {}, up after {})",
-        settings.path,
-        crate::duration::format_duration(settings.interval),
-        crate::duration::format_duration(settings.timeout),
-        settings.unhealthy_threshold,
-        settings.healthy_threshold
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::statuses::HealthyStatuses;
     use std::net::TcpListener;
     use std::sync::Arc;
     use std::time::Duration;
@@ -251,71 +152,6 @@ mod tests {
             healthy_threshold: 1,
             unhealthy_threshold: 1,
             statuses: HealthyStatuses::default(),
-        }
-    }
-
-    fn statuses(value: serde_json::Value) -> Result<HealthyStatuses, String> {
-        HealthyStatuses::from_json(&value)
-    }
-
-    #[test]
-    fn healthy_status_forms() {
-        let default = HealthyStatuses::default();
-        assert!([100, 200, 204, 301, 404, 499].iter().all(|&code| default.contains(code)), "below 500");
-        assert!(![500, 503, 599].iter().any(|&code| default.contains(code)));
-        assert_eq!(default.to_string(), "100-499");
-
-        let two = statuses("2xx".into()).unwrap();
-        assert!(two.contains(200) && two.contains(299) && !two.contains(199) && !two.contains(300));
-        let two_three = statuses("2xx-3xx".into()).unwrap();
-        assert_eq!(two_three, HealthyStatuses(vec![200..=399]));
-        assert_eq!(statuses("200-399".into()).unwrap(), two_three);
-        assert_eq!(statuses("200-3xx".into()).unwrap(), two_three, "a code and a class");
-        assert_eq!(statuses("2XX".into()).unwrap(), two);
-        assert_eq!(statuses("204".into()).unwrap(), HealthyStatuses(vec![204..=204]));
-        assert_eq!(statuses(serde_json::json!(204)).unwrap(), HealthyStatuses(vec![204..=204]));
-        let list = statuses(serde_json::json!([200, 204, "3xx"])).unwrap();
-        assert!(list.contains(200) && list.contains(204) && list.contains(302));
-        assert!(!list.contains(201) && !list.contains(404));
-        assert_eq!(list.to_string(), "200, 204, 300-399");
-    }
-
-    #[test]
-    fn healthy_status_mistakes_say_what_is_wrong() {
-        let cases = [
-            (
-                serde_json::json!("2xxx"),
-                "must be \"2xx\", \"2xx-3xx\", a range like \"200-399\" or a list like [200, 204], got \"2xxx\"",
-            ),
-            (
-                serde_json::json!("ok"),
-                "must be \"2xx\", \"2xx-3xx\", a range like \"200-399\" or a list like [200, 204], got \"ok\"",
-            ),
-            (
-                serde_json::json!("6xx"),
-                "must be \"2xx\", \"2xx-3xx\", a range like \"200-399\" or a list like [200, 204], got \"6xx\"",
-            ),
-            (serde_json::json!("3xx-2xx"), "\"3xx-2xx\" must go from the lower status to the higher"),
-            (serde_json::json!("099-200"), "\"099\" is not a status from 100 to 599"),
-            (serde_json::json!("200-600"), "\"600\" is not a status from 100 to 599"),
-            (
-                serde_json::json!("200-"),
-                "must be \"2xx\", \"2xx-3xx\", a range like \"200-399\" or a list like [200, 204], got \"200-\"",
-            ),
-            (serde_json::json!([]), "must list at least one status"),
-            (serde_json::json!([200, 600]), "600 is not a status from 100 to 599"),
-            (serde_json::json!([200, 2.5]), "2.5 is not a status from 100 to 599"),
-            (
-                serde_json::json!(true),
-                "must be \"2xx\", \"2xx-3xx\", a range like \"200-399\" or a list like [200, 204], got true",
-            ),
-            (
-                serde_json::json!([[200]]),
-                "must be \"2xx\", \"2xx-3xx\", a range like \"200-399\" or a list like [200, 204], got [200]",
-            ),
-        ];
-        for (value, expected) in cases {
-            assert_eq!(statuses(value.clone()), Err(expected.to_string()), "{value}");
         }
     }
 
@@ -352,7 +188,10 @@ mod tests {
 
         let no_health = crate::backend::test_backend(answer_once(b"HTTP/1.1 404 Not Found\r\n\r\n", Duration::ZERO), 1);
         assert_eq!(probe(&no_health, &settings(Duration::from_secs(2))), Ok(404), "up, by default");
-        let strict = HealthSettings { statuses: statuses("2xx".into()).unwrap(), ..settings(Duration::from_secs(2)) };
+        let strict = HealthSettings {
+            statuses: HealthyStatuses::from_json(&"2xx".into()).unwrap(),
+            ..settings(Duration::from_secs(2))
+        };
         let no_health = crate::backend::test_backend(answer_once(b"HTTP/1.1 404 Not Found\r\n\r\n", Duration::ZERO), 1);
         assert_eq!(probe(&no_health, &strict), Err("status 404".to_string()), "down, with \"2xx\"");
 

@@ -24,32 +24,8 @@ use std::thread::{self, JoinHandle};
 
 use parking_lot::{Condvar, Mutex};
 
+use crate::config::PairThreads;
 use crate::pipe::{self, ForwardJob, ForwardReport, ReverseJob, ReverseReport};
-
-/// How pair threads are provided, from the `pairThreads` setting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PairThreads {
-    Spawn,
-    Pooled,
-}
-
-impl PairThreads {
-    pub const ALL: [PairThreads; 2] = [PairThreads::Spawn, PairThreads::Pooled];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            PairThreads::Spawn => "spawn",
-            PairThreads::Pooled => "pooled",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Result<PairThreads, String> {
-        PairThreads::ALL
-            .into_iter()
-            .find(|mode| mode.name() == name)
-            .ok_or_else(|| format!("must be \"spawn\" or \"pooled\", got {name:?}"))
-    }
-}
 
 /// A worker's source of pair threads.
 pub enum PairRunner {

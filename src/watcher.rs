@@ -27,7 +27,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -49,28 +49,6 @@ const TICK: Duration = Duration::from_millis(250);
 const EVENTS_PER_WAIT: usize = 256;
 /// Most bytes taken from one client in one read.
 const READ_CHUNK: usize = 16 * 1024;
-
-/// What a non-blocking look at a connection finds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Readiness {
-    /// Bytes are waiting.
-    Readable,
-    /// Nothing yet: the connection is idle.
-    Idle,
-    /// The peer closed the connection, or it failed.
-    Closed,
-}
-
-/// Looks at `stream` without blocking and without consuming anything.
-pub fn readiness(stream: &TcpStream) -> Readiness {
-    let mut probe = [0u8; 1];
-    match rustix::net::recv(stream, &mut probe, rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT) {
-        Ok((_, 0)) => Readiness::Closed,
-        Ok(_) => Readiness::Readable,
-        Err(error) if error == rustix::io::Errno::AGAIN || error == rustix::io::Errno::INTR => Readiness::Idle,
-        Err(_) => Readiness::Closed,
-    }
-}
 
 /// What a parked connection waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -441,6 +419,7 @@ mod tests {
     use crate::connection::ConnectionCounts;
     use crate::tests_support::{socket_pair, wait_for};
     use std::io::{Read, Write};
+    use std::net::TcpStream;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 

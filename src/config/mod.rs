@@ -10,6 +10,7 @@
 //! Precedence, highest first: command-line flag, environment variable, file, default.
 
 pub mod file;
+pub mod statuses;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -23,8 +24,8 @@ use crate::balance::{Algorithm, BalanceSettings, HashKey};
 use crate::duration::parse_duration;
 use crate::ejection::PassiveHealthSettings;
 use crate::min_rate::MinRate;
-use crate::pair::PairThreads;
 use crate::resolve::{overlap, resolve_all};
+use statuses::HealthyStatuses;
 
 pub const DEFAULT_LISTEN: &str = ":8080";
 pub const DEFAULT_WORKERS: usize = 64;
@@ -268,7 +269,7 @@ pub struct HealthSettings {
     pub healthy_threshold: u32,
     pub unhealthy_threshold: u32,
     /// The statuses that count as healthy (`healthCheckStatus`).
-    pub statuses: crate::health::HealthyStatuses,
+    pub statuses: HealthyStatuses,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -415,9 +416,10 @@ impl Reader<'_> {
             healthy_threshold: self.threshold("healthyThreshold", DEFAULT_HEALTHY_THRESHOLD)?,
             unhealthy_threshold: self.threshold("unhealthyThreshold", DEFAULT_UNHEALTHY_THRESHOLD)?,
             statuses: match self.object.get("healthCheckStatus") {
-                Some(value) => crate::health::HealthyStatuses::from_json(value)
-                    .map_err(|problem| self.error("healthCheckStatus", problem))?,
-                None => crate::health::HealthyStatuses::default(),
+                Some(value) => {
+                    HealthyStatuses::from_json(value).map_err(|problem| self.error("healthCheckStatus", problem))?
+                }
+                None => HealthyStatuses::default(),
             },
         };
         let max_retries =
@@ -957,6 +959,31 @@ pub fn parse_backend_url(url: &str) -> Result<(String, u16), String> {
     Ok((host.to_string(), port))
 }
 
+/// How pair threads are provided, from the `pairThreads` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PairThreads {
+    Spawn,
+    Pooled,
+}
+
+impl PairThreads {
+    pub const ALL: [PairThreads; 2] = [PairThreads::Spawn, PairThreads::Pooled];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PairThreads::Spawn => "spawn",
+            PairThreads::Pooled => "pooled",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Result<PairThreads, String> {
+        PairThreads::ALL
+            .into_iter()
+            .find(|mode| mode.name() == name)
+            .ok_or_else(|| format!("must be \"spawn\" or \"pooled\", got {name:?}"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1018,7 +1045,7 @@ mod tests {
                 timeout: Duration::from_millis(500),
                 healthy_threshold: 3,
                 unhealthy_threshold: 4,
-                statuses: crate::health::HealthyStatuses::default(),
+                statuses: HealthyStatuses::default(),
             }
         );
         let strict = load(r#"{"healthCheckStatus": "2xx-3xx", "servers": ["http://127.0.0.1:1"]}"#).unwrap();
