@@ -12,13 +12,17 @@
 #   7. run_scenarios      every scenario against the five targets, interleaved, N rounds;
 #                         a fresh proxy process per run (so peak RSS is per run)
 #   8. idle_10k           our load balancer's RSS with 10,000 idle keep-alive connections
-#   9. write_report       tables on stdout as it goes, and bench/results.md at the end
+#   9. pool_sizes         ours at several `workers` counts: RSS and threads at start, ka50 and
+#                         ka200 req/s and p99, peak RSS
+#  10. write_report       tables on stdout as it goes, and bench/results.md at the end
 #
 # Tunables (environment): BENCH_ROUNDS (3), BENCH_DURATION (4 s per measured run),
 # BENCH_WARMUP (1 s), BENCH_PORT_BASE (19000), BENCH_SCENARIOS (all; or ids such as
-# "ka50 close50"), BENCH_IDLE_10K (1; 0 skips it), BENCH_OUT (bench/results.md).
+# "ka50 close50"), BENCH_IDLE_10K (1; 0 skips it), BENCH_POOL_SIZES ("64 256 1024"; "0" skips
+# it), BENCH_OUT (bench/results.md).
 #
-# All traffic goes to 127.0.0.1. Every process is started in the background with its pid kept,
+# All traffic goes to loopback: 127.0.0.1, and 127.0.1.1-127.0.1.200 as the slow clients' source
+# addresses. Every process is started in the background with its pid kept,
 # stopped by that pid, and killed by the EXIT trap if still running.
 
 set -euo pipefail
@@ -33,6 +37,7 @@ WARMUP=${BENCH_WARMUP:-1}
 PORT_BASE=${BENCH_PORT_BASE:-19000}
 ONLY=${BENCH_SCENARIOS:-all}
 IDLE_10K=${BENCH_IDLE_10K:-1}
+POOL_SIZES=${BENCH_POOL_SIZES:-64 256 1024}
 OUT=${BENCH_OUT:-$BENCH_DIR/results.md}
 
 WRK_THREADS=2           # wrk's threads: one per core
@@ -41,6 +46,13 @@ BACKEND_WORKERS=2       # worker_processes of the backend nginx
 LB_WORKERS=64           # our default: requests in progress at once, not CPU parallelism
 IDLE_PRESSURE=1000      # idle connections held in the idle-pressure scenario
 IDLE_BIG=10000          # idle connections for the RSS check of our load balancer
+SLOW_LORIS=1000         # slow-clients scenario: heads trickled a byte every SLOW_INTERVAL
+SLOW_UPLOADS=200        #   POST bodies (Content-Length 4096) trickled a few bytes every SLOW_INTERVAL
+SLOW_READERS=100        #   GET /1m with a 4 KiB receive buffer, 1 KiB read every SLOW_INTERVAL
+SLOW_INTERVAL=2         #   seconds
+SLOW_SOURCES=200        #   source addresses 127.0.1.1 ... 127.0.1.200
+SLOW_REPLACE_RATE=200   #   most replacements of ended slow clients opened per second
+SLOW_PRESSURE=$((SLOW_LORIS + SLOW_UPLOADS + SLOW_READERS))
 
 # Ports: three backends, then one per proxy. `direct` is the first backend itself.
 BACKEND_PORTS=($((PORT_BASE + 1)) $((PORT_BASE + 2)) $((PORT_BASE + 3)))
@@ -48,15 +60,17 @@ declare -A PORT=([direct]=$((PORT_BASE + 1)) [spawn]=$((PORT_BASE + 81)) [pooled
                  [nginx]=$((PORT_BASE + 83)) [haproxy]=$((PORT_BASE + 84)))
 TARGETS=(direct spawn pooled nginx haproxy)
 
-# Scenarios: id | title | unit | connections | path | wrk script | idle connections held
+# Scenarios: id | title | unit | connections | path | wrk script | idle connections held |
+# slow clients held
 SCENARIOS=(
-  "ka10|keep-alive, 10 connections|req/s|10|/|keepalive.lua|0"
-  "ka50|keep-alive, 50 connections|req/s|50|/|keepalive.lua|0"
-  "ka200|keep-alive, 200 connections|req/s|200|/|keepalive.lua|0"
-  "close50|Connection: close, 50 connections|req/s|50|/|close.lua|0"
-  "large10|1 MiB responses, 10 connections|MiB/s|10|/1m|keepalive.lua|0"
-  "upload10|64 KiB uploads (POST), 10 connections|req/s|10|/upload|upload.lua|0"
-  "idle1000|idle pressure: 1,000 idle keep-alive connections + 10 active|req/s|10|/|keepalive.lua|$IDLE_PRESSURE"
+  "ka10|keep-alive, 10 connections|req/s|10|/|keepalive.lua|0|0"
+  "ka50|keep-alive, 50 connections|req/s|50|/|keepalive.lua|0|0"
+  "ka200|keep-alive, 200 connections|req/s|200|/|keepalive.lua|0|0"
+  "close50|Connection: close, 50 connections|req/s|50|/|close.lua|0|0"
+  "large10|1 MiB responses, 10 connections|MiB/s|10|/1m|keepalive.lua|0|0"
+  "upload10|64 KiB uploads (POST), 10 connections|req/s|10|/upload|upload.lua|0|0"
+  "idle1000|idle pressure: 1,000 idle keep-alive connections + 10 active|req/s|10|/|keepalive.lua|$IDLE_PRESSURE|0"
+  "slow1000|slow clients: 1,000 slowloris + 200 slow uploads + 100 slow readers + 10 active|req/s|10|/|keepalive.lua|0|$SLOW_PRESSURE"
 )
 
 START_TIME=$(date +%s)
@@ -66,9 +80,11 @@ chmod 755 "$WORK"   # nginx workers (user nobody when started as root) read file
 mkdir -p "$WORK/logs" "$WORK/runs" "$WORK/meta"
 DATA=$WORK/runs.jsonl
 IDLE_DATA=$WORK/idle10k.jsonl
+POOL_DATA=$WORK/pool.jsonl
 META=$WORK/meta/meta.txt
 : >"$DATA"
 : >"$IDLE_DATA"
+: >"$POOL_DATA"
 : >"$META"
 CLK_TCK=$(getconf CLK_TCK)
 NGINX=nginx
@@ -320,15 +336,31 @@ backend backends
     server b3 127.0.0.1:${BACKEND_PORTS[2]}
 EOF
 
-  # Ours, one config per pairThreads mode. idleTimeout is raised from 5 s to nginx's 75 s so the
-  # idle connections of the idle scenarios outlive a run, as they do with the peers.
-  local mode
+  # Ours, one config per pairThreads mode (and, for pool_sizes, per workers count).
+  local mode n
   for mode in spawn pooled; do
-    cat >"$WORK/lb-$mode.json" <<EOF
+    write_lb_config "$mode" "$LB_WORKERS" "$WORK/lb-$mode.json"
+    for n in $POOL_SIZES; do
+      [[ $n == 0 ]] || write_lb_config "$mode" "$n" "$WORK/lb-$mode-w$n.json"
+    done
+  done
+
+  "$NGINX" -t -q -e "$WORK/nginx-backend/error.log" -p "$WORK/nginx-backend/" -c "$WORK/nginx-backend/nginx.conf"
+  "$NGINX" -t -q -e "$WORK/nginx-proxy/error.log" -p "$WORK/nginx-proxy/" -c "$WORK/nginx-proxy/nginx.conf"
+  "$HAPROXY" -c -q -f "$WORK/haproxy.cfg"
+}
+
+# write_lb_config MODE WORKERS FILE: our config. idleTimeout is raised from 5 s to nginx's 75 s
+# so the idle connections of the idle scenarios outlive a run, as they do with the peers; the
+# slow-client settings (headerReadTimeout, bodyReadTimeout, the minimum rates,
+# maxConnectionsPerClient) keep their defaults.
+write_lb_config() {
+  local mode=$1 workers=$2 file=$3
+  cat >"$file" <<EOF
 {
   "listenPort": "127.0.0.1:${PORT[$mode]}",
   "algorithm": "round_robin",
-  "workers": $LB_WORKERS,
+  "workers": $workers,
   "pairThreads": "$mode",
   "maxConnections": 20000,
   "healthCheckInterval": "10s",
@@ -340,11 +372,6 @@ EOF
   ]
 }
 EOF
-  done
-
-  "$NGINX" -t -q -e "$WORK/nginx-backend/error.log" -p "$WORK/nginx-backend/" -c "$WORK/nginx-backend/nginx.conf"
-  "$NGINX" -t -q -e "$WORK/nginx-proxy/error.log" -p "$WORK/nginx-proxy/" -c "$WORK/nginx-proxy/nginx.conf"
-  "$HAPROXY" -c -q -f "$WORK/haproxy.cfg"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -369,14 +396,15 @@ start_backends() {
 }
 
 PROXY_PID=
-# start_target TARGET: a fresh proxy process (nothing for `direct`); sets PROXY_PID.
+# start_target TARGET [CONFIG]: a fresh proxy process (nothing for `direct`); sets PROXY_PID.
+# CONFIG is one of our configs other than the target's usual one (pool_sizes).
 start_target() {
   local target=$1 log=$WORK/logs/$1.log
   PROXY_PID=
   case $target in
     direct) return 0 ;;
     spawn | pooled)
-      start_bg "$target" "$log" env RUST_LOG=warn "$LB" --config "$WORK/lb-$target.json" ;;
+      start_bg "$target" "$log" env RUST_LOG=warn "$LB" --config "${2:-$WORK/lb-$target.json}" ;;
     nginx)
       : >"$WORK/nginx-proxy/error.log"   # per run, so its warnings can be counted
       start_bg nginx "$log" "$NGINX" -e "$WORK/nginx-proxy/error.log" -p "$WORK/nginx-proxy/" \
@@ -446,10 +474,11 @@ smoke_test() {
 
 # run_one SCENARIO-FIELDS... TARGET ROUND (a proxy that fails to start is recorded with wrk-rc 99)
 run_one() {
-  local id=$1 title=$2 unit=$3 conns=$4 path=$5 script=$6 idle=$7 target=$8 round=$9
+  local id=$1 title=$2 unit=$3 conns=$4 path=$5 script=$6 idle=$7 slow=$8 target=$9 round=${10}
   local port=${PORT[$target]} tag="$id-$target-r$round"
   local url="http://127.0.0.1:$port$path" lua=$WORK/$script
   local wrk_out=$WORK/runs/$tag.wrk idle_out= idle_pid= probe_pid= probe_out=$WORK/runs/$tag.probe
+  local slow_out= slow_pid=
   local wrk_rc=0 rss=0 alive_flag=1 t0 t1 b0 b1 pids i
 
   if ! start_target "$target"; then
@@ -467,6 +496,22 @@ run_one() {
     for ((i = 0; i < 600; i++)); do
       grep -q '"event": "ready"' "$idle_out" 2>/dev/null && break
       alive "$idle_pid" || break
+      sleep 0.1
+    done
+  fi
+
+  # Slow clients: open them all (their first bytes sent), then keep them trickling, replacing
+  # each one the target ends, until they are stopped after the run.
+  if ((slow > 0)); then
+    slow_out=$WORK/runs/$tag.slow
+    start_bg slow "$slow_out" python3 "$LIB/slow_clients.py" --port "$port" \
+      --duration $((WARMUP + DURATION + 120)) --slowloris "$SLOW_LORIS" --uploads "$SLOW_UPLOADS" \
+      --readers "$SLOW_READERS" --sources "$SLOW_SOURCES" --interval "$SLOW_INTERVAL" \
+      --replace-rate "$SLOW_REPLACE_RATE"
+    slow_pid=$LAST_PID
+    for ((i = 0; i < 600; i++)); do
+      grep -q '"event": "ready"' "$slow_out" 2>/dev/null && break
+      alive "$slow_pid" || break
       sleep 0.1
     done
   fi
@@ -500,25 +545,28 @@ run_one() {
     for ((i = 0; i < 600; i++)); do alive "$idle_pid" || break; sleep 0.1; done
     stop_pid "$idle_pid"
   fi
+  # Slow clients: SIGTERM makes them close everything and print their counts.
+  if [[ -n $slow_pid ]]; then stop_pid "$slow_pid"; fi
   stop_target
 
   python3 "$LIB/report.py" record --data "$DATA" --wrk-out "$wrk_out" --wrk-rc "$wrk_rc" \
     --log-problems "$(log_problems "$target")" --scenario "$id" --title "$title" --unit "$unit" --round "$round" --target "$target" \
     --rss-kib "$rss" --proxy-ticks $((t1 - t0)) --backend-ticks $((b1 - b0)) --clk-tck "$CLK_TCK" \
     --probe "$(cat "$probe_out" 2>/dev/null || true)" --alive "$alive_flag" \
-    ${idle_out:+--idle-out "$idle_out"} --idle-count "$idle"
+    ${idle_out:+--idle-out "$idle_out"} --idle-count "$idle" \
+    ${slow_out:+--slow-out "$slow_out"} --slow-count "$slow"
 }
 
 run_scenarios() {
-  local line id title unit conns path script idle round target
+  local line id title unit conns path script idle slow round target
   for line in "${SCENARIOS[@]}"; do
-    IFS='|' read -r id title unit conns path script idle <<<"$line"
+    IFS='|' read -r id title unit conns path script idle slow <<<"$line"
     [[ $ONLY == all || " $ONLY " == *" $id "* ]] || continue
     cat "$LIB/wrk/$script" "$LIB/wrk/done.lua" >"$WORK/$script"
     log "scenario $id: $title ($ROUNDS rounds of ${WARMUP}s warm-up + ${DURATION}s)"
     for ((round = 1; round <= ROUNDS; round++)); do
       for target in "${TARGETS[@]}"; do
-        run_one "$id" "$title" "$unit" "$conns" "$path" "$script" "$idle" "$target" "$round"
+        run_one "$id" "$title" "$unit" "$conns" "$path" "$script" "$idle" "$slow" "$target" "$round"
       done
     done
     echo
@@ -560,7 +608,50 @@ idle_10k() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# 9. Report: the machine, the versions, the method, then every table.
+# 9. Ours at several pool sizes: a fresh process per mode and `workers` count, its RSS and
+# threads once it serves, ka50 then ka200 (warm-up and one measured run each), peak RSS after each.
+
+# pool_wrk CONNS PORT OUT: one warm-up and one measured keep-alive run of GET /.
+pool_wrk() {
+  local conns=$1 port=$2 out=$3
+  timeout $((WARMUP + 15)) wrk -t"$WRK_THREADS" -c"$conns" -d"${WARMUP}s" --timeout 3s -s "$WORK/keepalive.lua" \
+    "http://127.0.0.1:$port/" >"$out.warmup" 2>&1 || true
+  timeout $((DURATION + 15)) wrk -t"$WRK_THREADS" -c"$conns" -d"${DURATION}s" --timeout 3s --latency \
+    -s "$WORK/keepalive.lua" "http://127.0.0.1:$port/" >"$out" 2>&1 || true
+}
+
+pool_sizes() {
+  [[ $POOL_SIZES != 0 ]] || return 0
+  local mode n port out rss threads hwm50 hwm200 alive_flag
+  log "pool sizes: workers $POOL_SIZES, our load balancer only"
+  cat "$LIB/wrk/keepalive.lua" "$LIB/wrk/done.lua" >"$WORK/keepalive.lua"
+  for mode in spawn pooled; do
+    for n in $POOL_SIZES; do
+      port=${PORT[$mode]} out=$WORK/runs/pool-$mode-w$n
+      start_target "$mode" "$WORK/lb-$mode-w$n.json" || { stop_target; continue; }
+      # The acceptor starts after every worker (and pair): one answered request means all are up.
+      curl -s -o /dev/null --max-time 5 "http://127.0.0.1:$port/" || true
+      rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$PROXY_PID/status" 2>/dev/null || echo 0)
+      threads=$(awk '/^Threads:/ {print $2}' "/proc/$PROXY_PID/status" 2>/dev/null || echo "")
+      pool_wrk 50 "$port" "$out.ka50"
+      hwm50=$(peak_rss_kib "$PROXY_PID")
+      pool_wrk 200 "$port" "$out.ka200"
+      hwm200=$(peak_rss_kib "$PROXY_PID")
+      alive_flag=1
+      alive "$PROXY_PID" || alive_flag=0
+      stop_target
+      python3 "$LIB/report.py" pool --data "$POOL_DATA" --record "$mode" "$n" "$threads" "${rss:-0}" \
+        "${hwm50:-0}" "${hwm200:-0}" "$out.ka50" "$out.ka200" "$alive_flag" "$(log_problems "$mode")"
+      log "  $mode, $n workers: done"
+    done
+  done
+  echo
+  python3 "$LIB/report.py" pool --data "$POOL_DATA"
+  echo
+}
+
+# ---------------------------------------------------------------------------------------------
+# 10. Report: the machine, the versions, the method, then every table.
 
 describe_machine() {
   local commit dirty
@@ -583,6 +674,15 @@ describe_machine() {
 }
 
 write_method() {
+  local wmem_max slow_note=
+  wmem_max=$(awk '{print $3}' /proc/sys/net/ipv4/tcp_wmem 2>/dev/null || echo '?')
+  if ((WARMUP + DURATION < 10)); then
+    slow_note="  A run's ${WARMUP} s + ${DURATION} s, once the slow clients are open, is shorter than the
+  shortest of these limits (10 s), so this scenario measures how each target serves its active
+  clients while it holds $SLOW_PRESSURE slow ones, not how it cuts them off: a slow client ended within a
+  run is one answered before its request was complete (the backend nginx answers
+  \`POST /upload\` without waiting for the body, directly or through HAProxy)."
+  fi
   cat >"$WORK/meta/method.md" <<EOF
 - **Targets**, each on its own port on 127.0.0.1: the backend directly (the ceiling: wrk against
   one backend, no proxy), \`loadbalancer\` with \`"pairThreads": "spawn"\`, \`loadbalancer\` with
@@ -628,6 +728,39 @@ write_method() {
   run, every idle connection must still be open and must answer a second request.
 - **Idle pressure**: the figure is the active clients' p99.
 - **1 MiB responses**: throughput in MiB/s of everything wrk read (headers included).
+- **Slow clients** (\`bench/lib/slow_clients.py\`, one \`selectors\` loop): against the target's
+  port, from $SLOW_SOURCES loopback source addresses (127.0.1.1 … 127.0.1.$SLOW_SOURCES, each socket bound
+  before it connects), $SLOW_LORIS slowloris connections (\`GET / HTTP/1.1\`, \`Host\`, then an
+  unfinished \`X-a:\` field, one more byte every $SLOW_INTERVAL s), $SLOW_UPLOADS slow uploads (a complete
+  \`POST /upload\` head with \`Content-Length: 4096\`, then 4 body bytes every $SLOW_INTERVAL s) and
+  $SLOW_READERS slow readers (\`GET /1m\` with a 4 KiB \`SO_RCVBUF\`, 1 KiB read every $SLOW_INTERVAL s). Once
+  all $SLOW_PRESSURE have sent their first bytes, wrk's 10 keep-alive connections from 127.0.0.1 run as
+  in the other scenarios (warm-up, then the measured run); then the slow clients are stopped.
+  Each one the target answers, closes or resets is counted and replaced at once (at most
+  $SLOW_REPLACE_RATE a second), so the pressure lasts the whole run; the direct line is the backend nginx
+  under the same attack. On loopback the sender's kernel send buffer grows to hold a reader's
+  whole 1 MiB answer whatever the reader's small \`SO_RCVBUF\` (\`net.ipv4.tcp_wmem\` maximum
+  here: $wmem_max bytes), so a target can hand the whole answer to the kernel at once: for ours,
+  a slow reader then holds no worker. Targets for the active clients: no errors and p99 under
+  100 ms, and req/s within 10% of the same target's \`ka10\` in the same run. Every target keeps
+  its settings from above; what each does with these clients under them:
+  - ours, defaults: \`headerReadTimeout\` 10 s (a head not complete 10 s after its first byte
+    gets \`408\`), \`bodyReadTimeout\` 30 s (silence in a body), \`minRequestBodyRate\` and
+    \`minResponseRate\` 500 B/s after 20 s of grace (only time spent blocked on the client counts),
+    \`maxConnectionsPerClient\` 256 (the slow clients hold 6 or 7 per source address). A body of
+    4096 bytes is one the load balancer keeps before forwarding, so a slow upload waits in the
+    watcher and never reaches a backend.
+  - nginx, defaults (none of these is set above): \`client_header_timeout\` 60 s (the whole head
+    within 60 s, else \`408\`), \`client_body_timeout\` 60 s and \`send_timeout\` 60 s (each between
+    two successive reads or writes, so a client that moves a byte every $SLOW_INTERVAL s is never cut);
+    \`proxy_request_buffering on\` (a slow upload never reaches a backend until its body is
+    complete) and \`proxy_buffering on\` (the backend's answer is read as fast as it comes,
+    whatever the client's pace).
+  - HAProxy, as configured above: \`timeout http-request 10s\` (the whole head within 10 s, else
+    \`408\`), \`timeout client 75s\` (client inactivity), \`timeout server 30s\`; without
+    \`option http-buffer-request\`, a slow upload's complete head is forwarded to a backend at once
+    and its body streamed as it comes.
+$slow_note
 EOF
   cat >"$WORK/meta/idle_method.md" <<EOF
 A fresh process per mode; \`bench/lib/idle_conns.py\` (which raises its own \`RLIMIT_NOFILE\`) opens
@@ -636,14 +769,23 @@ One second after the last answer the load balancer's VmRSS, peak RSS (VmHWM) and
 are read; then every connection is checked still open and sent a second request. Target: under
 200 MiB.
 EOF
+  cat >"$WORK/meta/pool_method.md" <<EOF
+A fresh process of ours per \`pairThreads\` mode and \`workers\` count (${POOL_SIZES// /, }), with the
+other keys of the configs above. Once it has answered one request (its acceptor starts after every
+worker and pair thread), its VmRSS and thread count are read; then keep-alive with 50 connections
+and then with 200 (\`wrk -t$WRK_THREADS\`, a ${WARMUP} s warm-up and one ${DURATION} s measured run each, one round), with
+the peak RSS (VmHWM) read after each. One round only: the ±10–25% noise of the scenarios applies.
+EOF
   printf 'method\t@%s\n' "$WORK/meta/method.md" >>"$META"
   printf 'idle_method\t@%s\n' "$WORK/meta/idle_method.md" >>"$META"
+  printf 'pool_method\t@%s\n' "$WORK/meta/pool_method.md" >>"$META"
 }
 
 write_report() {
   local elapsed=$(($(date +%s) - START_TIME))
   printf 'total\t%dm %02ds\n' $((elapsed / 60)) $((elapsed % 60)) >>"$META"
-  python3 "$LIB/report.py" markdown --data "$DATA" --idle-data "$IDLE_DATA" --meta "$META" --out "$OUT"
+  python3 "$LIB/report.py" markdown --data "$DATA" --idle-data "$IDLE_DATA" --pool-data "$POOL_DATA" \
+    --meta "$META" --out "$OUT"
   log "wrote $OUT"
 }
 
@@ -660,6 +802,7 @@ main() {
   smoke_test
   run_scenarios
   idle_10k
+  pool_sizes
   stop_pid "$BACKEND_PID"
   write_report
   local elapsed=$(($(date +%s) - START_TIME))

@@ -4,12 +4,15 @@
     report.py record  --data runs.jsonl --wrk-out FILE [run facts...]   append one run
     report.py table   --data runs.jsonl --scenario ID                   one scenario's tables
     report.py idle    --data idle.jsonl                                 the 10,000-idle table
-    report.py markdown --data runs.jsonl --idle-data idle.jsonl --meta meta.txt --out FILE
+    report.py pool    --data pool.jsonl                                 the pool-size table
+    report.py markdown --data runs.jsonl --idle-data idle.jsonl --pool-data pool.jsonl \
+                       --meta meta.txt --out FILE
 
 Each run is one JSON line: the scenario, the round, the target, wrk's figures (from the
 `BENCH_JSON` line printed by lib/wrk/done.lua), the proxy's peak RSS, CPU ticks of the proxy and
 of the backend during the measured run, a probe request made mid-run on a fresh connection, and
-for the idle-pressure scenario the idle connections' fate. Figures in tables are medians over
+for the idle-pressure scenario the idle connections' fate, for the slow-clients scenario the
+attackers' counts (bench/lib/slow_clients.py). Figures in tables are medians over
 rounds; ratios are medians of the per-round ratios (each round's runs are close in time).
 """
 
@@ -81,6 +84,9 @@ def cmd_record(a):
         "idle_ready": parse_json_lines(a.idle_out, "ready") if a.idle_out else None,
         "idle_done": parse_json_lines(a.idle_out, "done") if a.idle_out else None,
         "idle_count": a.idle_count,
+        "slow_ready": parse_json_lines(a.slow_out, "ready") if a.slow_out else None,
+        "slow_done": parse_json_lines(a.slow_out, "done") if a.slow_out else None,
+        "slow_count": a.slow_count,
         "log_problems": a.log_problems,
     }
     with open(a.data, "a", encoding="utf-8") as f:
@@ -166,6 +172,16 @@ def run_problems(rec):
                     out.append(f"{done['closed_by_peer']} idle closed by proxy")
                 if done.get("failed_again"):
                     out.append(f"{done['failed_again']} idle unanswered after run" + why(done))
+    if rec.get("slow_count"):
+        ready, done = rec.get("slow_ready"), rec.get("slow_done")
+        if not ready:
+            out.append("slow clients not opened")
+        elif ready["opened"] < rec["slow_count"]:
+            failures = ready.get("connect_failures") or {}
+            out.append(f"only {ready['opened']}/{rec['slow_count']} slow clients opened"
+                       + why({"why": failures}))
+        if ready and not done:
+            out.append("slow clients' counts missing")
     return out
 
 
@@ -318,6 +334,8 @@ def scenario_markdown(recs, scenario):
         ]
         rows.append(row)
     out = [f"### {title}", "", table(headers, rows, ["l"] + ["r"] * (len(headers) - 3) + ["l", "l"])]
+    if rs[0].get("slow_count"):
+        out += ["", slow_markdown(recs, scenario)]
 
     ratio_rows = []
     for ours, olabel in OURS:
@@ -339,6 +357,92 @@ def scenario_markdown(recs, scenario):
 
 def fmt_cpu(x):
     return "–" if x is None else f"{x:.1f}"
+
+
+def fmt_count(x):
+    return "–" if x is None else f"{round(x):,}"
+
+
+def wrk_errors(w):
+    """Socket errors and non-2xx answers of one wrk result, by name (none: {})."""
+    out = {k: w[k] for k in ("connect", "read", "write", "timeout") if w.get(k)}
+    if w.get("status"):
+        out["non-2xx"] = w["status"]
+    return out
+
+
+SLOW_KINDS = ("slowloris", "upload", "reader")
+SLOW_P99_TARGET_US = 100_000
+SLOW_WITHIN = 0.90
+
+
+def slow_markdown(recs, scenario):
+    """The slow-clients scenario's own table: the active clients against the targets (no errors,
+    p99 under 100 ms, req/s within 10% of ka10 in the same run) and what the attackers saw."""
+    runs = by_target_round(recs, scenario)
+    base = by_target_round(recs, "ka10")
+    rows = []
+    for target, label in TARGETS:
+        tr = runs.get(target)
+        if not tr:
+            continue
+        ordered = [tr[k] for k in sorted(tr)]
+        ws = [r["wrk"] for r in ordered if r.get("wrk")]
+        errors = {}
+        for w in ws:
+            for k, v in wrk_errors(w).items():
+                errors[k] = errors.get(k, 0) + v
+        total = sum(errors.values())
+        err_text = "0" if not total else f"{total:,} (" + ", ".join(
+            f"{k} {v:,}" for k, v in sorted(errors.items())) + ")"
+        if len(ws) < len(ordered):
+            err_text += f"; {len(ordered) - len(ws)} run(s) without a result"
+        ratios = []
+        for rnd, rec in tr.items():
+            other = base.get(target, {}).get(rnd)
+            a, b = throughput(rec), throughput(other) if other else None
+            if a is not None and b:
+                ratios.append(a / b)
+        ratio = median(ratios)
+        within = "–" if ratio is None else ("yes" if ratio >= SLOW_WITHIN else "**no**")
+        misses = []
+        if len(ws) < len(ordered):
+            misses.append("no result")
+        if total:
+            misses.append("errors")
+        slow_p99s = [w["p99_us"] for w in ws if w["p99_us"] >= SLOW_P99_TARGET_US]
+        if slow_p99s:
+            misses.append(f"p99 {fmt_ms(max(slow_p99s))} ms")
+        met = "yes" if not misses else "**no**: " + ", ".join(misses)
+        dones = [r["slow_done"] for r in ordered if r.get("slow_done")]
+        ended, answers, held, failures = "–", "–", "–", "–"
+        if dones:
+            ended = " / ".join(fmt_count(median([sum(d["closed"].get(k, {}).values()) for d in dones]))
+                               for k in SLOW_KINDS)
+            seen = sorted({(k, c) for d in dones for k in SLOW_KINDS
+                           for c in d.get("answers", {}).get(k, {})})
+            answers = "; ".join(
+                f"{k} {c}: {fmt_count(median([d['answers'].get(k, {}).get(c, 0) for d in dones]))}"
+                for k, c in seen) or "none"
+            held = fmt_count(median([sum(d["held_at_end"].values()) for d in dones]))
+            failures = fmt_count(median([d.get("connect_failures", 0) for d in dones]))
+        rows.append([label, fmt_rate(median([throughput(r) for r in ordered]), "req/s"),
+                     fmt_ms(median([w["p99_us"] for w in ws])), err_text,
+                     fmt_ratio(ratio), within, met, ended, answers, held, failures])
+    headers = ["target", "active req/s", "active p99 ms", "active errors", "req/s ÷ ka10",
+               "within 10% of ka10", "no errors, p99 < 100 ms",
+               "slow clients ended by the target: slowloris / upload / reader",
+               "answers to slow clients", "slow clients held at the end", "connect failures"]
+    note = ("Active: wrk's connections from 127.0.0.1. Errors are summed over rounds, other figures"
+            " are medians over rounds. \"Within 10% of ka10\": this scenario's req/s is at least"
+            f" {SLOW_WITHIN:.2f}× the same target's `ka10` req/s in this run (median of per-round"
+            " ratios; – when `ka10` was not run). \"No errors, p99 < 100 ms\": in every round."
+            " The slow clients' figures are per run (warm-up and measured run together): the"
+            " connections the target answered, closed or reset, each replaced at once by the"
+            " attacker; the answers' status codes by kind (a reader's `200` is the start of the"
+            " 1 MiB it is reading, not a defence); how many slow clients were open when the"
+            " attackers stopped.")
+    return table(headers, rows, ["l", "r", "r", "l", "r", "l", "l", "r", "l", "r", "r"]) + "\n\n" + note
 
 
 def summary_markdown(recs):
@@ -394,6 +498,42 @@ def idle_markdown(path):
     return table(["target", "idle connections opened", "open time s", "RSS MiB (idle)",
                   "peak RSS MiB", "threads", "still open after", "answered again",
                   "under 200 MiB", "failures"], rows, ["l"] + ["r"] * 8 + ["l"]) + "\n"
+
+
+def pool_markdown(path):
+    recs = load(path)
+    if not recs:
+        return "_not measured_\n"
+    rows = []
+    for r in recs:
+        problems = []
+        for name in ("ka50", "ka200"):
+            w = r.get(name)
+            if not w:
+                problems.append(f"{name}: no wrk result")
+                continue
+            errs = wrk_errors(w)
+            if errs:
+                problems.append(f"{name}: " + ", ".join(f"{v:,} {k}" for k, v in sorted(errs.items())))
+        if not r.get("alive", True):
+            problems.append("proxy died")
+        logged = (r.get("log_problems") or "0\t").split("\t", 1)
+        if logged[0] not in ("", "0"):
+            first = logged[1].strip().replace("|", "/")
+            problems.append(f"{logged[0]} warning(s) in its log, first: {first}")
+        rate = {n: req_rate({"wrk": r.get(n)}) for n in ("ka50", "ka200")}
+        p99s = {n: (r.get(n) or {}).get("p99_us") for n in ("ka50", "ka200")}
+        hwm = " / ".join("–" if not r.get(k) else f"{r[k] / 1024:.1f}" for k in ("hwm50_kib", "hwm200_kib"))
+        rows.append([
+            r["mode"], f"{r['workers']:,}", fmt_count(r.get("threads")),
+            "–" if not r.get("rss_kib") else f"{r['rss_kib'] / 1024:.1f}",
+            fmt_rate(rate["ka50"], "req/s"), fmt_ms(p99s["ka50"]),
+            fmt_rate(rate["ka200"], "req/s"), fmt_ms(p99s["ka200"]),
+            hwm, "ok" if not problems else "⚠ " + "; ".join(problems),
+        ])
+    return table(["mode", "workers", "threads", "RSS at start MiB", "ka50 req/s", "ka50 p99 ms",
+                  "ka200 req/s", "ka200 p99 ms", "peak RSS MiB (after ka50 / after ka200)", "checks"],
+                 rows, ["l"] + ["r"] * 8 + ["l"]) + "\n"
 
 
 def read_meta(path):
@@ -458,6 +598,11 @@ def cmd_markdown(a):
         m.get("idle_method", ""),
         "",
         idle_markdown(a.idle_data),
+        "## Pool size: our load balancer at different `workers` counts",
+        "",
+        m.get("pool_method", ""),
+        "",
+        pool_markdown(a.pool_data),
         "## Thread spawn+join micro-benchmark",
         "",
         m.get("spawn_join", "_missing_"),
@@ -488,6 +633,8 @@ def main():
     r.add_argument("--alive", type=int, default=1)
     r.add_argument("--idle-out", default="")
     r.add_argument("--idle-count", type=int, default=0)
+    r.add_argument("--slow-out", default="")
+    r.add_argument("--slow-count", type=int, default=0)
     r.add_argument("--log-problems", default="", help="COUNT<TAB>first line")
     t = sub.add_parser("table")
     t.add_argument("--data", required=True)
@@ -495,9 +642,15 @@ def main():
     i = sub.add_parser("idle")
     i.add_argument("--data", required=True)
     i.add_argument("--record", nargs="*", help="mode count rss_kib hwm_kib threads ready_file")
+    pl = sub.add_parser("pool")
+    pl.add_argument("--data", required=True)
+    pl.add_argument("--record", nargs="*",
+                    help="mode workers threads rss_kib hwm50_kib hwm200_kib ka50_wrk ka200_wrk alive"
+                         " log_problems")
     md = sub.add_parser("markdown")
     md.add_argument("--data", required=True)
     md.add_argument("--idle-data", required=True)
+    md.add_argument("--pool-data", required=True)
     md.add_argument("--meta", required=True)
     md.add_argument("--out", required=True)
     a = ap.parse_args()
@@ -516,6 +669,17 @@ def main():
                 f.write(json.dumps(rec) + "\n")
         else:
             sys.stdout.write(idle_markdown(a.data))
+    elif a.cmd == "pool":
+        if a.record:
+            mode, workers, threads, rss, hwm50, hwm200, wrk50, wrk200, alive_flag, logged = a.record
+            rec = {"mode": mode, "workers": int(workers), "threads": int(threads) if threads else None,
+                   "rss_kib": int(rss or 0) or None, "hwm50_kib": int(hwm50 or 0) or None,
+                   "hwm200_kib": int(hwm200 or 0) or None, "ka50": parse_wrk(wrk50),
+                   "ka200": parse_wrk(wrk200), "alive": alive_flag == "1", "log_problems": logged}
+            with open(a.data, "a", encoding="utf-8") as f:
+                f.write(json.dumps(rec) + "\n")
+        else:
+            sys.stdout.write(pool_markdown(a.data))
     elif a.cmd == "markdown":
         cmd_markdown(a)
 
