@@ -10,6 +10,7 @@ pub mod framing;
 pub mod head;
 pub mod reply;
 pub mod rewrite;
+pub mod target;
 
 /// Methods whose repetition has the same effect as one request (RFC 9110 §9.2.2), so a request
 /// that a backend dropped before answering may be sent to another.
