@@ -36,7 +36,7 @@ const CLIENT_TIMEOUT: Duration = Duration::from_millis(500);
 const ANSWER_LIMIT: Duration = Duration::from_secs(5);
 
 /// Bound on the load balancer's peak resident memory (VmHWM), debug build. Measured at
-/// 8.9–9.4 MiB over six runs: 64 workers whose 80 KiB inbound buffers fill with garbage (5 MiB),
+/// 8.9–9.4 MiB over six runs: its 64 workers whose 80 KiB inbound buffers fill with garbage (5 MiB),
 /// the occasional pair thread and the allocator's arenas. 48 MiB leaves room for a slower
 /// machine, while a buffer kept per connection (hundreds of them, many near 100 KiB) would show.
 const PEAK_RSS_BOUND_KIB: u64 = 48 * 1024;
@@ -466,7 +466,10 @@ fn a_garbage_barrage_leaves_the_load_balancer_serving_and_small() {
     let timeout = format!("\"{}ms\"", CLIENT_TIMEOUT.as_millis());
     let lb = LoadBalancer::start(&config(
         &[first.url(), second.url()],
-        &format!("\"headerReadTimeout\": {timeout}, \"idleTimeout\": {timeout}, \"bodyReadTimeout\": {timeout}"),
+        &format!(
+            "\"workers\": 64, \"headerReadTimeout\": {timeout}, \"idleTimeout\": {timeout}, \
+             \"bodyReadTimeout\": {timeout}"
+        ),
     ));
     let pid = lb.pid();
     let addr = lb.addr();

@@ -42,7 +42,7 @@ const MAX_RESENDS: usize = 3;
 const RESENDS_ALLOWED: usize = 0;
 
 /// Bound on the load balancer's peak resident memory (VmHWM) over the whole soak, debug build.
-/// Measured at 9.8–10.3 MiB over six runs (3.9 MiB at rest): 64 workers each with an 80 KiB
+/// Measured at 9.8–10.3 MiB over six runs (3.9 MiB at rest): its 64 workers each with an 80 KiB
 /// inbound buffer (5 MiB), up to 128 short-lived pair threads at a time whose stacks are touched
 /// only a few pages deep, and the allocator's per-thread arenas. 64 MiB is about six times that:
 /// room for a slower or busier machine, while a leak of a few KiB per request (20,480 of them)
@@ -238,7 +238,7 @@ fn twenty_thousand_requests_survive_a_backend_restart_and_leave_nothing_behind()
     let mut backends: Vec<EchoBackend> =
         ["soak-0", "soak-1", "soak-2"].iter().map(|name| EchoBackend::start(&["--name", name])).collect();
     let urls: Vec<String> = backends.iter().map(EchoBackend::url).collect();
-    let lb = LoadBalancer::start(&config(&urls, ""));
+    let lb = LoadBalancer::start(&config(&urls, "\"workers\": 64"));
     let pid = lb.pid();
 
     // Start-up has settled once every backend has had its first probe.

@@ -28,7 +28,9 @@ use crate::resolve::{overlap, resolve_all};
 use statuses::HealthyStatuses;
 
 pub const DEFAULT_LISTEN: &str = ":8080";
-pub const DEFAULT_WORKERS: usize = 64;
+/// Requests in progress at once (see README, "Pool size"): no worker waits on a client, so this
+/// bounds the requests waiting on backends.
+pub const DEFAULT_WORKERS: usize = 256;
 pub const DEFAULT_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 pub const DEFAULT_HEALTH_CHECK_PATH: &str = "/health";
 pub const DEFAULT_HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
