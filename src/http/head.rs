@@ -21,6 +21,7 @@ use crate::config::{DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADERS, DEFAULT_MAX_U
 use crate::http::buffer::MAX_HEAD_BYTES;
 use crate::http::has_token;
 use crate::http::reply::{Reply, reason_phrase};
+use crate::http::target::{RequestTarget, read_request_target};
 
 /// What the `Allow` field of a `405` lists: the standard methods that are forwarded to backends.
 /// Every method but `CONNECT` is, extension methods included.
@@ -169,7 +170,14 @@ impl Fields {
 #[derive(Debug, Clone)]
 pub struct RequestHead {
     pub method: String,
+    /// The target as it is forwarded: origin-form with the path normalised, the query as received
+    /// (or `*`); see [`crate::http::target`]. The router, the hashes, the access log and the
+    /// backend all read this one.
     pub target: String,
+    /// The host the request names, normalised (empty for an HTTP/1.0 request that names none).
+    pub host: String,
+    /// An absolute-form target's authority as received, sent to the backend as its `Host`.
+    pub authority: Option<String>,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor_version: u8,
     pub fields: Fields,
@@ -255,7 +263,10 @@ pub fn parse_request(bytes: &[u8], limits: &HeadLimits) -> Result<Option<(Reques
         return Err(RequestError::BadRequest("missing Host header"));
     }
     let framing = request_framing(&fields, minor_version)?;
-    Ok(Some((RequestHead { method, target, minor_version, fields, framing }, used)))
+    let RequestTarget { host, forwarded: target, authority } =
+        read_request_target(target.as_bytes(), fields.get("host"))
+            .map_err(|error| RequestError::BadRequest(error.reason()))?;
+    Ok(Some((RequestHead { method, target, host, authority, minor_version, fields, framing }, used)))
 }
 
 /// Whether the request line at the start of `bytes`, complete or not, is already too long: longer

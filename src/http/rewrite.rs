@@ -96,6 +96,13 @@ pub fn request_for_backend(head: &RequestHead, forwarded: impl Into<Forwarded>, 
             }
             continue;
         }
+        if name.eq_ignore_ascii_case(b"host")
+            && let Some(authority) = &head.authority
+        {
+            // Absolute form: the target's authority is the host (RFC 9112 §3.2.2).
+            write_field(out, name, authority.as_bytes());
+            continue;
+        }
         if name.eq_ignore_ascii_case(b"x-forwarded-for") {
             forwarded_for_seen += 1;
             if forwarded_for_seen == forwarded_for_count {
@@ -107,6 +114,11 @@ pub fn request_for_backend(head: &RequestHead, forwarded: impl Into<Forwarded>, 
             }
         }
         write_field(out, name, value);
+    }
+    if let Some(authority) = &head.authority
+        && head.fields.get("host").is_none()
+    {
+        let _ = write!(out, "Host: {authority}\r\n");
     }
     if forwarded_for_count == 0 {
         let _ = write!(out, "X-Forwarded-For: {peer}\r\n");

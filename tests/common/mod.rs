@@ -621,3 +621,47 @@ pub fn wait_for_rest(pid: u32, threads: usize, fds: usize) -> (usize, usize) {
     });
     now
 }
+
+/// Everything a backend received on connections other than health probes.
+pub type Received = Arc<Mutex<Vec<u8>>>;
+
+/// Reads one request's body as the load balancer re-frames it: `Content-Length`, or chunked
+/// ending in the canonical `0\r\n\r\n`.
+pub fn read_body(stream: &mut TcpStream, head: &str) -> Option<Vec<u8>> {
+    let lower = head.to_ascii_lowercase();
+    if let Some(length) = content_length(head) {
+        let mut body = vec![0u8; length];
+        stream.read_exact(&mut body).ok()?;
+        return Some(body);
+    }
+    let mut body = Vec::new();
+    if lower.contains("transfer-encoding: chunked") {
+        let mut byte = [0u8; 1];
+        while !body.ends_with(b"0\r\n\r\n") {
+            stream.read_exact(&mut byte).ok()?;
+            body.push(byte[0]);
+        }
+    }
+    Some(body)
+}
+
+/// A backend that records every byte of every request (health probes aside) and answers each
+/// with 200 `ok`.
+pub fn recording_backend() -> (ScriptedBackend, Received) {
+    let received: Received = Arc::default();
+    let record = Arc::clone(&received);
+    let backend = ScriptedBackend::start(move |mut stream, _| {
+        while let Some(head) = read_head(&mut stream) {
+            if answer_health(&mut stream, &head) {
+                return;
+            }
+            record.lock().unwrap().extend_from_slice(head.as_bytes());
+            let Some(body) = read_body(&mut stream, &head) else { return };
+            record.lock().unwrap().extend_from_slice(&body);
+            if stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").is_err() {
+                return;
+            }
+        }
+    });
+    (backend, received)
+}

@@ -71,7 +71,14 @@ pub enum TargetError {
 
 impl fmt::Display for TargetError {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str(match self {
+        formatter.write_str(self.reason())
+    }
+}
+
+impl TargetError {
+    /// The reason, short enough for a log line and a `400` body, naming no internals.
+    pub fn reason(&self) -> &'static str {
+        match self {
             TargetError::BadForm => "request target is not in origin, absolute, authority or asterisk form",
             TargetError::UnsupportedScheme => "absolute-form target with a scheme other than http or https",
             TargetError::Fragment => "request target contains a fragment (#)",
@@ -88,7 +95,7 @@ impl fmt::Display for TargetError {
             TargetError::ForbiddenEscape => "path contains an encoded NUL, / or \\",
             TargetError::PathCharacter => "path contains a backslash, ?, space, control or non-ASCII byte",
             TargetError::AboveRoot => "path climbs above /",
-        })
+        }
     }
 }
 
@@ -197,9 +204,81 @@ fn split_query(path_and_query: &[u8]) -> (&[u8], Option<&[u8]>) {
     }
 }
 
+/// What the load balancer reads from a request's target and `Host` field, once, for every use:
+/// routing, the backend's request line and `Host`, the access log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestTarget {
+    /// The host the request names ([`request_host`]): normalised, empty when it names none.
+    pub host: String,
+    /// The target to forward: origin-form with the normalised path and the query as received, or
+    /// `*` for an asterisk-form `OPTIONS`.
+    pub forwarded: String,
+    /// For an absolute-form target, its authority as received (`Example.com:8080`): the backend
+    /// is sent an origin-form target, and this as its `Host` (RFC 9112 §3.2.2).
+    pub authority: Option<String>,
+}
+
+/// Reads `target` and the `Host` field together. Authority-form is refused here: it belongs to
+/// `CONNECT` alone, which is refused before.
+pub fn read_request_target(target: &[u8], host_field: Option<&[u8]>) -> Result<RequestTarget, TargetError> {
+    let parts = split_target(target)?;
+    let host = request_host(target, host_field)?;
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    let forwarded = match parts.form {
+        TargetForm::Asterisk => "*".to_string(),
+        TargetForm::Authority => return Err(TargetError::BadForm),
+        TargetForm::Origin | TargetForm::Absolute => {
+            let mut forwarded = normalise_path(parts.path)?;
+            if let Some(query) = parts.query {
+                forwarded.push('?');
+                forwarded.push_str(&text(query));
+            }
+            forwarded
+        }
+    };
+    let authority = match parts.form {
+        TargetForm::Absolute => parts.authority.map(text),
+        _ => None,
+    };
+    Ok(RequestTarget { host, forwarded, authority })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_target_is_read_once_into_host_forwarded_target_and_authority() {
+        let read = |target: &str, host: Option<&str>| read_request_target(target.as_bytes(), host.map(str::as_bytes));
+        let expect = |host: &str, forwarded: &str, authority: Option<&str>| {
+            Ok(RequestTarget {
+                host: host.to_string(),
+                forwarded: forwarded.to_string(),
+                authority: authority.map(str::to_string),
+            })
+        };
+        assert_eq!(read("/a/./b/../c?x=%2F", Some("Example.COM.:80")), expect("example.com", "/a/c?x=%2F", None));
+        assert_eq!(
+            read("/%7Euser//x", Some("h")),
+            expect("h", "/~user/x", None),
+            "the query is the only part kept raw"
+        );
+        assert_eq!(read("/a?", Some("h")), expect("h", "/a?", None), "a bare ? is kept");
+        assert_eq!(read("*", Some("h")), expect("h", "*", None));
+        assert_eq!(
+            read("HTTP://Api.Example.com:8080/v1/../v2?q", Some("api.example.com")),
+            expect("api.example.com", "/v2?q", Some("Api.Example.com:8080")),
+            "absolute form: origin form forwarded, the authority becomes Host"
+        );
+        assert_eq!(read("http://h", None), expect("h", "/", Some("h")), "an HTTP/1.0 absolute form without Host");
+        assert_eq!(read("/a", None), expect("", "/a", None), "an HTTP/1.0 request may name no host");
+        assert_eq!(read("http://a/x", Some("b")), Err(TargetError::HostMismatch));
+        assert_eq!(read("h:443", Some("h")), Err(TargetError::BadForm), "authority form is CONNECT's alone");
+        assert_eq!(read("/a/%2e%2e/%2e%2e/etc", Some("h")), Err(TargetError::AboveRoot));
+        assert_eq!(read("/a%2Fb", Some("h")), Err(TargetError::ForbiddenEscape));
+        assert_eq!(read("/a#frag", Some("h")), Err(TargetError::Fragment));
+        assert_eq!(read("/a", Some("bad host")), Err(TargetError::HostCharacter));
+    }
 
     type Expected = Result<(TargetForm, Option<&'static str>, &'static str, Option<&'static str>), TargetError>;
 
