@@ -346,6 +346,13 @@ impl Watcher {
         parking.connections.insert(fd, parked);
     }
 
+    /// Puts a connection at the back of the workers' line as it is, without watching it: its
+    /// next request may already be buffered or on the socket, and the worker that takes it reads
+    /// what is there (and parks it here if that is not a whole request).
+    pub fn requeue(&self, connection: ClientConnection) {
+        let _ = self.ready.send(connection);
+    }
+
     /// Gives a connection with a request ready to the workers.
     fn hand_back(&self, parked: Parked) {
         let _ = epoll::delete(&self.epoll, &parked.connection.stream);
@@ -384,15 +391,15 @@ impl Watcher {
         let bytes = cut.reply().to_bytes(1, false, false);
         let flags = rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL;
         let sent = rustix::net::send(&parked.connection.stream, &bytes, flags).unwrap_or(0);
-        let _ = parked.connection.stream.shutdown(Shutdown::Write);
+        // Counted, and its bytes given back, before the client can see the end of the answer.
         host.cut(parked.connection.peer, cut, sent as u64);
         if sent == 0 || host.is_shutting_down() {
             return self.forget(parked);
         }
-        // The buffer is of no more use: give its bytes back now.
         let held = parked.connection.carried.capacity();
         parked.connection.carried = Vec::new();
         self.parked.lock().bytes -= held;
+        let _ = parked.connection.stream.shutdown(Shutdown::Write);
         parked.waiting = Waiting::Closing { until: Instant::now() + LINGERING_CLOSE };
         self.rearm(parked);
     }

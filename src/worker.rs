@@ -21,6 +21,11 @@
 //! most `LINGER_PER_REQUEST` in all while one request arrives. A client that sends its next
 //! request at once is then served without the two wake-ups of a trip through the watcher, and
 //! nobody waits for a worker meanwhile.
+//!
+//! Nor may a busy client keep its worker while others wait: when every worker is busy and a
+//! connection waits for one, a worker that has finished a request puts its own connection at
+//! the back of the line ([`crate::watcher::Watcher::requeue`]) instead of reading its next
+//! request, so with more busy clients than workers each is served in turn.
 
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -62,26 +67,61 @@ pub fn run(
     pair: &PairRunner,
 ) {
     let mut buffers = RequestBuffers::new(&shared.config().limits);
+    let mut requeued = false;
     loop {
-        let waiting = shared.wait_for_work();
-        let connection = crossbeam_channel::select_biased! {
-            recv(returned) -> connection => match connection {
-                Ok(connection) => connection,
-                Err(_) => break,
-            },
-            recv(queue) -> connection => match connection {
-                Ok(connection) => connection,
-                Err(_) => break,
-            },
+        // Right after putting its own connection back in line (behind the watcher's), a worker
+        // takes a new connection first if one waits, so a new client is not passed over forever.
+        let new_first = if requeued { queue.try_recv().ok() } else { None };
+        let connection = match new_first {
+            Some(connection) => connection,
+            None => {
+                let _waiting = shared.wait_for_work();
+                crossbeam_channel::select_biased! {
+                    recv(returned) -> connection => match connection {
+                        Ok(connection) => connection,
+                        Err(_) => break,
+                    },
+                    recv(queue) -> connection => match connection {
+                        Ok(connection) => connection,
+                        Err(_) => break,
+                    },
+                }
+            }
         };
-        drop(waiting);
         buffers.fit(&shared.config().limits);
-        serve_connection(shared, connection, &mut buffers, pair);
+        requeued = serve_connection(shared, connection, &mut buffers, pair, &Backlog { queue, returned });
     }
     // Shutting down: whatever the watcher still hands back is served (its request is complete).
     while let Ok(connection) = returned.try_recv() {
-        serve_connection(shared, connection, &mut buffers, pair);
+        let _ = serve_connection(shared, connection, &mut buffers, pair, &Backlog { queue, returned });
     }
+}
+
+/// The connections waiting for a worker: new ones from the acceptor, and those the watcher
+/// handed back with a request.
+struct Backlog<'a> {
+    queue: &'a Receiver<ClientConnection>,
+    returned: &'a Receiver<ClientConnection>,
+}
+
+impl Backlog<'_> {
+    /// Whether another connection waits for a worker while none is free: then a connection whose
+    /// client keeps sending goes to the back of the line after each request, instead of keeping
+    /// its worker for as long as it likes.
+    fn others_wait(&self, shared: &Shared) -> bool {
+        let others_waiting = !self.returned.is_empty() || !self.queue.is_empty();
+        others_waiting && !shared.a_worker_is_waiting()
+    }
+}
+
+/// What becomes of a connection once its worker stops serving it.
+enum Next {
+    /// Closed (or to be closed): nothing more to do.
+    Close,
+    /// Its next request is not all here: it waits with the watcher.
+    Wait(Waiting),
+    /// Its next request may be here, but others were waiting for a worker: back of the line.
+    Requeue,
 }
 
 /// Where a connection stands between requests.
@@ -109,7 +149,15 @@ enum Gathered {
     Cut(Cut),
 }
 
-fn serve_connection(shared: &Shared, connection: ClientConnection, buffers: &mut RequestBuffers, pair: &PairRunner) {
+/// Serves `connection` until it closes, waits with the watcher, or goes back in line; returns
+/// whether it went back in line.
+fn serve_connection(
+    shared: &Shared,
+    connection: ClientConnection,
+    buffers: &mut RequestBuffers,
+    pair: &PairRunner,
+    backlog: &Backlog,
+) -> bool {
     let ClientConnection { stream, peer, carried, request_started, requests, permit } = connection;
     buffers.client_inbound.clear();
     buffers.client_outbound.discard();
@@ -119,10 +167,13 @@ fn serve_connection(shared: &Shared, connection: ClientConnection, buffers: &mut
     drop(carried);
     let stream = Arc::new(stream);
     let mut progress = Progress { request_started, requests };
-    let Some(waiting) = serve_requests(shared, &stream, peer, &mut progress, buffers, pair) else {
-        return;
+    let next = serve_requests(shared, &stream, peer, &mut progress, buffers, pair, backlog);
+    let waiting = match next {
+        Next::Close => return false,
+        Next::Wait(waiting) => Some(waiting),
+        Next::Requeue => None,
     };
-    let Ok(stream) = Arc::try_unwrap(stream) else { return };
+    let Ok(stream) = Arc::try_unwrap(stream) else { return false };
     let carried = buffers.client_inbound.take_buffered();
     let connection = ClientConnection {
         stream,
@@ -132,10 +183,14 @@ fn serve_connection(shared: &Shared, connection: ClientConnection, buffers: &mut
         requests: progress.requests,
         permit,
     };
+    let Some(waiting) = waiting else {
+        shared.watcher.requeue(connection);
+        return true;
+    };
     let limit = shared.config().limits.max_waiting_bytes;
     let Err(refused) = shared.watcher.park(connection, waiting, limit) else {
         // The watcher holds it now, and closing it is the watcher's business.
-        return;
+        return false;
     };
     match *refused {
         (connection, ParkRefused::MemoryFull) => {
@@ -147,10 +202,11 @@ fn serve_connection(shared: &Shared, connection: ClientConnection, buffers: &mut
         }
         (_, ParkRefused::Epoll) => log::warn!("cannot watch a client connection: closing it"),
     }
+    false
 }
 
-/// Serves requests on `stream` while they keep coming. Returns what the connection then waits for
-/// with the watcher, or `None` when it must close.
+/// Serves requests on `stream` while they keep coming (and no other connection waits for a
+/// worker). Returns what becomes of the connection then.
 fn serve_requests(
     shared: &Shared,
     stream: &Arc<TcpStream>,
@@ -158,7 +214,8 @@ fn serve_requests(
     progress: &mut Progress,
     buffers: &mut RequestBuffers,
     pair: &PairRunner,
-) -> Option<Waiting> {
+    backlog: &Backlog,
+) -> Next {
     let response_started = Arc::new(AtomicBool::new(false));
     let mut client = Client {
         stream,
@@ -174,18 +231,18 @@ fn serve_requests(
         let (head, chunked_budget) =
             match gather_request(shared, &config, stream, &mut buffers.client_inbound, progress) {
                 Gathered::Request { head, chunked_budget } => (head, chunked_budget),
-                Gathered::Wait(waiting) => return Some(waiting),
-                Gathered::Closed => return None,
+                Gathered::Wait(waiting) => return Next::Wait(waiting),
+                Gathered::Closed => return Next::Close,
                 Gathered::Refused(error) => {
                     refuse(shared, &config, &client, peer, &error.reply());
-                    return None;
+                    return Next::Close;
                 }
                 Gathered::Cut(cut) => {
                     let mut stream: &TcpStream = stream;
                     let bytes = cut.reply().to_bytes(1, false, false);
                     let sent = if stream.write_all(&bytes).is_ok() { bytes.len() as u64 } else { 0 };
                     shared.record_cut(peer, cut, sent);
-                    return None;
+                    return Next::Close;
                 }
             };
         progress.request_started = None;
@@ -199,10 +256,13 @@ fn serve_requests(
             let keep_alive = head.wants_keep_alive() && head.framing == BodyFraming::Empty && client.keep_alive_allowed;
             send_reply(&client, &head, &reply, keep_alive);
             log::debug!("{} \"{} {}\" {} (own endpoint)", peer.ip(), head.method, head.target, reply.status);
-            if keep_alive {
-                continue;
+            if !keep_alive {
+                return Next::Close;
             }
-            return None;
+            if backlog.others_wait(shared) {
+                return Next::Requeue;
+            }
+            continue;
         }
 
         let mut exchange = guard_panics(&head, peer, buffers, |buffers| {
@@ -227,7 +287,10 @@ fn serve_requests(
         drop(last_bytes);
         log_access(&config, client.address, &head, &exchange, latency);
         if !keep_alive {
-            return None;
+            return Next::Close;
+        }
+        if backlog.others_wait(shared) {
+            return Next::Requeue;
         }
     }
 }

@@ -224,7 +224,17 @@ fn the_exposition_parses_and_agrees_with_the_json_document() {
             assert!(samples.iter().all(|sample| sample.name.ends_with("_total")), "{name}");
         }
     }
-    assert_eq!(families.len(), 17, "{:?}", families.iter().map(|family| &family.0).collect::<Vec<_>>());
+    for defence in
+        ["head_timeout", "body_timeout", "slow_upload", "slow_reader", "per_client_cap", "waiting_bytes_full"]
+    {
+        let counted = value(&samples, "lb_slow_clients_total", &[("defence", defence)]);
+        assert_eq!(Some(counted), json["slow_clients"][defence].as_f64(), "{defence}");
+    }
+    for state in ["idle", "reading_head", "reading_body", "closing"] {
+        assert!(json["waiting_connections"][state].is_u64(), "{state} in {json}");
+        let _ = value(&samples, "lb_waiting_connections", &[("state", state)]);
+    }
+    assert_eq!(families.len(), 20, "{:?}", families.iter().map(|family| &family.0).collect::<Vec<_>>());
 }
 
 #[test]

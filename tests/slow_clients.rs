@@ -12,6 +12,8 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -316,4 +318,46 @@ fn the_prometheus_exposition_reports_the_waiting_states_and_the_defences() {
     ] {
         assert!(text.lines().any(|sample| sample == line), "no {line:?} in:\n{text}");
     }
+}
+
+/// Requests each busy client sends at once, pipelined, in the turn-taking test.
+const BUSY_CLIENT_BATCH: usize = 2_000;
+
+#[test]
+fn busy_clients_as_many_as_the_workers_take_turns_with_a_new_one() {
+    let backend = EchoBackend::start(&[]);
+    let lb = start(&backend, "");
+    let addr = lb.addr();
+    let served: Vec<Arc<AtomicUsize>> = (0..WORKERS).map(|_| Arc::default()).collect();
+    // One busy client per worker, each sending a whole batch of requests at once: its worker
+    // always finds the next request already there, so nothing but taking turns frees a worker
+    // before the batch is done.
+    let busy: Vec<_> = served
+        .iter()
+        .map(|count| {
+            let count = Arc::clone(count);
+            thread::spawn(move || {
+                let mut client = Client::connect(addr);
+                client.send(&b"GET /ping HTTP/1.1\r\nHost: lb\r\n\r\n".repeat(BUSY_CLIENT_BATCH));
+                for _ in 0..BUSY_CLIENT_BATCH {
+                    assert_eq!(client.response(false).status, 200);
+                    count.fetch_add(1, Ordering::AcqRel);
+                }
+            })
+        })
+        .collect();
+    let counts = || served.iter().map(|count| count.load(Ordering::Acquire)).collect::<Vec<_>>();
+    wait_until(DEADLINE, "every busy client to be served", || counts().iter().all(|&count| count >= 20));
+
+    // Every worker is taken by a client with requests waiting; a new one still gets its turn,
+    // long before any of them is done.
+    assert_served(addr);
+    let when_answered = counts();
+    for client in busy {
+        client.join().unwrap();
+    }
+    assert!(
+        when_answered.iter().all(|&count| count < BUSY_CLIENT_BATCH),
+        "the new client waited for a busy one to finish: {when_answered:?}"
+    );
 }
