@@ -80,7 +80,7 @@ pub mod tunnel;
 pub mod watcher;
 pub mod worker;
 
-#[path = "../test_backends/echo.rs"]
+#[path = "../test_backends/echo/mod.rs"]
 pub mod echo;
 
 /// Small helpers for unit tests that work with real sockets.
