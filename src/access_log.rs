@@ -105,6 +105,24 @@ pub struct AccessEntry<'a> {
     pub attempts: u32,
 }
 
+impl AccessEntry<'static> {
+    /// A connection answered before a request head could be read (refused, or cut as too slow):
+    /// no request line, no backend, `bytes_out` sent.
+    pub fn unread(client: IpAddr, status: u16, bytes_out: u64) -> AccessEntry<'static> {
+        AccessEntry {
+            time: SystemTime::now(),
+            client,
+            request: None,
+            status,
+            backend: None,
+            bytes_in: 0,
+            bytes_out,
+            latency: Duration::ZERO,
+            attempts: 0,
+        }
+    }
+}
+
 /// Writes `entry` to the access log in `format` (nothing for [`AccessLogFormat::Off`]).
 pub fn write_line(format: AccessLogFormat, entry: &AccessEntry<'_>) {
     match format {

@@ -93,17 +93,7 @@ impl Shared {
             self.stats.record_slow_client(defence);
         }
         log::debug!("{}: {} ({cut:?})", peer.ip(), reply.status);
-        let entry = AccessEntry {
-            time: std::time::SystemTime::now(),
-            client: peer.ip(),
-            request: None,
-            status: reply.status,
-            backend: None,
-            bytes_in: 0,
-            bytes_out,
-            latency: Duration::ZERO,
-            attempts: 0,
-        };
+        let entry = AccessEntry::unread(peer.ip(), reply.status, bytes_out);
         access_log::write_line(self.config().access_log, &entry);
     }
 

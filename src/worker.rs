@@ -395,18 +395,7 @@ fn refuse(shared: &Shared, config: &Config, client: &Client<'_>, peer: SocketAdd
     let mut stream: &TcpStream = client.stream;
     let bytes = reply.to_bytes(1, false, false);
     let bytes_out = if stream.write_all(&bytes).is_ok() { bytes.len() as u64 } else { 0 };
-    let entry = AccessEntry {
-        time: SystemTime::now(),
-        client: peer.ip(),
-        request: None,
-        status: reply.status,
-        backend: None,
-        bytes_in: 0,
-        bytes_out,
-        latency: Duration::ZERO,
-        attempts: 0,
-    };
-    access_log::write_line(config.access_log, &entry);
+    access_log::write_line(config.access_log, &AccessEntry::unread(peer.ip(), reply.status, bytes_out));
 }
 
 /// Writes one of the load balancer's own replies, unless a response is already under way.
