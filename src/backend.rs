@@ -506,12 +506,14 @@ mod tests {
             &crate::config::Overrides::default(),
         )
         .unwrap()
-        .health;
+        .pools[0]
+            .health
+            .clone();
         // A name that did not resolve when the config was read (a resolver slow at boot), and
         // one whose record has moved since: the round follows both, with no DNS change needed.
         let late = Arc::new(Backend::new(&server("localhost", port, Err("cannot resolve host: not yet".into()))));
         let moved = Arc::new(Backend::new(&server("127.0.0.1", port, Ok(addrs(&["127.0.0.1:1"])))));
-        crate::health::probe_round(&[Arc::clone(&late), Arc::clone(&moved)], &settings);
+        crate::health::probe_round(&[(&late, &settings), (&moved, &settings)]);
         assert!(late.is_healthy(), "resolved, probed and up: {:?}", late.addresses());
         assert!(late.addresses().addrs.contains(&SocketAddr::from(([127, 0, 0, 1], port))));
         assert_eq!(*moved.addresses(), Addresses { addrs: addrs(&[&format!("127.0.0.1:{port}")]), error: None });

@@ -1,5 +1,6 @@
 //! `--demo`: echo backends started inside the load balancer's own process, one for each
-//! configured server on this machine, so that a newcomer sees balancing with a single command.
+//! configured server on this machine (of every pool), so that a newcomer sees balancing with a
+//! single command. Runs on `main` before the server starts; each echo backend has its own threads.
 
 use std::io;
 use std::net::TcpListener;
@@ -12,9 +13,29 @@ use crate::status_page;
 /// The config used by `--demo` when `./config.json` does not exist: the repository's own.
 pub const BUILT_IN_CONFIG: &str = include_str!("../config.json");
 
-/// Starts one echo backend per configured server. Every server must be on a loopback address.
+/// Starts one echo backend per configured server address, in every pool. Every server must be on
+/// a loopback address. Backends are named `backend-N` in a single pool, `POOL-N` with several
+/// pools; a server listed in two pools is started once.
 pub fn start_backends(config: &Config) -> io::Result<()> {
-    for (index, server) in config.servers.iter().enumerate() {
+    let mut started = Vec::new();
+    for pool in &config.pools {
+        for (index, server) in pool.servers.iter().enumerate() {
+            if started.contains(&server.url) {
+                continue;
+            }
+            started.push(server.url.clone());
+            let name = match config.pools.len() {
+                1 => format!("backend-{}", index + 1),
+                _ => format!("{}-{}", pool.name, index + 1),
+            };
+            start_backend(server, name)?;
+        }
+    }
+    Ok(())
+}
+
+fn start_backend(server: &crate::config::ServerConfig, name: String) -> io::Result<()> {
+    {
         let Some(addr) = server.addrs.iter().find(|addr| addr.ip().is_loopback()) else {
             return Err(io::Error::other(format!(
                 "--demo starts backends on this machine only, and {} is not a loopback address",
@@ -24,7 +45,6 @@ pub fn start_backends(config: &Config) -> io::Result<()> {
         let listener = TcpListener::bind(addr).map_err(|error| {
             io::Error::new(error.kind(), format!("--demo cannot start a backend on {addr}: {error}"))
         })?;
-        let name = format!("backend-{}", index + 1);
         echo::spawn(listener, EchoOptions { name, latency: Duration::ZERO, fail: false })?;
     }
     Ok(())
@@ -32,7 +52,11 @@ pub fn start_backends(config: &Config) -> io::Result<()> {
 
 /// What to try, printed once everything listens.
 pub fn instructions(config: &Config, port: u16) -> String {
-    let backends: Vec<&str> = config.servers.iter().map(|server| server.url.as_str()).collect();
+    let backends: Vec<&str> = config.all_servers().map(|server| server.url.as_str()).collect();
+    let algorithms: Vec<String> = match &config.pools[..] {
+        [only] => vec![only.algorithm.name().to_string()],
+        pools => pools.iter().map(|pool| format!("{} {}", pool.name, pool.algorithm.name())).collect(),
+    };
     let examples = [
         (format!("curl localhost:{port}/ping"), "a few times: the backend rotates"),
         (format!("curl 'localhost:{port}/hello?x=1'"), "the request as the backend saw it"),
@@ -54,7 +78,7 @@ pub fn instructions(config: &Config, port: u16) -> String {
          Press Ctrl-C to stop.\n",
         count = backends.len(),
         backends = backends.join(", "),
-        algorithm = config.algorithm.name(),
+        algorithm = algorithms.join(", "),
         try_lines = try_lines.join("\n"),
         status_page = status_page::PATH,
     )

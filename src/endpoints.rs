@@ -10,7 +10,9 @@
 //!
 //! - `metricsPath` (`/lb-metrics`): the JSON metrics, and `{metricsPath}/prometheus` the same
 //!   in the Prometheus text format;
-//! - `/lb-health`: readiness, 200 while at least one backend is available, else 503;
+//! - `/lb-health`: readiness, 200 while at least one backend is available, else 503, with a line
+//!   per pool when there are several; `/lb-health?pool=NAME` the same for one pool (404 for a
+//!   pool that does not exist);
 //! - `POST /lb-reload`: reread the config file now ([`crate::reload`]).
 
 use std::time::Instant;
@@ -18,6 +20,7 @@ use std::time::Instant;
 use crate::config::Config;
 use crate::http::head::RequestHead;
 use crate::http::reply::Reply;
+use crate::pool::Pool;
 use crate::shared::Shared;
 use crate::{prometheus, reload, status_page};
 
@@ -56,7 +59,9 @@ pub fn answer(shared: &Shared, config: &Config, head: &RequestHead, listener: Li
         return Some(Reply::content(prometheus::CONTENT_TYPE, text.into_bytes()));
     }
     if read_only && path == HEALTH_PATH {
-        return Some(readiness(shared));
+        let query = head.target.split_once('?').map(|(_, query)| query);
+        let pool = query.and_then(|query| query.split('&').find_map(|pair| pair.strip_prefix("pool=")));
+        return Some(readiness(shared, pool));
     }
     if listener == Listener::Admin && path == RELOAD_PATH {
         if head.method != "POST" {
@@ -76,12 +81,34 @@ pub fn answer(shared: &Shared, config: &Config, head: &RequestHead, listener: Li
 }
 
 /// Readiness for an orchestrator or a load balancer in front: 200 while at least one backend can
-/// take requests (healthy and not ejected), 503 when none can.
-fn readiness(shared: &Shared) -> Reply {
-    let pool = shared.pool();
+/// take requests (healthy and not ejected), 503 when none can. With several pools, a line per
+/// pool follows the total; `only` asks about one pool.
+fn readiness(shared: &Shared, only: Option<&str>) -> Reply {
+    let pools = shared.pools();
     let now = Instant::now();
-    let available = pool.backends.iter().filter(|backend| backend.is_available(now)).count();
-    let text = format!("{available} of {} backends available\n", pool.backends.len());
+    let count =
+        |pool: &Pool| (pool.backends.iter().filter(|backend| backend.is_available(now)).count(), pool.backends.len());
+    let (available, text) = match only {
+        Some(name) => {
+            let Some(pool) = pools.get(name) else {
+                return Reply::error(404, Some("Not Found: no such pool"));
+            };
+            let (available, total) = count(pool);
+            (available, format!("pool {name}: {available} of {total} backends available\n"))
+        }
+        None => {
+            let counts: Vec<(usize, usize)> = pools.list.iter().map(|pool| count(pool)).collect();
+            let available: usize = counts.iter().map(|(available, _)| available).sum();
+            let total: usize = counts.iter().map(|(_, total)| total).sum();
+            let mut text = format!("{available} of {total} backends available\n");
+            if pools.list.len() > 1 {
+                for (pool, (available, total)) in pools.list.iter().zip(&counts) {
+                    text.push_str(&format!("pool {}: {available} of {total} backends available\n", pool.name()));
+                }
+            }
+            (available, text)
+        }
+    };
     if available > 0 {
         Reply::content(TEXT, text.into_bytes())
     } else {

@@ -1,7 +1,8 @@
 //! Thread `health`: Active health checks: every `healthCheckInterval`, a `GET healthCheckPath` to each
 //! backend, with hysteresis.
 //!
-//! One dedicated thread owns the schedule. Each round it starts short-lived probe threads
+//! One dedicated thread owns the schedule of every pool, each pool on its own interval with its
+//! own path, timeout and thresholds; pools that fall due together are probed in one round. Each round it starts short-lived probe threads
 //! (`health-probe-N`), one per backend up to [`MAX_PARALLEL_PROBES`], and waits for them all, so
 //! a backend that hangs costs the others nothing (beyond that many backends, probes take turns):
 //! every probe is bounded by `healthCheckTimeout`, from connect to status line. The first
@@ -13,45 +14,76 @@
 //! name is looked up again, in its probe thread ([`Backend::resolve_again`]): a changed DNS record
 //! is followed without a restart, and a name that does not resolve fails the probe with that reason.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::backend::{Backend, HealthFlip};
 use crate::config::HealthSettings;
+use crate::pool::Pool;
 use crate::shared::Shared;
 
-/// Runs rounds of probes until `stop` receives a message or is dropped.
+/// Runs rounds of probes until `stop` receives a message or is dropped. A pool is due when its
+/// interval has passed since its last round (a pool new to a reload is due at once); the thread
+/// sleeps until the next pool is due, but never longer than [`LONGEST_SLEEP`], so that a reload
+/// shortening an interval is followed soon.
 pub fn run(shared: &Shared, stop: &Receiver<()>) {
+    // When each pool, by name, was last probed.
+    let mut last_round: HashMap<String, Instant> = HashMap::new();
     loop {
-        let settings = shared.config().health.clone();
-        let pool = shared.pool();
-        probe_round(&pool.backends, &settings);
-        pool.balancer.refresh(&pool.backends);
-        match stop.recv_timeout(settings.interval) {
+        let pools = shared.pools();
+        let now = Instant::now();
+        let due: Vec<&Arc<Pool>> = pools
+            .list
+            .iter()
+            .filter(|pool| last_round.get(pool.name()).is_none_or(|&last| now >= last + pool.config.health.interval))
+            .collect();
+        let jobs: Vec<(&Arc<Backend>, &HealthSettings)> =
+            due.iter().flat_map(|pool| pool.backends.iter().map(|backend| (backend, &pool.config.health))).collect();
+        probe_round(&jobs);
+        let finished = Instant::now();
+        for pool in &due {
+            pool.balancer.refresh(&pool.backends);
+            last_round.insert(pool.name().to_string(), finished);
+        }
+        last_round.retain(|name, _| pools.get(name).is_some());
+        let next_due = pools
+            .list
+            .iter()
+            .filter_map(|pool| last_round.get(pool.name()).map(|&last| last + pool.config.health.interval))
+            .min()
+            .unwrap_or(finished + LONGEST_SLEEP);
+        let sleep = next_due.saturating_duration_since(Instant::now()).min(LONGEST_SLEEP);
+        match stop.recv_timeout(sleep) {
             Err(RecvTimeoutError::Timeout) => {}
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }
     }
 }
 
+/// The longest the thread sleeps between looks at the schedule.
+pub const LONGEST_SLEEP: Duration = Duration::from_secs(1);
+
 /// The most probes a round runs at once. Tens of backends are probed all in parallel; a pool of
 /// a thousand is probed by this many threads in turn, each probe still bounded by
 /// `healthCheckTimeout`, rather than by a thousand threads.
 pub const MAX_PARALLEL_PROBES: usize = 64;
 
-/// Probes every backend, up to [`MAX_PARALLEL_PROBES`] at a time, and records the results.
-pub fn probe_round(backends: &[std::sync::Arc<Backend>], settings: &HealthSettings) {
+/// Probes every backend, each with its pool's settings, up to [`MAX_PARALLEL_PROBES`] at a time,
+/// and records the results.
+pub fn probe_round(jobs: &[(&Arc<Backend>, &HealthSettings)]) {
     let next = AtomicUsize::new(0);
     thread::scope(|scope| {
-        for prober in 0..backends.len().min(MAX_PARALLEL_PROBES) {
+        for prober in 0..jobs.len().min(MAX_PARALLEL_PROBES) {
             let next = &next;
             let spawned =
                 thread::Builder::new().name(format!("health-probe-{prober}")).spawn_scoped(scope, move || {
-                    while let Some(backend) = backends.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    while let Some((backend, settings)) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
                         probe_and_record(backend, settings);
                     }
                 });
@@ -60,7 +92,7 @@ pub fn probe_round(backends: &[std::sync::Arc<Backend>], settings: &HealthSettin
             }
         }
         // Whatever no thread could be started for is probed here, one at a time.
-        while let Some(backend) = backends.get(next.fetch_add(1, Ordering::Relaxed)) {
+        while let Some((backend, settings)) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
             probe_and_record(backend, settings);
         }
     });
@@ -141,8 +173,6 @@ mod tests {
     use super::*;
     use crate::config::statuses::HealthyStatuses;
     use std::net::TcpListener;
-    use std::sync::Arc;
-    use std::time::Duration;
 
     fn settings(timeout: Duration) -> HealthSettings {
         HealthSettings {
@@ -206,7 +236,8 @@ mod tests {
         let hanging = Arc::new(crate::backend::test_backend(answer_once(b"", Duration::from_secs(3)), 1));
         let fine = Arc::new(crate::backend::test_backend(answer_once(b"HTTP/1.1 200 OK\r\n\r\n", Duration::ZERO), 1));
         let started = Instant::now();
-        probe_round(&[Arc::clone(&hanging), Arc::clone(&fine)], &settings(Duration::from_millis(300)));
+        let settings = settings(Duration::from_millis(300));
+        probe_round(&[(&hanging, &settings), (&fine, &settings)]);
         assert!(started.elapsed() < Duration::from_secs(2));
         assert!(!hanging.is_healthy());
         assert!(fine.is_healthy());
@@ -221,7 +252,9 @@ mod tests {
             .collect();
         let backends: Vec<Arc<Backend>> =
             ports.iter().map(|&port| Arc::new(crate::backend::test_backend(port, 1))).collect();
-        probe_round(&backends, &settings(Duration::from_millis(500)));
+        let settings = settings(Duration::from_millis(500));
+        let jobs: Vec<(&Arc<Backend>, &HealthSettings)> = backends.iter().map(|backend| (backend, &settings)).collect();
+        probe_round(&jobs);
         assert!(backends.iter().all(|backend| backend.last_checked().is_some()), "every backend probed once");
         assert!(backends.iter().all(|backend| !backend.is_healthy()));
     }

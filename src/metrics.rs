@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::backend::Backend;
 use crate::histogram::{HistogramSnapshot, LatencyHistogram};
+use crate::pool::{Pool, Pools};
 use crate::timestamp::rfc3339;
 use crate::watcher::WaitingCounts;
 
@@ -148,6 +148,9 @@ pub struct Snapshot {
     pub waiting_connections: WaitingCounts,
     /// Clients cut or refused by each slow-client defence since start-up, by [`Defence::name`].
     pub slow_clients: BTreeMap<&'static str, u64>,
+    /// Each pool, with its own backends and their totals.
+    pub pools: Vec<PoolSnapshot>,
+    /// Every backend of every pool, pool by pool (each names its pool).
     pub backends: Vec<BackendSnapshot>,
     /// Request durations, for the Prometheus exposition only (the JSON has the average).
     #[serde(skip)]
@@ -159,8 +162,61 @@ pub struct Snapshot {
 /// `ejected` (taken out of rotation by passive health checking).
 pub const BACKEND_STATES: [&str; 3] = ["healthy", "unhealthy", "ejected"];
 
+/// One pool in the metrics: its algorithm, its backends, and their counters summed.
 #[derive(Debug, Serialize)]
+pub struct PoolSnapshot {
+    pub name: String,
+    pub algorithm: &'static str,
+    pub healthy_backends: usize,
+    pub total_backends: usize,
+    /// Requests in flight on the pool's backends now.
+    pub active_connections: usize,
+    /// Attempts sent to the pool's backends, and those that failed.
+    pub total_requests: u64,
+    pub total_failures: u64,
+    pub backends: Vec<BackendSnapshot>,
+}
+
+impl PoolSnapshot {
+    fn take(pool: &Pool, now: std::time::Instant) -> PoolSnapshot {
+        let backends: Vec<BackendSnapshot> = pool
+            .backends
+            .iter()
+            .map(|backend| (backend, backend.addresses()))
+            .map(|(backend, addresses)| BackendSnapshot {
+                pool: pool.name().to_string(),
+                url: backend.url.clone(),
+                name: backend.name.clone(),
+                weight: backend.weight(),
+                state: backend.state(now),
+                active_connections: backend.active(),
+                total_requests: backend.total_requests(),
+                total_failures: backend.total_failures(),
+                response_time_ms: backend
+                    .response_time()
+                    .map(|average| (average.as_secs_f64() * 100_000.0).round() / 100.0),
+                last_checked: backend.last_checked().map(rfc3339),
+                addresses: addresses.addrs.iter().map(ToString::to_string).collect(),
+                resolve_error: addresses.error.clone(),
+            })
+            .collect();
+        PoolSnapshot {
+            name: pool.name().to_string(),
+            algorithm: pool.config.algorithm.name(),
+            healthy_backends: backends.iter().filter(|backend| backend.state == "healthy").count(),
+            total_backends: backends.len(),
+            active_connections: backends.iter().map(|backend| backend.active_connections).sum(),
+            total_requests: backends.iter().map(|backend| backend.total_requests).sum(),
+            total_failures: backends.iter().map(|backend| backend.total_failures).sum(),
+            backends,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct BackendSnapshot {
+    /// The pool the backend belongs to.
+    pub pool: String,
     pub url: String,
     pub name: String,
     pub weight: u32,
@@ -178,12 +234,7 @@ pub struct BackendSnapshot {
 }
 
 impl Snapshot {
-    pub fn take(
-        stats: &Stats,
-        uptime: Duration,
-        algorithm: &'static str,
-        backends: &[std::sync::Arc<Backend>],
-    ) -> Snapshot {
+    pub fn take(stats: &Stats, uptime: Duration, pools: &Pools) -> Snapshot {
         let total_requests = stats.total_requests.load(Ordering::Relaxed);
         let latency = stats.latency.snapshot();
         let avg_latency_ms = if total_requests == 0 {
@@ -192,25 +243,13 @@ impl Snapshot {
             (latency.sum_micros as f64 / total_requests as f64 / 10.0).round() / 100.0
         };
         let now = std::time::Instant::now();
-        let backends: Vec<BackendSnapshot> = backends
-            .iter()
-            .map(|backend| (backend, backend.addresses()))
-            .map(|(backend, addresses)| BackendSnapshot {
-                url: backend.url.clone(),
-                name: backend.name.clone(),
-                weight: backend.weight(),
-                state: backend.state(now),
-                active_connections: backend.active(),
-                total_requests: backend.total_requests(),
-                total_failures: backend.total_failures(),
-                response_time_ms: backend
-                    .response_time()
-                    .map(|average| (average.as_secs_f64() * 100_000.0).round() / 100.0),
-                last_checked: backend.last_checked().map(rfc3339),
-                addresses: addresses.addrs.iter().map(ToString::to_string).collect(),
-                resolve_error: addresses.error.clone(),
-            })
-            .collect();
+        let pool_snapshots: Vec<PoolSnapshot> = pools.list.iter().map(|pool| PoolSnapshot::take(pool, now)).collect();
+        let backends: Vec<BackendSnapshot> =
+            pool_snapshots.iter().flat_map(|pool| pool.backends.iter().cloned()).collect();
+        let algorithm = pools
+            .default_pool
+            .or(if pools.list.is_empty() { None } else { Some(0) })
+            .map_or("none", |index| pools.list[index].config.algorithm.name());
         Snapshot {
             uptime_seconds: uptime.as_secs(),
             algorithm,
@@ -230,6 +269,7 @@ impl Snapshot {
                 .iter()
                 .map(|&defence| (defence.name(), stats.defences[defence as usize].load(Ordering::Relaxed)))
                 .collect(),
+            pools: pool_snapshots,
             backends,
             latency,
         }
@@ -253,7 +293,7 @@ mod tests {
         stats.record_request(Outcome::Failed, Duration::from_millis(20));
         stats.record_request(Outcome::RateLimited, Duration::from_micros(0));
         stats.record_retry();
-        let snapshot = Snapshot::take(&stats, Duration::from_secs(3), "round_robin", &[]);
+        let snapshot = Snapshot::take(&stats, Duration::from_secs(3), &Pools { list: Vec::new(), default_pool: None });
         assert_eq!((snapshot.total_requests, snapshot.success_requests, snapshot.failed_requests), (3, 1, 2));
         assert_eq!((snapshot.rate_limited_requests, snapshot.retry_attempts), (1, 1));
         assert_eq!(snapshot.avg_latency_ms, 10.0);

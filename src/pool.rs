@@ -1,29 +1,68 @@
-//! A pool of backends and the balancer that picks among them, built from the config and replaced
-//! whole on a reload. Read by every `worker-N` (to pick), the `health` thread (to probe) and the
-//! `config-watcher` (to keep the records that stay); it holds no lock of its own.
+//! The running pools: for each pool of the config, its backends and the balancer that picks among
+//! them, built from the config and replaced whole on a reload. Read by every `worker-N` (to route
+//! and pick), the `health` thread (to probe) and the `config-watcher` (to keep the records that
+//! stay); it holds no lock of its own.
 
 use std::sync::Arc;
 
 use crate::backend::Backend;
 use crate::balance::Balancer;
 use crate::config::Config;
+use crate::config::pool::PoolConfig;
 
-/// The backends and the balancer that picks among them, replaced together.
+/// One pool's backends and the balancer that picks among them, replaced together, with the pool's
+/// own settings (retries, timeouts, health checks).
 #[derive(Debug)]
 pub struct Pool {
+    pub config: PoolConfig,
     pub backends: Vec<Arc<Backend>>,
     pub balancer: Balancer,
 }
 
 impl Pool {
-    pub fn new(config: &Config) -> Pool {
+    pub fn new(config: &PoolConfig) -> Pool {
         let backends: Vec<Arc<Backend>> = config.servers.iter().map(|server| Arc::new(Backend::new(server))).collect();
         Pool::with_backends(config, backends)
     }
 
     /// A pool of existing backend records (a reload keeps those that stay).
-    pub fn with_backends(config: &Config, backends: Vec<Arc<Backend>>) -> Pool {
+    pub fn with_backends(config: &PoolConfig, backends: Vec<Arc<Backend>>) -> Pool {
         let balancer = Balancer::new(config.algorithm, config.balancing.clone(), &backends);
-        Pool { backends, balancer }
+        Pool { config: config.clone(), backends, balancer }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+}
+
+/// Every pool of the running config, in the config's order, and which one takes the requests no
+/// route claims.
+#[derive(Debug)]
+pub struct Pools {
+    pub list: Vec<Arc<Pool>>,
+    /// An index into `list`.
+    pub default_pool: Option<usize>,
+}
+
+impl Pools {
+    pub fn new(config: &Config) -> Pools {
+        Pools::with_pools(config, config.pools.iter().map(|pool| Arc::new(Pool::new(pool))).collect())
+    }
+
+    /// Pools built already, one for each of `config.pools`, in that order.
+    pub fn with_pools(config: &Config, list: Vec<Arc<Pool>>) -> Pools {
+        debug_assert_eq!(list.len(), config.pools.len());
+        Pools { list, default_pool: config.default_pool }
+    }
+
+    /// The pool called `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<Pool>> {
+        self.list.iter().find(|pool| pool.name() == name)
+    }
+
+    /// Every backend of every pool, pool by pool.
+    pub fn backends(&self) -> impl Iterator<Item = &Arc<Backend>> {
+        self.list.iter().flat_map(|pool| &pool.backends)
     }
 }

@@ -216,9 +216,11 @@ mod tests {
 
     use super::*;
     use crate::metrics::{Outcome, Stats};
+    use crate::pool::Pools;
 
     fn backend(url: &str, name: &str, state: &'static str) -> BackendSnapshot {
         BackendSnapshot {
+            pool: "default".to_string(),
             url: url.to_string(),
             name: name.to_string(),
             weight: 3,
@@ -241,7 +243,8 @@ mod tests {
         stats.record_request(Outcome::RateLimited, Duration::ZERO);
         stats.record_retry();
         stats.record_slow_client(crate::metrics::Defence::SlowReader);
-        let mut snapshot = Snapshot::take(&stats, Duration::from_secs(7), "round_robin", &[]);
+        let mut snapshot =
+            Snapshot::take(&stats, Duration::from_secs(7), &Pools { list: Vec::new(), default_pool: None });
         snapshot.waiting_connections =
             crate::watcher::WaitingCounts { idle: 6, reading_head: 2, reading_body: 1, closing: 3, bytes: 900 };
         snapshot.backends = vec![backend("http://a:1", "a", "healthy"), backend("http://b:2", "b", "unhealthy")];
@@ -363,7 +366,7 @@ mod tests {
         for step in 0..500u64 {
             stats.record_request(Outcome::Success, Duration::from_micros(step * step * 97 % 20_000_000));
         }
-        let snapshot = Snapshot::take(&stats, Duration::ZERO, "round_robin", &[]);
+        let snapshot = Snapshot::take(&stats, Duration::ZERO, &Pools { list: Vec::new(), default_pool: None });
         let text = render(&snapshot);
         let buckets: Vec<u64> = text
             .lines()

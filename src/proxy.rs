@@ -41,6 +41,8 @@ use crate::tunnel::upgrade_pair;
 pub use crate::http::complete::MAX_KEPT_BODY;
 
 pub const ALL_BACKENDS_DOWN: &str = "Service Unavailable: all backends are down";
+/// The answer when no route matches and there is no default pool; it names nothing inside.
+pub const NO_ROUTE: &str = "Not Found";
 
 /// The buffers one request moves between the worker and its pair; owned by the worker and
 /// reused from request to request.
@@ -233,6 +235,13 @@ fn serve(
         return own(Reply::error(413, None), false, None, 0, Outcome::Failed);
     }
 
+    // Head → route → pool: which pool serves this request, if any.
+    let pools = shared.pools();
+    let Some(pool) = pools.default_pool.map(|index| &pools.list[index]) else {
+        return own(Reply::error(404, Some(NO_ROUTE)), keep_alive_wanted && no_body, None, 0, Outcome::Failed);
+    };
+    let settings = &pool.config;
+
     // The head for the backend, then as much of the body as may be kept: all of it when it is
     // small (so the request can be replayed, and a malformed or oversized small body is refused
     // before anything reaches a backend), else what fits, with the rest streamed by forward.
@@ -248,11 +257,10 @@ fn serve(
     #[cfg(debug_assertions)]
     let fault = crate::fault::requested(head);
 
-    let pool = shared.pool();
     let balancing = pool.balancer.settings();
     let sticky_cookie = balancing.sticky_cookie.as_deref().filter(|_| pool.balancer.algorithm() == Algorithm::Sticky);
     let now = Instant::now();
-    let fail_open = config.fail_open && !pool.backends.iter().any(|backend| backend.is_available(now));
+    let fail_open = settings.fail_open && !pool.backends.iter().any(|backend| backend.is_available(now));
     if fail_open {
         log::debug!("no backend available: failOpen tries them all");
     }
@@ -266,8 +274,8 @@ fn serve(
     };
     // Backends attempted, and those not to choose again: attempted, or on probation with their
     // one trial request taken by another request meanwhile.
-    let mut tried: Vec<usize> = Vec::with_capacity(config.max_retries as usize + 1);
-    let mut excluded: Vec<usize> = Vec::with_capacity(config.max_retries as usize + 1);
+    let mut tried: Vec<usize> = Vec::with_capacity(settings.max_retries as usize + 1);
+    let mut excluded: Vec<usize> = Vec::with_capacity(settings.max_retries as usize + 1);
     loop {
         let Some(index) = pool.balancer.pick(&pool.backends, &pick_request, &excluded) else {
             let last = tried.last().map(|&index| &*pool.backends[index]);
@@ -286,11 +294,11 @@ fn serve(
         }
         if !tried.is_empty() {
             shared.stats.record_retry();
-            thread::sleep(config.retry_delay);
+            thread::sleep(settings.retry_delay);
         }
         tried.push(index);
         let attempts = tried.len() as u32;
-        let retries_left = tried.len() <= config.max_retries as usize;
+        let retries_left = tried.len() <= settings.max_retries as usize;
         let _in_flight = backend.begin_request();
         let attempt_started = Instant::now();
         // A failure caused by the backend counts against it (for the passive health checks too),
@@ -298,12 +306,12 @@ fn serve(
         let backend_failed = || {
             backend.record_failure();
             backend.record_response_time(attempt_started.elapsed(), false);
-            passive_outcome(&pool.backends, backend, false, &config.passive_health);
+            passive_outcome(&pool.backends, backend, false, &settings.passive_health);
         };
 
         let connection = match backend.take_idle() {
             Some(stream) => Ok(stream),
-            None => backend.connect(config.timeouts.connect, config.request_timeout),
+            None => backend.connect(settings.connect_timeout, settings.request_timeout),
         };
         let backend_stream = match connection {
             Ok(stream) => Arc::new(stream),
@@ -351,7 +359,7 @@ fn serve(
             request_is_head: head.method == "HEAD",
             client_minor_version: head.minor_version,
             client_keep_alive: keep_alive_wanted,
-            response_timeout: config.request_timeout,
+            response_timeout: settings.request_timeout,
             write_timeout: config.timeouts.write,
             response_clock: buffers.response_clock,
             body_streams_from_client: streamed_body != BodyFraming::Empty,
@@ -408,7 +416,7 @@ fn serve(
                 // A 502, 503 or 504 relayed from the backend is its failure, even though the
                 // exchange itself worked.
                 let backend_ok = !matches!(relayed.status, 502..=504);
-                passive_outcome(&pool.backends, backend, backend_ok, &config.passive_health);
+                passive_outcome(&pool.backends, backend, backend_ok, &settings.passive_health);
                 if relayed.status == 101 {
                     traffic.tunnelled_out = relayed.body_bytes;
                 }
@@ -456,7 +464,7 @@ fn serve(
             }
             ReverseError::Timeout { status: None } => {
                 backend_failed();
-                log::warn!("{} did not answer within {} ms", backend.url, config.request_timeout.as_millis());
+                log::warn!("{} did not answer within {} ms", backend.url, settings.request_timeout.as_millis());
                 let reply = Reply::error(504, Some("Gateway Timeout: the backend did not answer in time"));
                 return own(reply, keep_alive, Some(backend), attempts, Outcome::Failed);
             }

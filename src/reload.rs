@@ -7,7 +7,9 @@
 //! start-up (flags and environment variables still win over it). A bad file changes nothing:
 //! one ERROR line names the file, the key and the problem. A good one is applied:
 //!
-//! - backends that stay (same URL and name) keep their record: health, counters, idle
+//! - pools are matched by name; pools new to the file start with new records, pools gone from it
+//!   leave with theirs;
+//! - backends that stay (same pool, URL and name) keep their record: health, counters, idle
 //!   connections, passive-health state; a changed weight is taken over, and so are the addresses
 //!   the host resolves to now;
 //! - a backend host name that does not resolve does not make the file bad: that backend is down
@@ -28,9 +30,9 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::backend::Backend;
 use crate::balance::hash::fnv1a;
-use crate::config::Config;
+use crate::config::{Config, HealthSettings};
 use crate::health;
-use crate::pool::Pool;
+use crate::pool::{Pool, Pools};
 use crate::shared::Shared;
 
 /// How often the watcher looks whether `reloadInterval` has been turned on, while it is off.
@@ -104,50 +106,72 @@ fn refuse(shared: &Shared, problem: String) -> Outcome {
 fn apply(shared: &Shared, mut config: Config) -> String {
     let running = shared.config();
     keep_fixed_settings(&running, &mut config);
-    let old_pool = shared.pool();
-    let mut added = Vec::new();
-    let backends: Vec<Arc<Backend>> = config
-        .servers
+    let old_pools = shared.pools();
+    let mut added: Vec<(Arc<Backend>, &HealthSettings)> = Vec::new();
+    let mut kept_count = 0;
+    let mut pool_backends: Vec<Vec<Arc<Backend>>> = Vec::with_capacity(config.pools.len());
+    for pool in &config.pools {
+        let old = old_pools.get(&pool.name);
+        let backends: Vec<Arc<Backend>> = pool
+            .servers
+            .iter()
+            .map(|server| {
+                let kept = old.and_then(|old| {
+                    old.backends.iter().find(|backend| backend.url == server.url && backend.name == server.name)
+                });
+                match kept {
+                    Some(kept) => {
+                        kept_count += 1;
+                        kept.set_weight(server.weight);
+                        // As just looked up for this config; the health rounds keep it current.
+                        let _ = kept.take_resolution(match &server.resolve_error {
+                            Some(reason) => Err(reason.clone()),
+                            None => Ok(server.addrs.clone()),
+                        });
+                        Arc::clone(kept)
+                    }
+                    None => {
+                        let backend = Arc::new(Backend::new_unchecked(server));
+                        added.push((Arc::clone(&backend), &pool.health));
+                        backend
+                    }
+                }
+            })
+            .collect();
+        pool_backends.push(backends);
+    }
+    probe_new_backends(&added);
+    let old_count = old_pools.backends().count();
+    let removed = old_count - kept_count;
+    let list: Vec<Arc<Pool>> = config
+        .pools
         .iter()
-        .map(|server| {
-            match old_pool.backends.iter().find(|backend| backend.url == server.url && backend.name == server.name) {
-                Some(kept) => {
-                    kept.set_weight(server.weight);
-                    // As just looked up for this config; the health rounds keep it current.
-                    let _ = kept.take_resolution(match &server.resolve_error {
-                        Some(reason) => Err(reason.clone()),
-                        None => Ok(server.addrs.clone()),
-                    });
-                    Arc::clone(kept)
-                }
-                None => {
-                    let backend = Arc::new(Backend::new_unchecked(server));
-                    added.push(Arc::clone(&backend));
-                    backend
-                }
-            }
-        })
+        .zip(pool_backends)
+        .map(|(pool, backends)| Arc::new(Pool::with_backends(pool, backends)))
         .collect();
-    probe_new_backends(&added, &config);
-    let removed = old_pool.backends.iter().filter(|old| !backends.iter().any(|new| Arc::ptr_eq(old, new))).count();
-    let pool = Pool::with_backends(&config, backends);
-    let summary = format!(
-        "{} backends ({} added, {} removed), algorithm {}",
-        pool.backends.len(),
-        added.len(),
-        removed,
-        config.algorithm.name()
-    );
-    shared.replace_config(config, pool);
+    let pools = Pools::with_pools(&config, list);
+    let described: Vec<String> = pools
+        .list
+        .iter()
+        .map(|pool| format!("{} ({} backends, {})", pool.name(), pool.backends.len(), pool.config.algorithm.name()))
+        .collect();
+    let shape = match &pools.list[..] {
+        [only] => format!("algorithm {}", only.config.algorithm.name()),
+        _ => format!("pools: {}", described.join(", ")),
+    };
+    let summary =
+        format!("{} backends ({} added, {} removed), {shape}", pools.backends().count(), added.len(), removed);
+    shared.replace_config(config, pools);
     summary
 }
 
-/// Probes backends new to the pool, all at once, and admits those that pass.
-fn probe_new_backends(added: &[Arc<Backend>], config: &Config) {
+/// Probes backends new to the pools, all at once, each with its pool's health settings, and admits
+/// those that pass.
+fn probe_new_backends(added: &[(Arc<Backend>, &HealthSettings)]) {
     thread::scope(|scope| {
-        for backend in added {
+        for (backend, settings) in added {
             let spawned = thread::Builder::new().name("reload-probe".to_string()).spawn_scoped(scope, || {
-                let result = health::probe(backend, &config.health);
+                let result = health::probe(backend, settings);
                 if let Err(reason) = &result {
                     log::warn!(
                         "new backend {} failed its first health check ({reason}): no traffic until it passes",
@@ -207,7 +231,7 @@ mod tests {
         assert_eq!(changed.workers, 8);
         assert_eq!(changed.pair_threads, running.pair_threads);
         assert_eq!(changed.admin_listen, None);
-        assert_eq!(changed.algorithm.name(), "least_conn", "everything else is taken");
-        assert_eq!(changed.servers[0].url, "http://127.0.0.1:2");
+        assert_eq!(changed.pools[0].algorithm.name(), "least_conn", "everything else is taken");
+        assert_eq!(changed.pools[0].servers[0].url, "http://127.0.0.1:2");
     }
 }

@@ -128,15 +128,24 @@ impl Server {
         };
 
         let config = shared.config();
-        let pool = shared.pool();
-        let backend_list: Vec<String> =
-            pool.backends.iter().map(|backend| format!("{} (weight {})", backend.url, backend.weight())).collect();
+        let pools = shared.pools();
+        let pool_list: Vec<String> = pools
+            .list
+            .iter()
+            .map(|pool| {
+                let backends: Vec<String> = pool
+                    .backends
+                    .iter()
+                    .map(|backend| format!("{} (weight {})", backend.url, backend.weight()))
+                    .collect();
+                format!("pool {} ({}): {}", pool.name(), pool.config.algorithm.name(), backends.join(", "))
+            })
+            .collect();
         log::info!(
-            "listening on {local_addr}{}, algorithm {}, {worker_count} workers ({} pair threads), backends: {}",
+            "listening on {local_addr}{}, {worker_count} workers ({} pair threads), {}",
             both_families(local_addr),
-            config.algorithm.name(),
             config.pair_threads.name(),
-            backend_list.join(", ")
+            pool_list.join("; ")
         );
         log_connection_limit(&shared, &config, open_files);
         Ok(Server { shared, local_addr, admin, acceptor, workers, watcher, health, health_stop, reloader })

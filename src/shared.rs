@@ -1,10 +1,10 @@
 //! The state every thread of one running load balancer shares: the running config, the backend
-//! [`Pool`], the counters, the rate limiter, the connection counts, the watcher's parked
+//! [`Pools`], the counters, the rate limiter, the connection counts, the watcher's parked
 //! connections and the shutdown flag. Built by `main` through [`crate::server`], then read by the
 //! `acceptor`, every `worker-N` and its pair, the `watcher`, `health`, `config-watcher` and
 //! `admin` threads.
 //!
-//! The config and the pool sit behind read-write locks as `Arc`s that a reload replaces whole, so
+//! The config and the pools sit behind read-write locks as `Arc`s that a reload replaces whole, so
 //! readers take a cheap clone and never hold a lock while they work. This module imports no thread
 //! file but the watcher's data types; the thread files import it.
 
@@ -23,7 +23,7 @@ use crate::config::file::ConfigFile;
 use crate::connection::{ClientConnection, ConnectionCounts};
 use crate::http::head::HeadLimits;
 use crate::metrics::{Defence, Snapshot, Stats};
-use crate::pool::Pool;
+use crate::pool::Pools;
 use crate::ratelimit::RateLimiter;
 use crate::watcher::{Cut, WaitPolicy, Watcher, WatcherHost};
 
@@ -32,7 +32,7 @@ use crate::watcher::{Cut, WaitPolicy, Watcher, WatcherHost};
 pub struct Shared {
     /// The running config; a reload replaces it whole.
     config: RwLock<Arc<Config>>,
-    pool: RwLock<Arc<Pool>>,
+    pools: RwLock<Arc<Pools>>,
     pub stats: Stats,
     rate_limiter: RwLock<Option<Arc<RateLimiter>>>,
     /// The file a reload reads, if the config came from one.
@@ -65,7 +65,7 @@ impl Shared {
     pub fn new(config: Config, config_file: Option<ConfigFile>) -> io::Result<(Shared, Receiver<ClientConnection>)> {
         let (watcher, returned) = Watcher::new()?;
         let shared = Shared {
-            pool: RwLock::new(Arc::new(Pool::new(&config))),
+            pools: RwLock::new(Arc::new(Pools::new(&config))),
             rate_limiter: RwLock::new(config.rate_limit.map(|settings| Arc::new(RateLimiter::new(settings)))),
             config: RwLock::new(Arc::new(config)),
             config_file,
@@ -109,9 +109,9 @@ impl Shared {
         self.waiting_workers.load(Ordering::Acquire) > 0
     }
 
-    /// The current backend pool.
-    pub fn pool(&self) -> Arc<Pool> {
-        Arc::clone(&self.pool.read())
+    /// The current backend pools. Take them once per request: a reload may replace them meanwhile.
+    pub fn pools(&self) -> Arc<Pools> {
+        Arc::clone(&self.pools.read())
     }
 
     /// The running config. Take it once per request: a reload may replace it meanwhile.
@@ -124,15 +124,15 @@ impl Shared {
         self.rate_limiter.read().clone()
     }
 
-    /// Puts a reloaded config in place with its new pool; the rate limiter is replaced only if its
+    /// Puts a reloaded config in place with its new pools; the rate limiter is replaced only if its
     /// settings changed, so clients keep their buckets otherwise. Requests in flight finish with
     /// what they started with.
-    pub fn replace_config(&self, config: Config, pool: Pool) {
+    pub fn replace_config(&self, config: Config, pools: Pools) {
         if self.config().rate_limit != config.rate_limit {
             *self.rate_limiter.write() = config.rate_limit.map(|settings| Arc::new(RateLimiter::new(settings)));
         }
         *self.config.write() = Arc::new(config);
-        *self.pool.write() = Arc::new(pool);
+        *self.pools.write() = Arc::new(pools);
     }
 
     /// From now on every thread winds down: the acceptor stops accepting, workers finish what they
@@ -151,9 +151,8 @@ impl Shared {
     }
 
     pub fn metrics(&self) -> Snapshot {
-        let pool = self.pool();
-        let mut snapshot =
-            Snapshot::take(&self.stats, self.started.elapsed(), pool.balancer.algorithm().name(), &pool.backends);
+        let pools = self.pools();
+        let mut snapshot = Snapshot::take(&self.stats, self.started.elapsed(), &pools);
         snapshot.open_connections = self.open_connections();
         snapshot.waiting_connections = self.watcher.waiting();
         snapshot

@@ -221,10 +221,10 @@ mod tests {
             (0..BACKENDS.len()).map(|index| SocketAddr::from(([127, 0, 0, 1], 4001 + index as u16))).collect();
         for algorithm in Algorithm::ALL {
             let config = config_for(algorithm, &addrs).unwrap_or_else(|problem| panic!("{problem}"));
-            assert_eq!(config.algorithm, algorithm);
+            assert_eq!(config.pools[0].algorithm, algorithm);
             assert_eq!(config.listen, "127.0.0.1:0");
-            assert_eq!(config.servers.len(), BACKENDS.len());
-            for ((server, plan), addr) in config.servers.iter().zip(&BACKENDS).zip(&addrs) {
+            assert_eq!(config.pools[0].servers.len(), BACKENDS.len());
+            for ((server, plan), addr) in config.pools[0].servers.iter().zip(&BACKENDS).zip(&addrs) {
                 assert_eq!((server.addrs.as_slice(), server.weight), (std::slice::from_ref(addr), plan.weight));
             }
             assert!(config.trusted_proxies.iter().any(|block| block.contains(IpAddr::from([127, 0, 0, 1]))));

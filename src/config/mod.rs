@@ -10,6 +10,7 @@
 //! Precedence, highest first: command-line flag, environment variable, file, default.
 
 pub mod file;
+pub mod pool;
 pub mod statuses;
 
 use std::fmt;
@@ -25,6 +26,7 @@ use crate::duration::parse_duration;
 use crate::ejection::PassiveHealthSettings;
 use crate::min_rate::MinRate;
 use crate::resolve::{overlap, resolve_all};
+use pool::{DEFAULT_POOL, PoolConfig};
 use statuses::HealthyStatuses;
 
 pub const DEFAULT_LISTEN: &str = ":8080";
@@ -67,7 +69,7 @@ pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 pub const MAX_RATE_LIMITED_CLIENTS: u64 = 10_000_000;
 
 /// The keys a config file may contain, in the order the README lists them.
-const KNOWN_KEYS: [&str; 41] = [
+const KNOWN_KEYS: [&str; 43] = [
     "listenPort",
     "algorithm",
     "hashKey",
@@ -109,6 +111,8 @@ const KNOWN_KEYS: [&str; 41] = [
     "adminListen",
     "pairThreads",
     "reloadInterval",
+    "pools",
+    "defaultPool",
 ];
 
 /// A validated configuration. Every field holds a usable value.
@@ -117,23 +121,15 @@ pub struct Config {
     /// Address to bind, as `HOST:PORT` (`[::]:8080` for `":8080"`: every interface, IPv6 and IPv4
     /// both, see [`crate::server::bind_listener`]).
     pub listen: String,
-    pub algorithm: Algorithm,
-    /// The algorithms' own settings: hash key, sticky cookie, slow start, Maglev table size.
-    pub balancing: BalanceSettings,
     pub workers: usize,
-    pub health: HealthSettings,
-    /// Ejecting backends whose real requests fail.
-    pub passive_health: PassiveHealthSettings,
-    /// With no backend available, try them all rather than answer 503.
-    pub fail_open: bool,
-    pub max_retries: u32,
-    pub retry_delay: Duration,
-    pub request_timeout: Duration,
+    /// Every pool: `default` (the top-level `servers`) first when there is one, then `pools` by name.
+    pub pools: Vec<PoolConfig>,
+    /// The pool that takes a request no route matched, as an index into `pools`.
+    pub default_pool: Option<usize>,
     pub rate_limit: Option<RateLimitSettings>,
     pub metrics_path: String,
     /// How each request is logged: a text line, a JSON line, or not at all.
     pub access_log: AccessLogFormat,
-    pub servers: Vec<ServerConfig>,
     pub limits: Limits,
     pub timeouts: Timeouts,
     /// The floors under a client's transfer rates.
@@ -146,6 +142,18 @@ pub struct Config {
     pub pair_threads: PairThreads,
     /// How often the config file is checked for changes; zero for never.
     pub reload_interval: Duration,
+}
+
+impl Config {
+    /// The pool called `name`.
+    pub fn pool(&self, name: &str) -> Option<&PoolConfig> {
+        self.pools.iter().find(|pool| pool.name == name)
+    }
+
+    /// Every server of every pool, pool by pool.
+    pub fn all_servers(&self) -> impl Iterator<Item = &ServerConfig> {
+        self.pools.iter().flat_map(|pool| &pool.servers)
+    }
 }
 
 /// Bounds on what clients may send and how many may connect; each has its status code.
@@ -204,8 +212,6 @@ pub struct Timeouts {
     pub idle: Duration,
     /// A pause within a request body (408 if nothing was answered yet).
     pub body_read: Duration,
-    /// Connecting to a backend (then the next backend is tried).
-    pub connect: Duration,
     /// A write to a client that stopped reading (the connection is dropped).
     pub write: Duration,
     /// An upgraded connection (WebSocket) with no traffic either way (closed).
@@ -218,7 +224,6 @@ impl Default for Timeouts {
             header_read: DEFAULT_HEADER_READ_TIMEOUT,
             idle: DEFAULT_IDLE_TIMEOUT,
             body_read: DEFAULT_BODY_READ_TIMEOUT,
-            connect: DEFAULT_CONNECT_TIMEOUT,
             write: DEFAULT_WRITE_TIMEOUT,
             tunnel_idle: DEFAULT_TUNNEL_IDLE_TIMEOUT,
         }
@@ -378,7 +383,7 @@ impl Config {
         let Value::Object(object) = root else {
             return Err(ConfigError { source: file, key: String::new(), problem: "must be a JSON object".to_string() });
         };
-        Reader { file, object: &object }.read(overrides)
+        Reader { file, object: &object, prefix: String::new() }.read(overrides)
     }
 }
 
@@ -386,6 +391,8 @@ impl Config {
 struct Reader<'a> {
     file: Source,
     object: &'a Map<String, Value>,
+    /// What goes before each key in an error: empty at the top level, `pools.api.` in a pool.
+    prefix: String,
 }
 
 impl Reader<'_> {
@@ -403,53 +410,42 @@ impl Reader<'_> {
             },
         };
         let algorithm = match &overrides.algorithm {
-            Some(given) => Algorithm::from_name(&given.value).map_err(|problem| flag_error(&given.source, problem))?,
-            None => match self.string("algorithm")? {
-                Some(name) => Algorithm::from_name(&name).map_err(|problem| self.error("algorithm", problem))?,
-                None => Algorithm::RoundRobin,
-            },
+            Some(given) => {
+                Some(Algorithm::from_name(&given.value).map_err(|problem| flag_error(&given.source, problem))?)
+            }
+            None => None,
         };
-        let balancing = self.balancing()?;
-        let workers = self.integer("workers", 1, MAX_WORKERS as u64)?.map_or(DEFAULT_WORKERS, |n| n as usize);
-        let health = HealthSettings {
-            interval: self.duration("healthCheckInterval", DEFAULT_HEALTH_CHECK_INTERVAL, false)?,
-            path: self.path("healthCheckPath", DEFAULT_HEALTH_CHECK_PATH)?,
-            timeout: self.duration("healthCheckTimeout", DEFAULT_HEALTH_CHECK_TIMEOUT, false)?,
-            healthy_threshold: self.threshold("healthyThreshold", DEFAULT_HEALTHY_THRESHOLD)?,
-            unhealthy_threshold: self.threshold("unhealthyThreshold", DEFAULT_UNHEALTHY_THRESHOLD)?,
-            statuses: match self.object.get("healthCheckStatus") {
-                Some(value) => {
-                    HealthyStatuses::from_json(value).map_err(|problem| self.error("healthCheckStatus", problem))?
+        let top = self.pool_settings(DEFAULT_POOL, &PoolConfig::builtin(DEFAULT_POOL), algorithm)?;
+        let pools = self.pools(top)?;
+        let default_pool = match self.string("defaultPool")? {
+            Some(name) => match pools.iter().position(|pool| pool.name == name) {
+                Some(index) => Some(index),
+                None => {
+                    let names: Vec<&str> = pools.iter().map(|pool| pool.name.as_str()).collect();
+                    return Err(
+                        self.error("defaultPool", format!("unknown pool {name:?} (pools: {})", names.join(", ")))
+                    );
                 }
-                None => HealthyStatuses::default(),
             },
+            None => pools.iter().position(|pool| pool.name == DEFAULT_POOL),
         };
-        let max_retries =
-            self.integer("maxRetries", 0, u64::from(MAX_RETRIES_LIMIT))?.map_or(DEFAULT_MAX_RETRIES, |n| n as u32);
+        let workers = self.integer("workers", 1, MAX_WORKERS as u64)?.map_or(DEFAULT_WORKERS, |n| n as usize);
         Ok(Config {
             listen,
-            algorithm,
-            balancing,
             workers,
-            health,
-            passive_health: self.passive_health()?,
-            fail_open: self.boolean("failOpen")?.unwrap_or(false),
-            max_retries,
-            retry_delay: self.duration("retryDelay", DEFAULT_RETRY_DELAY, true)?,
-            request_timeout: self.duration("requestTimeout", DEFAULT_REQUEST_TIMEOUT, false)?,
+            pools,
+            default_pool,
             rate_limit: self.rate_limit()?,
             metrics_path: self.path("metricsPath", DEFAULT_METRICS_PATH)?,
             access_log: match self.string("accessLog")? {
                 Some(name) => AccessLogFormat::from_name(&name).map_err(|problem| self.error("accessLog", problem))?,
                 None => AccessLogFormat::Text,
             },
-            servers: self.servers()?,
             limits: self.limits()?,
             timeouts: Timeouts {
                 header_read: self.duration("headerReadTimeout", DEFAULT_HEADER_READ_TIMEOUT, false)?,
                 idle: self.duration("idleTimeout", DEFAULT_IDLE_TIMEOUT, false)?,
                 body_read: self.duration("bodyReadTimeout", DEFAULT_BODY_READ_TIMEOUT, false)?,
-                connect: self.duration("connectTimeout", DEFAULT_CONNECT_TIMEOUT, false)?,
                 write: self.duration("writeTimeout", DEFAULT_WRITE_TIMEOUT, false)?,
                 tunnel_idle: self.duration("tunnelIdleTimeout", DEFAULT_TUNNEL_IDLE_TIMEOUT, false)?,
             },
@@ -470,10 +466,11 @@ impl Reader<'_> {
         })
     }
 
-    fn balancing(&self) -> Result<BalanceSettings, ConfigError> {
+    /// The algorithms' settings this object names, the rest from `inherited`.
+    fn balancing(&self, inherited: &BalanceSettings) -> Result<BalanceSettings, ConfigError> {
         let hash_key = match self.string("hashKey")? {
             Some(text) => HashKey::parse(&text).map_err(|problem| self.error("hashKey", problem))?,
-            None => HashKey::ClientIp,
+            None => inherited.hash_key.clone(),
         };
         let sticky_cookie = match self.string("stickyCookie")? {
             Some(name) if is_token(&name) => Some(name),
@@ -483,7 +480,7 @@ impl Reader<'_> {
                     format!("must be a cookie name (letters, digits and !#$%&'*+-.^_`|~), got {name:?}"),
                 ));
             }
-            None => None,
+            None => inherited.sticky_cookie.clone(),
         };
         let maglev_table_size = match self.integer("maglevTableSize", 3, 1 << 24)? {
             Some(size) if !maglev::is_prime(size) => {
@@ -492,12 +489,12 @@ impl Reader<'_> {
                 );
             }
             Some(size) => size as usize,
-            None => maglev::DEFAULT_TABLE_SIZE,
+            None => inherited.maglev_table_size,
         };
         Ok(BalanceSettings {
             hash_key,
             sticky_cookie,
-            slow_start: self.duration("slowStart", Duration::ZERO, true)?,
+            slow_start: self.duration("slowStart", inherited.slow_start, true)?,
             maglev_table_size,
         })
     }
@@ -619,7 +616,7 @@ impl Reader<'_> {
     }
 
     fn error(&self, key: &str, problem: impl Into<String>) -> ConfigError {
-        ConfigError { source: self.file.clone(), key: key.to_string(), problem: problem.into() }
+        ConfigError { source: self.file.clone(), key: format!("{}{key}", self.prefix), problem: problem.into() }
     }
 
     fn string(&self, key: &str) -> Result<Option<String>, ConfigError> {
@@ -671,8 +668,9 @@ impl Reader<'_> {
         }
     }
 
-    fn passive_health(&self) -> Result<PassiveHealthSettings, ConfigError> {
-        let defaults = PassiveHealthSettings::default();
+    /// Passive health settings this object names, the rest from `inherited`.
+    fn passive_health(&self, inherited: &PassiveHealthSettings) -> Result<PassiveHealthSettings, ConfigError> {
+        let defaults = *inherited;
         let Some(value) = self.object.get("passiveHealth") else {
             return Ok(defaults);
         };
@@ -996,6 +994,89 @@ mod tests {
     }
 
     #[test]
+    fn pools_inherit_what_they_do_not_name() {
+        let config = load(
+            r#"{"algorithm": "least_conn", "maxRetries": 1, "healthCheckPath": "/up",
+                "passiveHealth": {"failures": 7}, "connectTimeout": "2s",
+                "servers": ["http://127.0.0.1:3001"],
+                "pools": {"api": {"maxRetries": 3, "algorithm": "maglev", "passiveHealth": {"cooldown": "9s"},
+                                  "servers": ["http://127.0.0.1:4001", "http://127.0.0.1:3001"]},
+                          "static": {"servers": ["http://127.0.0.1:5001"], "failOpen": true}}}"#,
+        )
+        .unwrap();
+        let names: Vec<&str> = config.pools.iter().map(|pool| pool.name.as_str()).collect();
+        assert_eq!(names, ["default", "api", "static"]);
+        assert_eq!(config.default_pool, Some(0), "the top-level servers are the default pool");
+        let (top, api, assets) = (&config.pools[0], config.pool("api").unwrap(), config.pool("static").unwrap());
+        assert_eq!((top.algorithm, top.max_retries), (Algorithm::LeastConn, 1));
+        assert_eq!((api.algorithm, api.max_retries), (Algorithm::Maglev, 3));
+        assert_eq!((assets.algorithm, assets.max_retries, assets.fail_open), (Algorithm::LeastConn, 1, true));
+        assert_eq!((api.health.path.as_str(), assets.connect_timeout), ("/up", Duration::from_secs(2)));
+        assert_eq!((api.passive_health.failures, api.passive_health.cooldown), (7, Duration::from_secs(9)));
+        assert_eq!(api.servers.len(), 2, "a server may be in two pools");
+        assert_eq!(config.all_servers().count(), 4);
+    }
+
+    #[test]
+    fn pools_without_top_level_servers_and_the_default_pool() {
+        let config = load(r#"{"pools": {"a": {"servers": ["http://127.0.0.1:1"]}}}"#).unwrap();
+        assert_eq!((config.pools.len(), config.default_pool), (1, None), "no default: unmatched requests get 404");
+        let config = load(
+            r#"{"defaultPool": "b", "servers": ["http://127.0.0.1:1"],
+                "pools": {"b": {"servers": ["http://127.0.0.1:2"]}}}"#,
+        )
+        .unwrap();
+        assert_eq!(config.default_pool, Some(1));
+        let overridden = Config::from_json(
+            r#"{"servers": ["http://127.0.0.1:1"],
+                "pools": {"own": {"algorithm": "p2c", "servers": ["http://127.0.0.1:2"]},
+                          "inherits": {"servers": ["http://127.0.0.1:3"]}}}"#,
+            "config.json",
+            &Overrides {
+                algorithm: Some(Override { value: "random".into(), source: Source::Flag("--algorithm".into()) }),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        let algorithms: Vec<Algorithm> = overridden.pools.iter().map(|pool| pool.algorithm).collect();
+        assert_eq!(algorithms, [Algorithm::Random, Algorithm::Random, Algorithm::P2c], "default, inherits, own");
+    }
+
+    #[test]
+    fn pool_mistakes_name_the_key() {
+        let cases = [
+            (r#"{"pools": {}}"#, "servers: is required"),
+            (r#"{"pools": []}"#, "pools: must be an object of named pools"),
+            (
+                r#"{"servers": ["http://127.0.0.1:1"], "pools": {"default": {"servers": ["http://127.0.0.1:2"]}}}"#,
+                "pools.default: the top-level servers are pool \"default\"",
+            ),
+            (r#"{"pools": {"a b": {"servers": ["http://127.0.0.1:2"]}}}"#, "pools.a b: a pool name is 1 to 64"),
+            (r#"{"pools": {"a": ["http://127.0.0.1:2"]}}"#, "pools.a: must be an object with \"servers\""),
+            (r#"{"pools": {"a": {}}}"#, "pools.a.servers: is required"),
+            (r#"{"pools": {"a": {"servers": ["ftp://x"]}}}"#, "pools.a.servers[0]:"),
+            (
+                r#"{"pools": {"a": {"servers": ["http://127.0.0.1:2"], "workers": 4}}}"#,
+                "pools.a.workers: unknown key for a pool",
+            ),
+            (r#"{"pools": {"a": {"servers": ["http://127.0.0.1:2"], "maxRetries": 99}}}"#, "pools.a.maxRetries:"),
+            (r#"{"pools": {"a": {"servers": ["http://127.0.0.1:2"], "algorithm": "fastest"}}}"#, "pools.a.algorithm:"),
+            (
+                r#"{"pools": {"a": {"servers": ["http://127.0.0.1:2"], "passiveHealth": {"x": 1}}}}"#,
+                "pools.a.passiveHealth.x:",
+            ),
+            (
+                r#"{"defaultPool": "b", "pools": {"a": {"servers": ["http://127.0.0.1:2"]}}}"#,
+                "defaultPool: unknown pool \"b\" (pools: a)",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = load(text).unwrap_err();
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+    }
+
+    #[test]
     fn seed_style_file_loads_with_defaults() {
         let config = load(
             r#"{"listenPort": ":8080", "healthCheckInterval": "5s",
@@ -1003,26 +1084,30 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.listen, "[::]:8080");
-        assert_eq!(config.algorithm, Algorithm::RoundRobin);
+        assert_eq!(config.pools[0].algorithm, Algorithm::RoundRobin);
         assert_eq!(config.workers, DEFAULT_WORKERS);
-        assert_eq!(config.health.interval, Duration::from_secs(5));
-        assert_eq!(config.health.timeout, DEFAULT_HEALTH_CHECK_TIMEOUT);
-        assert_eq!(config.health.path, "/health");
-        assert_eq!((config.health.healthy_threshold, config.health.unhealthy_threshold), (2, 2));
-        assert_eq!(config.max_retries, 2);
-        assert_eq!(config.retry_delay, Duration::from_millis(50));
-        assert_eq!(config.request_timeout, Duration::from_secs(10));
+        assert_eq!(config.pools[0].health.interval, Duration::from_secs(5));
+        assert_eq!(config.pools[0].health.timeout, DEFAULT_HEALTH_CHECK_TIMEOUT);
+        assert_eq!(config.pools[0].health.path, "/health");
+        assert_eq!((config.pools[0].health.healthy_threshold, config.pools[0].health.unhealthy_threshold), (2, 2));
+        assert_eq!(config.pools[0].max_retries, 2);
+        assert_eq!(config.pools[0].retry_delay, Duration::from_millis(50));
+        assert_eq!(config.pools[0].request_timeout, Duration::from_secs(10));
         assert_eq!(config.rate_limit, None);
         assert_eq!(config.metrics_path, "/lb-metrics");
         assert_eq!(config.access_log, AccessLogFormat::Text);
-        assert_eq!(config.servers.len(), 2);
-        assert_eq!(config.servers[0].url, "http://localhost:5001");
-        assert_eq!(config.servers[0].host_header, "localhost:5001");
-        assert!(!config.servers[0].addrs.is_empty());
-        assert_eq!(config.servers[1].weight, 1);
+        assert_eq!(config.pools[0].servers.len(), 2);
+        assert_eq!(config.pools[0].servers[0].url, "http://localhost:5001");
+        assert_eq!(config.pools[0].servers[0].host_header, "localhost:5001");
+        assert!(!config.pools[0].servers[0].addrs.is_empty());
+        assert_eq!(config.pools[0].servers[1].weight, 1);
         let other_ports =
             load(r#"{"servers": ["http://localhost:5001", "http://127.0.0.1:5002", "http://[::1]:5003"]}"#);
-        assert_eq!(other_ports.map(|config| config.servers.len()), Ok(3), "one host, other ports: other backends");
+        assert_eq!(
+            other_ports.map(|config| config.pools[0].servers.len()),
+            Ok(3),
+            "one host, other ports: other backends"
+        );
     }
 
     #[test]
@@ -1037,10 +1122,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.listen, "127.0.0.1:9000");
-        assert_eq!(config.algorithm, Algorithm::WeightedRoundRobin);
+        assert_eq!(config.pools[0].algorithm, Algorithm::WeightedRoundRobin);
         assert_eq!(config.workers, 8);
         assert_eq!(
-            config.health,
+            config.pools[0].health,
             HealthSettings {
                 interval: Duration::from_secs(1),
                 path: "/up".into(),
@@ -1051,10 +1136,10 @@ mod tests {
             }
         );
         let strict = load(r#"{"healthCheckStatus": "2xx-3xx", "servers": ["http://127.0.0.1:1"]}"#).unwrap();
-        assert!(strict.health.statuses.contains(302) && !strict.health.statuses.contains(404));
-        assert_eq!(config.max_retries, 1);
-        assert_eq!(config.retry_delay, Duration::ZERO);
-        assert_eq!(config.request_timeout, Duration::from_secs(2));
+        assert!(strict.pools[0].health.statuses.contains(302) && !strict.pools[0].health.statuses.contains(404));
+        assert_eq!(config.pools[0].max_retries, 1);
+        assert_eq!(config.pools[0].retry_delay, Duration::ZERO);
+        assert_eq!(config.pools[0].request_timeout, Duration::from_secs(2));
         assert_eq!(
             config.rate_limit,
             Some(RateLimitSettings { requests_per_second: 5.0, burst: 10.0, max_clients: 100_000 })
@@ -1068,8 +1153,8 @@ mod tests {
         );
         assert_eq!(config.metrics_path, "/stats");
         assert_eq!(config.access_log, AccessLogFormat::Json);
-        assert_eq!(config.servers[0].weight, 3);
-        assert_eq!(config.servers[1].url, "http://127.0.0.1:3002");
+        assert_eq!(config.pools[0].servers[0].weight, 3);
+        assert_eq!(config.pools[0].servers[1].url, "http://127.0.0.1:3002");
     }
 
     #[test]
@@ -1081,7 +1166,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            config.balancing,
+            config.pools[0].balancing,
             BalanceSettings {
                 hash_key: HashKey::Header("x-user".to_string()),
                 sticky_cookie: Some("lb".to_string()),
@@ -1089,23 +1174,23 @@ mod tests {
                 maglev_table_size: 251,
             }
         );
-        assert_eq!(config.servers[0].name, "web-1");
+        assert_eq!(config.pools[0].servers[0].name, "web-1");
         // A name derived from the URL alone: the same in every instance, whatever the list order.
-        assert_eq!(config.servers[1].name, format!("b-{:08x}", fnv1a(b"http://127.0.0.1:3002") as u32));
+        assert_eq!(config.pools[0].servers[1].name, format!("b-{:08x}", fnv1a(b"http://127.0.0.1:3002") as u32));
         let defaults = load(r#"{"servers": ["http://127.0.0.1:3001"]}"#).unwrap();
-        assert_eq!(defaults.balancing, BalanceSettings::default());
-        assert_eq!(defaults.passive_health, PassiveHealthSettings::default());
-        assert!(!defaults.fail_open);
+        assert_eq!(defaults.pools[0].balancing, BalanceSettings::default());
+        assert_eq!(defaults.pools[0].passive_health, PassiveHealthSettings::default());
+        assert!(!defaults.pools[0].fail_open);
         assert_eq!(defaults.reload_interval, DEFAULT_RELOAD_INTERVAL);
         let operating = load(
             r#"{"failOpen": true, "reloadInterval": "0s", "passiveHealth": {"failures": 3, "cooldown": "1m",
                 "maxEjectedPercent": 0}, "servers": ["http://127.0.0.1:3001"]}"#,
         )
         .unwrap();
-        assert!(operating.fail_open);
+        assert!(operating.pools[0].fail_open);
         assert_eq!(operating.reload_interval, Duration::ZERO);
         assert_eq!(
-            operating.passive_health,
+            operating.pools[0].passive_health,
             PassiveHealthSettings { failures: 3, cooldown: Duration::from_secs(60), max_ejected_percent: 0 }
         );
     }
@@ -1357,11 +1442,11 @@ mod tests {
                 header_read: Duration::from_secs(2),
                 idle: Duration::from_secs(1),
                 body_read: Duration::from_secs(3),
-                connect: Duration::from_millis(400),
                 write: Duration::from_secs(4),
                 tunnel_idle: Duration::from_secs(300),
             }
         );
+        assert_eq!(config.pools[0].connect_timeout, Duration::from_millis(400));
         let floor = MinRate { bytes_per_second: 100, grace: Duration::from_secs(5) };
         assert_eq!(config.min_rates, MinRates { request_body: Some(floor), response: None });
         assert_eq!(config.trusted_proxies, [Cidr::parse("10.0.0.0/8").unwrap(), Cidr::parse("::1/128").unwrap()]);
@@ -1478,7 +1563,7 @@ mod tests {
             listen: Some(Override { value: "127.0.0.1:0".into(), source: Source::Flag("--listen") }),
         };
         let config = Config::from_json(text, "config.json", &overrides).unwrap();
-        assert_eq!(config.algorithm, Algorithm::IpHash);
+        assert_eq!(config.pools[0].algorithm, Algorithm::IpHash);
         assert_eq!(config.listen, "127.0.0.1:0");
 
         let bad = Overrides {
