@@ -1033,7 +1033,7 @@ mod tests {
                           "inherits": {"servers": ["http://127.0.0.1:3"]}}}"#,
             "config.json",
             &Overrides {
-                algorithm: Some(Override { value: "random".into(), source: Source::Flag("--algorithm".into()) }),
+                algorithm: Some(Override { value: "random".into(), source: Source::Flag("--algorithm") }),
                 ..Overrides::default()
             },
         )
