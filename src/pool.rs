@@ -5,14 +5,14 @@
 use std::sync::Arc;
 
 use crate::backend::Backend;
-use crate::balance::Balancer;
+use crate::balance::tiers::TieredBalancer;
 use crate::config::Config;
 
 /// The backends and the balancer that picks among them, replaced together.
 #[derive(Debug)]
 pub struct Pool {
     pub backends: Vec<Arc<Backend>>,
-    pub balancer: Balancer,
+    pub balancer: TieredBalancer,
 }
 
 impl Pool {
@@ -23,7 +23,7 @@ impl Pool {
 
     /// A pool of existing backend records (a reload keeps those that stay).
     pub fn with_backends(config: &Config, backends: Vec<Arc<Backend>>) -> Pool {
-        let balancer = Balancer::new(config.algorithm, config.balancing.clone(), &backends);
+        let balancer = TieredBalancer::new(config.algorithm, config.balancing.clone(), &backends, config.all_backups);
         Pool { backends, balancer }
     }
 }

@@ -7,7 +7,7 @@
 //! start-up (flags and environment variables still win over it). A bad file changes nothing:
 //! one ERROR line names the file, the key and the problem. A good one is applied:
 //!
-//! - backends that stay (same URL and name) keep their record: health, counters, idle
+//! - backends that stay (same URL, name and `backup` role) keep their record: health, counters, idle
 //!   connections, passive-health state; a changed weight is taken over, and so are the addresses
 //!   the host resolves to now;
 //! - a backend host name that does not resolve does not make the file bad: that backend is down
@@ -110,7 +110,10 @@ fn apply(shared: &Shared, mut config: Config) -> String {
         .servers
         .iter()
         .map(|server| {
-            match old_pool.backends.iter().find(|backend| backend.url == server.url && backend.name == server.name) {
+            let stays = |backend: &&Arc<Backend>| {
+                backend.url == server.url && backend.name == server.name && backend.backup == server.backup
+            };
+            match old_pool.backends.iter().find(stays) {
                 Some(kept) => {
                     kept.set_weight(server.weight);
                     // As just looked up for this config; the health rounds keep it current.
