@@ -6,8 +6,8 @@
 //! It is built with the pool, on the thread that builds the pool (`main`, or `config-watcher` on a
 //! reload); `pick` runs on every `worker-N`, `refresh` on the `health` thread.
 //!
-//! A request goes to a primary whenever one is eligible (available, or any with `failOpen`
-//! and none available, and not tried yet for this request). Only when none is do the backups
+//! A request goes to a primary whenever one is eligible: not tried yet for this request, and
+//! available (or, under `failOpen` with no backend available at all, any). Only when none is do the backups
 //! take it, as HAProxy's `backup` servers do: the first eligible backup in config order takes
 //! everything, or, with `allBackups` (HAProxy's `option allbackups`), the backups share it by
 //! the pool's algorithm. When a primary is eligible again, traffic goes back to it at once.
@@ -60,14 +60,11 @@ struct Tier {
 }
 
 impl Tier {
-    fn new(algorithm: Algorithm, settings: &BalanceSettings, backends: &[Arc<Backend>], backup: bool) -> Option<Tier> {
-        let positions: Vec<usize> = (0..backends.len()).filter(|&index| backends[index].backup == backup).collect();
-        if positions.is_empty() {
-            return None;
-        }
+    /// The tier of the backends at `positions` in the pool's `backends`.
+    fn new(algorithm: Algorithm, settings: &BalanceSettings, backends: &[Arc<Backend>], positions: Vec<usize>) -> Tier {
         let backends: Vec<Arc<Backend>> = positions.iter().map(|&index| Arc::clone(&backends[index])).collect();
         let balancer = Balancer::new(algorithm, settings.clone(), &backends);
-        Some(Tier { backends, positions, balancer })
+        Tier { backends, positions, balancer }
     }
 
     /// The tier's choice, as an index in the full list; `local_tried` in the tier's indices.
@@ -84,21 +81,22 @@ impl TieredBalancer {
         backends: &[Arc<Backend>],
         all_backups: bool,
     ) -> TieredBalancer {
-        let backups = Tier::new(algorithm, &settings, backends, true);
-        // A pool of backups only (the config refuses one) has them all as its primaries.
-        let primaries = match Tier::new(algorithm, &settings, backends, false) {
-            Some(primaries) => primaries,
-            None => Tier {
-                backends: backends.to_vec(),
-                positions: (0..backends.len()).collect(),
-                balancer: Balancer::new(algorithm, settings, backends),
-            },
+        let (mut primary_positions, backup_positions): (Vec<usize>, Vec<usize>) =
+            (0..backends.len()).partition(|&index| !backends[index].backup);
+        let backups = if primary_positions.is_empty() {
+            // A pool of backups only (the config refuses one): they serve as its primaries.
+            primary_positions = backup_positions;
+            None
+        } else if backup_positions.is_empty() {
+            None
+        } else {
+            Some(Tier::new(algorithm, &settings, backends, backup_positions))
         };
+        let primaries = Tier::new(algorithm, &settings, backends, primary_positions);
         let mut slots = vec![(false, 0); backends.len()];
         for (local, &index) in primaries.positions.iter().enumerate() {
             slots[index] = (false, local);
         }
-        let backups = backups.filter(|_| primaries.backends.len() < backends.len());
         for (local, &index) in backups.iter().flat_map(|tier| tier.positions.iter().enumerate()) {
             slots[index] = (true, local);
         }
@@ -380,7 +378,7 @@ mod tests {
     }
 
     #[test]
-    fn a_pool_without_backups_is_one_balancer() {
+    fn a_pool_of_one_kind_is_one_balancer() {
         let backends: Vec<Arc<Backend>> = (0..3).map(|index| Arc::new(test_backend(3201 + index, 1))).collect();
         let balancer = tiered(Algorithm::RoundRobin, &backends, false);
         assert!(balancer.backups.is_none());
@@ -388,5 +386,12 @@ mod tests {
         let sequence: Vec<Option<usize>> = (0..4).map(|_| balancer.pick(&backends, &request, &[])).collect();
         assert_eq!(sequence, [Some(0), Some(1), Some(2), Some(0)]);
         assert_eq!(balancer.pick(&backends, &request, &[1]), Some(2));
+
+        // Backups only (the config refuses such a pool): they are its primaries.
+        let backups: Vec<Arc<Backend>> = (0..2).map(|index| Arc::new(test_backup(3301 + index, 1))).collect();
+        let balancer = tiered(Algorithm::RoundRobin, &backups, false);
+        assert!(balancer.backups.is_none());
+        let sequence: Vec<Option<usize>> = (0..3).map(|_| balancer.pick(&backups, &request, &[])).collect();
+        assert_eq!(sequence, [Some(0), Some(1), Some(0)]);
     }
 }
