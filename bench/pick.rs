@@ -34,6 +34,7 @@ fn pool(size: usize) -> Vec<Arc<Backend>> {
                 addrs: vec![SocketAddr::from(([10, 1, (index / 250) as u8, (index % 250) as u8], port))],
                 resolve_error: None,
                 weight: 1 + (index % 3) as u32,
+                backup: false,
             }))
         })
         .collect()

@@ -49,6 +49,9 @@ pub struct Backend {
     /// The host as written in the URL, and the port: what is looked up each health round.
     pub host: String,
     pub port: u16,
+    /// A backup server: chosen only while no other server of its pool is available
+    /// ([`crate::balance::tiers`]).
+    pub backup: bool,
     /// Where the host resolves to now, and whether the last lookup failed.
     addresses: RwLock<Arc<Addresses>>,
     /// The configured weight; a config reload may change it.
@@ -111,6 +114,7 @@ impl Backend {
             host_header: server.host_header.clone(),
             host: server.host.clone(),
             port: server.port,
+            backup: server.backup,
             addresses: RwLock::new(Arc::new(Addresses {
                 addrs: server.addrs.clone(),
                 error: server.resolve_error.clone(),
@@ -382,6 +386,17 @@ impl Drop for InFlight<'_> {
 
 #[cfg(test)]
 pub(crate) fn test_backend(port: u16, weight: u32) -> Backend {
+    test_server(port, weight, false)
+}
+
+/// A backup server, as [`test_backend`] otherwise.
+#[cfg(test)]
+pub(crate) fn test_backup(port: u16, weight: u32) -> Backend {
+    test_server(port, weight, true)
+}
+
+#[cfg(test)]
+fn test_server(port: u16, weight: u32, backup: bool) -> Backend {
     Backend::new(&ServerConfig {
         url: format!("http://127.0.0.1:{port}"),
         name: format!("backend-{port}"),
@@ -391,6 +406,7 @@ pub(crate) fn test_backend(port: u16, weight: u32) -> Backend {
         addrs: vec![SocketAddr::from(([127, 0, 0, 1], port))],
         resolve_error: None,
         weight,
+        backup,
     })
 }
 
@@ -477,6 +493,7 @@ mod tests {
             addrs: resolved.clone().unwrap_or_default(),
             resolve_error: resolved.err(),
             weight: 1,
+            backup: false,
         }
     }
 

@@ -188,6 +188,7 @@ impl PoolSnapshot {
                 url: backend.url.clone(),
                 name: backend.name.clone(),
                 weight: backend.weight(),
+                backup: backend.backup,
                 state: backend.state(now),
                 active_connections: backend.active(),
                 total_requests: backend.total_requests(),
@@ -220,6 +221,8 @@ pub struct BackendSnapshot {
     pub url: String,
     pub name: String,
     pub weight: u32,
+    /// A backup server, chosen only while no other server is available.
+    pub backup: bool,
     pub state: &'static str,
     pub active_connections: usize,
     pub total_requests: u64,

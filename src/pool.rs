@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use crate::backend::Backend;
-use crate::balance::Balancer;
+use crate::balance::tiers::TieredBalancer;
 use crate::config::Config;
 use crate::config::pool::PoolConfig;
 
@@ -16,7 +16,7 @@ use crate::config::pool::PoolConfig;
 pub struct Pool {
     pub config: PoolConfig,
     pub backends: Vec<Arc<Backend>>,
-    pub balancer: Balancer,
+    pub balancer: TieredBalancer,
 }
 
 impl Pool {
@@ -27,7 +27,7 @@ impl Pool {
 
     /// A pool of existing backend records (a reload keeps those that stay).
     pub fn with_backends(config: &PoolConfig, backends: Vec<Arc<Backend>>) -> Pool {
-        let balancer = Balancer::new(config.algorithm, config.balancing.clone(), &backends);
+        let balancer = TieredBalancer::new(config.algorithm, config.balancing.clone(), &backends, config.all_backups);
         Pool { config: config.clone(), backends, balancer }
     }
 

@@ -224,6 +224,7 @@ mod tests {
             url: url.to_string(),
             name: name.to_string(),
             weight: 3,
+            backup: false,
             state,
             active_connections: 2,
             total_requests: 40,

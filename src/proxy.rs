@@ -260,6 +260,7 @@ fn serve(
     let balancing = pool.balancer.settings();
     let sticky_cookie = balancing.sticky_cookie.as_deref().filter(|_| pool.balancer.algorithm() == Algorithm::Sticky);
     let now = Instant::now();
+    // Backups included: with one of them available, there is a backend to send the request to.
     let fail_open = settings.fail_open && !pool.backends.iter().any(|backend| backend.is_available(now));
     if fail_open {
         log::debug!("no backend available: failOpen tries them all");

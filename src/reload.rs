@@ -9,7 +9,7 @@
 //!
 //! - pools are matched by name; pools new to the file start with new records, pools gone from it
 //!   leave with theirs;
-//! - backends that stay (same pool, URL and name) keep their record: health, counters, idle
+//! - backends that stay (same pool, URL, name and `backup` role) keep their record: health, counters, idle
 //!   connections, passive-health state; a changed weight is taken over, and so are the addresses
 //!   the host resolves to now;
 //! - a backend host name that does not resolve does not make the file bad: that backend is down
@@ -117,7 +117,9 @@ fn apply(shared: &Shared, mut config: Config) -> String {
             .iter()
             .map(|server| {
                 let kept = old.and_then(|old| {
-                    old.backends.iter().find(|backend| backend.url == server.url && backend.name == server.name)
+                    old.backends.iter().find(|backend| {
+                        backend.url == server.url && backend.name == server.name && backend.backup == server.backup
+                    })
                 });
                 match kept {
                     Some(kept) => {

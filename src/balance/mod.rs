@@ -20,10 +20,14 @@
 //! ones ([`crate::ejection`]). Weights count wherever the idea allows; with `slowStart`, a backend that has just recovered
 //! gets a weight ramped up over that time in the turn and load families. Hashes are fixed across
 //! processes ([`hash`]), so several instances with one config agree on every key.
+//!
+//! A pool's backup servers are kept apart by [`tiers`], which runs one `Balancer` over the
+//! primaries and another over the backups.
 
 pub mod hash;
 pub mod maglev;
 mod random;
+pub mod tiers;
 
 use std::net::IpAddr;
 use std::sync::Arc;

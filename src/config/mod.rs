@@ -69,7 +69,7 @@ pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 pub const MAX_RATE_LIMITED_CLIENTS: u64 = 10_000_000;
 
 /// The keys a config file may contain, in the order the README lists them.
-const KNOWN_KEYS: [&str; 43] = [
+const KNOWN_KEYS: [&str; 44] = [
     "listenPort",
     "algorithm",
     "hashKey",
@@ -92,6 +92,7 @@ const KNOWN_KEYS: [&str; 43] = [
     "metricsPath",
     "accessLog",
     "servers",
+    "allBackups",
     "maxHeaderBytes",
     "maxUriBytes",
     "maxHeaders",
@@ -307,6 +308,8 @@ pub struct ServerConfig {
     /// Why the host did not resolve, if it did not.
     pub resolve_error: Option<String>,
     pub weight: u32,
+    /// Gets traffic only while no other server of the pool is available.
+    pub backup: bool,
 }
 
 /// Where a setting came from, so an error can point at it.
@@ -777,6 +780,9 @@ impl Reader<'_> {
         for (index, entry) in list.iter().enumerate() {
             parsed.push(self.server(&format!("servers[{index}]"), entry)?);
         }
+        if parsed.iter().all(|server| server.backup) {
+            return Err(self.error("servers", "needs at least one server that is not a backup"));
+        }
         let targets: Vec<(String, u16)> = parsed.iter().map(|server| (server.host.clone(), server.port)).collect();
         let mut servers: Vec<ServerConfig> = Vec::with_capacity(list.len());
         for ((index, mut server), resolved) in parsed.into_iter().enumerate().zip(resolve_all(&targets)) {
@@ -806,14 +812,13 @@ impl Reader<'_> {
 
     /// One entry of `servers`, its host not yet looked up.
     fn server(&self, key: &str, entry: &Value) -> Result<ServerConfig, ConfigError> {
-        let (url, weight, name) = match entry {
-            Value::String(url) => (url.as_str(), DEFAULT_WEIGHT, None),
+        let (url, weight, name, backup) = match entry {
+            Value::String(url) => (url.as_str(), DEFAULT_WEIGHT, None, false),
             Value::Object(fields) => {
                 for field in fields.keys() {
-                    if !["url", "weight", "name"].contains(&field.as_str()) {
-                        return Err(
-                            self.error(&format!("{key}.{field}"), "unknown key (valid keys: url, weight, name)")
-                        );
+                    if !["url", "weight", "name", "backup"].contains(&field.as_str()) {
+                        return Err(self
+                            .error(&format!("{key}.{field}"), "unknown key (valid keys: url, weight, name, backup)"));
                     }
                 }
                 let url = match fields.get("url") {
@@ -841,13 +846,23 @@ impl Reader<'_> {
                         ));
                     }
                 };
-                (url, weight, name)
+                let backup = match fields.get("backup") {
+                    None => false,
+                    Some(Value::Bool(backup)) => *backup,
+                    Some(other) => {
+                        return Err(self.error(
+                            &format!("{key}.backup"),
+                            format!("must be true or false, got {}", kind_of(other)),
+                        ));
+                    }
+                };
+                (url, weight, name, backup)
             }
             other => {
                 return Err(self.error(
                     key,
                     format!(
-                        "must be a URL string or {{\"url\": ..., \"weight\": N, \"name\": ...}}, got {}",
+                        "must be a URL string or {{\"url\": ..., \"weight\": N, \"name\": ..., \"backup\": ...}}, got {}",
                         kind_of(other)
                     ),
                 ));
@@ -858,7 +873,7 @@ impl Reader<'_> {
         let host_header = if port == 80 { host.clone() } else { format!("{host}:{port}") };
         let url = format!("http://{host}:{port}");
         let name = name.unwrap_or_else(|| format!("b-{:08x}", crate::balance::hash::fnv1a(url.as_bytes()) as u32));
-        Ok(ServerConfig { url, name, host_header, host, port, addrs: Vec::new(), resolve_error: None, weight })
+        Ok(ServerConfig { url, name, host_header, host, port, addrs: Vec::new(), resolve_error: None, weight, backup })
     }
 }
 
@@ -1111,6 +1126,17 @@ mod tests {
     }
 
     #[test]
+    fn backup_servers_and_all_backups_are_read() {
+        let config = load(
+            r#"{"allBackups": true, "servers": ["http://127.0.0.1:1", {"url": "http://127.0.0.1:2", "backup": true}]}"#,
+        )
+        .unwrap();
+        assert!(config.pools[0].all_backups);
+        assert_eq!((config.pools[0].servers[0].backup, config.pools[0].servers[1].backup), (false, true));
+        assert!(!load(r#"{"servers": ["http://127.0.0.1:1"]}"#).unwrap().pools[0].all_backups);
+    }
+
+    #[test]
     fn every_key_is_read() {
         let config = load(
             r#"{"listenPort": "127.0.0.1:9000", "algorithm": "weighted_round_robin", "workers": 8,
@@ -1222,6 +1248,14 @@ mod tests {
             (
                 r#"{"servers": [{"url": "http://127.0.0.1:2", "weight": 5000}]}"#,
                 "config.json: servers[0].weight: must be at most 1000",
+            ),
+            (
+                r#"{"servers": ["http://127.0.0.1:1", {"url": "http://127.0.0.1:2", "backup": "yes"}]}"#,
+                "config.json: servers[1].backup: must be true or false, got a string",
+            ),
+            (
+                r#"{"servers": [{"url": "http://127.0.0.1:2", "backup": true}]}"#,
+                "config.json: servers: needs at least one server that is not a backup",
             ),
             (r#"{"servers": [{"weight": 2}]}"#, "config.json: servers[0].url: is required"),
             (

@@ -73,6 +73,8 @@ pub struct PoolConfig {
     /// How long a backend may take to start its response.
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
+    /// With every primary server down, share among every backup, not only the first.
+    pub all_backups: bool,
 }
 
 impl PoolConfig {
@@ -97,6 +99,7 @@ impl PoolConfig {
             retry_delay: DEFAULT_RETRY_DELAY,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            all_backups: false,
         }
     }
 }
@@ -150,6 +153,7 @@ impl Reader<'_> {
             retry_delay: self.duration("retryDelay", inherited.retry_delay, true)?,
             request_timeout: self.duration("requestTimeout", inherited.request_timeout, false)?,
             connect_timeout: self.duration("connectTimeout", inherited.connect_timeout, false)?,
+            all_backups: self.boolean("allBackups")?.unwrap_or(inherited.all_backups),
         })
     }
 
