@@ -8,10 +8,11 @@
 //! The load balancer's own endpoints (`metricsPath` and its neighbours) are not logged here: a
 //! probe every few seconds would drown the requests that matter; `LB_DEBUG=1` shows them.
 //!
-//! `text` is the historical line, unchanged:
+//! `text` is the historical line, with the pool (and the route, when one matched) at the end:
 //!
 //! ```text
-//! 127.0.0.1 "GET /a?b=1 HTTP/1.1" 200 http://127.0.0.1:3001 3ms attempts=1
+//! 127.0.0.1 "GET /a?b=1 HTTP/1.1" 200 http://127.0.0.1:3001 3ms attempts=1 pool=default
+//! 127.0.0.1 "GET /v1/users HTTP/1.1" 200 http://127.0.0.1:4001 2ms attempts=1 route=api pool=api
 //! 127.0.0.1 "-" 400 - 0ms
 //! ```
 //!
@@ -19,7 +20,7 @@
 //! (quotes, backslashes, control bytes) is escaped and the line stays one valid JSON value:
 //!
 //! ```text
-//! {"time":"2026-11-22T06:30:00.123Z","client":"127.0.0.1","method":"GET","path":"/a?b=1","status":200,"backend":"http://127.0.0.1:3001","bytes_in":0,"bytes_out":215,"latency_ms":2.517,"attempts":1}
+//! {"time":"2026-11-22T06:30:00.123Z","client":"127.0.0.1","method":"GET","path":"/a?b=1","status":200,"backend":"http://127.0.0.1:3001","bytes_in":0,"bytes_out":215,"latency_ms":2.517,"attempts":1,"pool":"default"}
 //! ```
 //!
 //! A JSON line is only useful bare: a log prefix such as `[time INFO access]` in front of it would
@@ -103,6 +104,8 @@ pub struct AccessEntry<'a> {
     pub latency: Duration,
     /// Backends tried (0 when none was).
     pub attempts: u32,
+    /// The pool the request was routed to, if any.
+    pub pool: Option<&'a str>,
 }
 
 impl AccessEntry<'static> {
@@ -119,6 +122,7 @@ impl AccessEntry<'static> {
             bytes_out,
             latency: Duration::ZERO,
             attempts: 0,
+            pool: None,
         }
     }
 }
@@ -142,7 +146,7 @@ pub fn text_line(entry: &AccessEntry<'_>) -> String {
     let Some(request) = entry.request else {
         return format!("{} \"-\" {} - {}ms", entry.client, entry.status, entry.latency.as_millis());
     };
-    format!(
+    let mut line = format!(
         "{} \"{} {} HTTP/1.{}\" {} {} {}ms attempts={}",
         entry.client,
         request.method,
@@ -152,7 +156,12 @@ pub fn text_line(entry: &AccessEntry<'_>) -> String {
         entry.backend.unwrap_or("-"),
         entry.latency.as_millis(),
         entry.attempts
-    )
+    );
+    if let Some(pool) = entry.pool {
+        line.push_str(" pool=");
+        line.push_str(pool);
+    }
+    line
 }
 
 /// The fields of a JSON line, in the order they are written.
@@ -168,10 +177,11 @@ struct JsonLine<'a> {
     bytes_out: u64,
     latency_ms: f64,
     attempts: u32,
+    pool: Option<&'a str>,
 }
 
 /// One JSON object on one line (no newline): `method` and `path` are `null` when the head could
-/// not be read, `backend` when no backend was tried; `latency_ms` has microsecond resolution.
+/// not be read, `backend` when no backend was tried, `pool` when no pool took the request; `latency_ms` has microsecond resolution.
 pub fn json_line(entry: &AccessEntry<'_>) -> String {
     let line = JsonLine {
         time: rfc3339_millis(entry.time),
@@ -184,6 +194,7 @@ pub fn json_line(entry: &AccessEntry<'_>) -> String {
         bytes_out: entry.bytes_out,
         latency_ms: entry.latency.as_micros() as f64 / 1000.0,
         attempts: entry.attempts,
+        pool: entry.pool,
     };
     // Serializing plain strings and numbers cannot fail.
     serde_json::to_string(&line).unwrap_or_default()
@@ -205,6 +216,7 @@ mod tests {
             bytes_out: 215,
             latency: Duration::from_micros(2517),
             attempts: 2,
+            pool: Some("api"),
         }
     }
 
@@ -216,6 +228,7 @@ mod tests {
             bytes_in: 0,
             latency: Duration::ZERO,
             attempts: 0,
+            pool: None,
             ..proxied()
         }
     }
@@ -224,9 +237,9 @@ mod tests {
     fn text_lines_are_the_historical_ones() {
         assert_eq!(
             text_line(&proxied()),
-            "192.0.2.7 \"POST /upload?id=3 HTTP/1.1\" 201 http://10.0.0.5:8080 2ms attempts=2"
+            "192.0.2.7 \"POST /upload?id=3 HTTP/1.1\" 201 http://10.0.0.5:8080 2ms attempts=2 pool=api"
         );
-        let own_answer = AccessEntry { backend: None, status: 503, attempts: 0, ..proxied() };
+        let own_answer = AccessEntry { backend: None, status: 503, attempts: 0, pool: None, ..proxied() };
         assert_eq!(text_line(&own_answer), "192.0.2.7 \"POST /upload?id=3 HTTP/1.1\" 503 - 2ms attempts=0");
         assert_eq!(text_line(&refused()), "192.0.2.7 \"-\" 400 - 0ms");
     }
@@ -238,7 +251,7 @@ mod tests {
             concat!(
                 r#"{"time":"2026-11-22T06:30:00.123Z","client":"192.0.2.7","method":"POST","path":"/upload?id=3","#,
                 r#""status":201,"backend":"http://10.0.0.5:8080","bytes_in":11,"bytes_out":215,"#,
-                r#""latency_ms":2.517,"attempts":2}"#
+                r#""latency_ms":2.517,"attempts":2,"pool":"api"}"#
             )
         );
     }
@@ -249,6 +262,7 @@ mod tests {
         assert_eq!(value["method"], serde_json::Value::Null);
         assert_eq!(value["path"], serde_json::Value::Null);
         assert_eq!(value["backend"], serde_json::Value::Null);
+        assert_eq!(value["pool"], serde_json::Value::Null);
         assert_eq!((value["status"].as_u64(), value["attempts"].as_u64()), (Some(400), Some(0)));
         assert_eq!(value["latency_ms"].as_f64(), Some(0.0));
     }
@@ -266,7 +280,7 @@ mod tests {
         let value: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(value["path"], nasty, "the target comes back exactly");
         assert_eq!(value["client"], "2001:db8::1");
-        assert_eq!(value.as_object().unwrap().len(), 10);
+        assert_eq!(value.as_object().unwrap().len(), 11);
     }
 
     #[test]

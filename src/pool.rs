@@ -14,6 +14,8 @@ use crate::config::pool::PoolConfig;
 /// own settings (retries, timeouts, health checks).
 #[derive(Debug)]
 pub struct Pool {
+    /// The pool's name, shared with the access lines of the requests it serves.
+    name: Arc<str>,
     pub config: PoolConfig,
     pub backends: Vec<Arc<Backend>>,
     pub balancer: TieredBalancer,
@@ -28,11 +30,16 @@ impl Pool {
     /// A pool of existing backend records (a reload keeps those that stay).
     pub fn with_backends(config: &PoolConfig, backends: Vec<Arc<Backend>>) -> Pool {
         let balancer = TieredBalancer::new(config.algorithm, config.balancing.clone(), &backends, config.all_backups);
-        Pool { config: config.clone(), backends, balancer }
+        Pool { name: Arc::from(config.name.as_str()), config: config.clone(), backends, balancer }
     }
 
     pub fn name(&self) -> &str {
-        &self.config.name
+        &self.name
+    }
+
+    /// The name, to keep beyond the life of the pool (a reload may replace it).
+    pub fn shared_name(&self) -> Arc<str> {
+        Arc::clone(&self.name)
     }
 }
 

@@ -114,6 +114,8 @@ pub struct Exchange {
     /// Response bytes relayed to the client, head and body as on the wire (the last of them still
     /// gathered for the worker to send); the worker adds its own `reply` when it sends one.
     pub bytes_out: u64,
+    /// The pool that served the request, if one did.
+    pub pool: Option<Arc<str>>,
 }
 
 /// Bytes that move outside the client's outbound buffer, counted while a request is handled.
@@ -123,6 +125,8 @@ struct Traffic {
     bytes_in: u64,
     /// Bytes a tunnel carried from the backend straight to the client.
     tunnelled_out: u64,
+    /// The pool the request was routed to.
+    pool: Option<Arc<str>>,
 }
 
 /// Everything about the client a request needs.
@@ -192,6 +196,7 @@ pub fn handle(
         (buffers.client_outbound.sent() + buffers.client_outbound.pending() as u64).saturating_sub(sent_before);
     exchange.bytes_in = traffic.bytes_in;
     exchange.bytes_out = relayed + traffic.tunnelled_out;
+    exchange.pool = traffic.pool;
     exchange
 }
 
@@ -218,6 +223,7 @@ fn serve(
         reply: Some(reply),
         bytes_in: 0,
         bytes_out: 0,
+        pool: None,
     };
 
     if let Some(limiter) = shared.rate_limiter()
@@ -241,6 +247,7 @@ fn serve(
         return own(Reply::error(404, Some(NO_ROUTE)), keep_alive_wanted && no_body, None, 0, Outcome::Failed);
     };
     let settings = &pool.config;
+    traffic.pool = Some(pool.shared_name());
 
     // The head for the backend, then as much of the body as may be kept: all of it when it is
     // small (so the request can be replayed, and a malformed or oversized small body is refused
@@ -436,6 +443,7 @@ fn serve(
                     reply: None,
                     bytes_in: 0,
                     bytes_out: 0,
+                    pool: None,
                 };
             }
             Err(error) => error,
@@ -496,6 +504,7 @@ fn broken(status: u16, backend: &Backend, attempts: u32) -> Exchange {
         reply: None,
         bytes_in: 0,
         bytes_out: 0,
+        pool: None,
     }
 }
 

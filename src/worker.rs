@@ -385,6 +385,7 @@ fn guard_panics(
             reply: Some(Reply::error(500, None)),
             bytes_in: 0,
             bytes_out: 0,
+            pool: None,
         }
     })
 }
@@ -420,6 +421,7 @@ fn log_access(config: &Config, client: IpAddr, head: &RequestHead, exchange: &Ex
         bytes_out: exchange.bytes_out,
         latency,
         attempts: exchange.attempts,
+        pool: exchange.pool.as_deref(),
     };
     access_log::write_line(config.access_log, &entry);
 }

@@ -10,8 +10,19 @@ use std::time::{Duration, SystemTime};
 use common::{EchoBackend, LoadBalancer, config, signal};
 use loadbalancer::timestamp::rfc3339_millis;
 
-const FIELDS: [&str; 10] =
-    ["time", "client", "method", "path", "status", "backend", "bytes_in", "bytes_out", "latency_ms", "attempts"];
+const FIELDS: [&str; 11] = [
+    "time",
+    "client",
+    "method",
+    "path",
+    "status",
+    "backend",
+    "bytes_in",
+    "bytes_out",
+    "latency_ms",
+    "attempts",
+    "pool",
+];
 
 /// Sends `raw` on a new connection and returns every byte received until the load balancer closes.
 fn exchange_raw(addr: SocketAddr, raw: &[u8]) -> Vec<u8> {
@@ -98,6 +109,7 @@ fn json_lines_are_bare_objects_with_exact_values() {
         assert_eq!(line["bytes_in"], bytes_in, "{line}");
         assert_eq!(line["bytes_out"], response.len(), "every byte the client received: {line}");
         assert_eq!(line["attempts"], 1);
+        assert_eq!(line["pool"], "default");
         let latency = line["latency_ms"].as_f64().expect("latency_ms is a number");
         assert!((0.0..5000.0).contains(&latency), "{line}");
         assert_eq!((latency * 1000.0).round() / 1000.0, latency, "at most 3 decimals: {line}");
@@ -109,6 +121,7 @@ fn json_lines_are_bare_objects_with_exact_values() {
     let refusal = json_line_for(&lb, None);
     assert_eq!(refusal["method"], serde_json::Value::Null);
     assert_eq!(refusal["backend"], serde_json::Value::Null);
+    assert_eq!(refusal["pool"], serde_json::Value::Null);
     assert_eq!((refusal["status"].clone(), refusal["attempts"].clone()), (400.into(), 0.into()));
     assert_eq!((refusal["bytes_in"].clone(), refusal["bytes_out"].clone()), (0.into(), refused.len().into()));
 
@@ -149,7 +162,8 @@ fn text_is_the_historical_line() {
     let (prefix, message) = line.split_once("] ").unwrap();
     assert!(prefix.starts_with('[') && prefix.ends_with(" INFO  access"), "{line}");
     let expected_start = format!("127.0.0.1 \"GET /ping?x=\"y\" HTTP/1.1\" 200 {} ", backend.url());
-    let latency = message.strip_prefix(&expected_start).and_then(|rest| rest.strip_suffix("ms attempts=1"));
+    let latency =
+        message.strip_prefix(&expected_start).and_then(|rest| rest.strip_suffix("ms attempts=1 pool=default"));
     assert!(latency.is_some_and(|ms| ms.parse::<u64>().is_ok()), "{line}");
     let refusal = lb.log.wait_for("\"-\"", Duration::from_secs(5));
     assert!(refusal.ends_with(" INFO  access] 127.0.0.1 \"-\" 400 - 0ms"), "{refusal}");

@@ -371,7 +371,7 @@ fn max_retries_bounds_the_attempts_exactly() {
         assert!(per_backend.iter().all(|&count| count <= 1), "never the same backend twice: {per_backend:?}");
         assert_eq!(lb.metrics()["retry_attempts"], max_retries as u64);
         let line = lb.log.wait_for("\"GET /bounded HTTP/1.1\" 502", Duration::from_secs(5));
-        assert!(line.ends_with(&format!("attempts={}", max_retries + 1)), "{line}");
+        assert!(line.ends_with(&format!("attempts={} pool=default", max_retries + 1)), "{line}");
     }
 }
 
