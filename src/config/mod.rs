@@ -10,6 +10,7 @@
 //! Precedence, highest first: command-line flag, environment variable, file, default.
 
 pub mod file;
+pub mod routes;
 pub mod statuses;
 
 use std::fmt;
