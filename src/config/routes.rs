@@ -550,3 +550,473 @@ fn list<'a>(key: &str, value: &'a Value) -> Result<&'a [Value], KeyError> {
         other => Err(KeyError::new(key, format!("must be a list, got {}", kind_of(other)))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pools in no particular order: errors list them sorted.
+    const POOLS: &[&str] = &["default", "static", "api"];
+
+    fn read(json: &str) -> Result<Vec<RouteConfig>, KeyError> {
+        let value: Value = serde_json::from_str(json).unwrap_or_else(|error| panic!("{json}: {error}"));
+        read_routes(&value, POOLS)
+    }
+
+    fn one(json: &str) -> RouteConfig {
+        let mut routes = read(&format!("[{json}]")).unwrap_or_else(|error| panic!("{json}: {error}"));
+        routes.remove(0)
+    }
+
+    fn strings(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect()
+    }
+
+    #[test]
+    fn the_example_from_the_docs_reads_into_these_values() {
+        let routes = read(
+            r#"[
+              {"name": "old", "match": {"host": "old.example.com"},
+               "redirect": {"location": "https://www.example.com{path}{query}", "status": 308}},
+              {"name": "api", "match": {"host": "api.example.com", "pathPrefix": "/v1"}, "pool": "api",
+               "stripPrefix": true,
+               "requestHeaders": {"remove": ["X-Debug"], "set": {"X-Env": "prod"}},
+               "responseHeaders": {"set": {"Cache-Control": "no-store"}}},
+              {"name": "assets", "match": {"host": "*.example.com", "pathPrefix": "/static/"}, "pool": "static"},
+              {"name": "ping", "match": {"path": "/lb-ping", "methods": ["GET", "HEAD"]},
+               "respond": {"status": 200, "body": "ok\n"}}
+            ]"#,
+        )
+        .unwrap();
+        let names: Vec<&str> = routes.iter().map(|route| route.name.as_str()).collect();
+        assert_eq!(names, ["old", "api", "assets", "ping"]);
+        assert_eq!(
+            routes[0].action,
+            RouteAction::Redirect { location: "https://www.example.com{path}{query}".to_string(), status: 308 }
+        );
+        assert_eq!(
+            routes[1],
+            RouteConfig {
+                name: "api".to_string(),
+                matcher: RouteMatch {
+                    hosts: vec![HostPattern::parse("api.example.com").unwrap()],
+                    path_prefix: Some("/v1".to_string()),
+                    ..RouteMatch::default()
+                },
+                action: RouteAction::Pool("api".to_string()),
+                strip_prefix: true,
+                request_headers: HeaderEdits {
+                    remove: vec!["x-debug".to_string()],
+                    set: strings(&[("X-Env", "prod")]),
+                    add: Vec::new()
+                },
+                response_headers: HeaderEdits {
+                    set: strings(&[("Cache-Control", "no-store")]),
+                    ..HeaderEdits::default()
+                },
+            }
+        );
+        assert_eq!(routes[2].matcher.hosts, [HostPattern::parse("*.example.com").unwrap()]);
+        assert!(
+            !routes[2].strip_prefix && routes[2].request_headers.is_empty() && routes[2].response_headers.is_empty()
+        );
+        assert_eq!(routes[3].matcher.path.as_deref(), Some("/lb-ping"));
+        assert_eq!(routes[3].matcher.methods, ["GET", "HEAD"]);
+        assert_eq!(
+            routes[3].action,
+            RouteAction::Respond { status: 200, body: "ok\n".to_string(), headers: Vec::new() }
+        );
+    }
+
+    #[test]
+    fn defaults_fill_what_is_left_out() {
+        let route = one(r#"{"pool": "default"}"#);
+        assert_eq!(route.name, "route-0");
+        assert_eq!(route.matcher, RouteMatch::default(), "no match matches everything");
+        assert!(!route.strip_prefix);
+        assert_eq!(one(r#"{"match": {}, "pool": "api"}"#).matcher, RouteMatch::default());
+        let routes = read(r#"[{"pool": "api"}, {"name": "x", "pool": "api"}, {"pool": "api"}]"#).unwrap();
+        let names: Vec<&str> = routes.iter().map(|route| route.name.as_str()).collect();
+        assert_eq!(names, ["route-0", "x", "route-2"]);
+        assert_eq!(
+            one(r#"{"redirect": {"location": "/new"}}"#).action,
+            RouteAction::Redirect { location: "/new".to_string(), status: DEFAULT_REDIRECT_STATUS }
+        );
+        assert_eq!(
+            one(r#"{"respond": {}}"#).action,
+            RouteAction::Respond { status: DEFAULT_RESPOND_STATUS, body: String::new(), headers: Vec::new() }
+        );
+        assert_eq!(read("[]").unwrap(), []);
+        assert!(!one(r#"{"match": {"pathPrefix": "/a"}, "pool": "api", "stripPrefix": false}"#).strip_prefix);
+    }
+
+    #[test]
+    fn match_fields_read_into_their_normal_forms() {
+        let route = one(r#"{"match": {"host": ["A.example.com.", "*.Example.org"], "methods": ["GET", "PURGE"],
+                          "headers": {"X-Canary": "yes", "Authorization": true, "X-Empty": ""}},
+                "pool": "api"}"#);
+        let hosts: Vec<String> = route.matcher.hosts.iter().map(ToString::to_string).collect();
+        assert_eq!(hosts, ["a.example.com", "*.example.org"]);
+        assert_eq!(route.matcher.methods, ["GET", "PURGE"], "an extension method is a token too");
+        let condition = |name: &str, wanted: Option<&str>| HeaderCondition {
+            name: name.to_string(),
+            wanted: wanted.map(str::to_string),
+        };
+        // serde_json keeps an object's keys sorted.
+        assert_eq!(
+            route.matcher.headers,
+            [condition("authorization", None), condition("x-canary", Some("yes")), condition("x-empty", Some(""))]
+        );
+    }
+
+    #[test]
+    fn respond_headers_and_header_edits_keep_their_names_as_written() {
+        let route = one(
+            r#"{"respond": {"status": 503, "body": "down\n", "headers": {"Retry-After": "120", "X-Why": "upkeep"}}}"#,
+        );
+        assert_eq!(
+            route.action,
+            RouteAction::Respond {
+                status: 503,
+                body: "down\n".to_string(),
+                headers: strings(&[("Retry-After", "120"), ("X-Why", "upkeep")])
+            }
+        );
+        let route = one(r#"{"pool": "api", "requestHeaders": {"remove": ["X-A", "x-b"], "set": {"X-Env": "prod"},
+                                                   "add": {"Via": "1.1 edge", "via": "1.1 other"}}}"#);
+        let edits = &route.request_headers;
+        assert_eq!(edits.remove, ["x-a", "x-b"]);
+        assert_eq!(edits.set, strings(&[("X-Env", "prod")]));
+        assert_eq!(edits.add, strings(&[("Via", "1.1 edge"), ("via", "1.1 other")]), "add may repeat a name");
+    }
+
+    #[test]
+    fn header_edits_say_what_they_drop_and_what_they_append() {
+        let edits = HeaderEdits {
+            remove: vec!["x-debug".to_string()],
+            set: strings(&[("X-Env", "prod")]),
+            add: strings(&[("Via", "edge"), ("X-Env", "extra")]),
+        };
+        assert!(!edits.is_empty());
+        assert!(HeaderEdits::default().is_empty());
+        for (name, dropped) in
+            [("X-Debug", true), ("x-debug", true), ("X-DEBUG", true), ("x-env", true), ("X-Env", true), ("Via", false)]
+        {
+            assert_eq!(edits.drops(name.as_bytes()), dropped, "{name}");
+        }
+        assert!(!edits.drops(b"x-debu"), "whole names only");
+        let additions: Vec<(&str, &str)> = edits.additions().collect();
+        assert_eq!(additions, [("X-Env", "prod"), ("Via", "edge"), ("X-Env", "extra")]);
+    }
+
+    /// Every refusal: the routes JSON, the key it names, and a fragment of the problem.
+    #[test]
+    fn every_mistake_is_refused_naming_its_key() {
+        let long_name = format!(r#"[{{"name": "{}", "pool": "api"}}]"#, "a".repeat(65));
+        let cases: &[(&str, &str, &str)] = &[
+            // The list and its entries.
+            (r#"{"pool": "api"}"#, "routes", "must be a list, got an object"),
+            ("[1]", "routes[0]", "must be an object, got a number"),
+            (
+                r#"[{"pool": "api", "colour": 1}]"#,
+                "routes[0].colour",
+                "unknown key (valid keys: name, match, pool, redirect, respond, stripPrefix, requestHeaders, \
+                 responseHeaders)",
+            ),
+            // Names.
+            (r#"[{"name": "a b", "pool": "api"}]"#, "routes[0].name", "1 to 64 letters, digits, '.', '_' or '-'"),
+            (r#"[{"name": "", "pool": "api"}]"#, "routes[0].name", "1 to 64"),
+            (&long_name, "routes[0].name", "1 to 64"),
+            (r#"[{"name": "é", "pool": "api"}]"#, "routes[0].name", "1 to 64"),
+            (r#"[{"name": 7, "pool": "api"}]"#, "routes[0].name", "must be a string, got a number"),
+            (
+                r#"[{"name": "a", "pool": "api"}, {"pool": "api"}, {"name": "a", "pool": "api"}]"#,
+                "routes[2].name",
+                "the name \"a\" is taken by routes[0]",
+            ),
+            (
+                r#"[{"name": "route-1", "pool": "api"}, {"pool": "api"}]"#,
+                "routes[1]",
+                "its default name \"route-1\" is taken by routes[0]; give it a name",
+            ),
+            // match.
+            (r#"[{"match": "a", "pool": "api"}]"#, "routes[0].match", "must be an object, got a string"),
+            (
+                r#"[{"match": {"hots": "a"}, "pool": "api"}]"#,
+                "routes[0].match.hots",
+                "unknown key (valid keys: host, path, pathPrefix, methods, headers)",
+            ),
+            (
+                r#"[{"match": {"host": "a:80"}, "pool": "api"}]"#,
+                "routes[0].match.host",
+                "\"a:80\": a host pattern has no port",
+            ),
+            (r#"[{"match": {"host": ["a", "*"]}, "pool": "api"}]"#, "routes[0].match.host[1]", "every host"),
+            (r#"[{"match": {"host": ["a", 1]}, "pool": "api"}]"#, "routes[0].match.host[1]", "must be a string"),
+            (r#"[{"match": {"host": []}, "pool": "api"}]"#, "routes[0].match.host", "at least one host pattern"),
+            (r#"[{"match": {"host": 1}, "pool": "api"}]"#, "routes[0].match.host", "a host pattern or a list of them"),
+            (r#"[{"match": {"host": "a b"}, "pool": "api"}]"#, "routes[0].match.host", "character"),
+            (r#"[{"match": {"path": "a"}, "pool": "api"}]"#, "routes[0].match.path", "must start with \"/\""),
+            (r#"[{"match": {"path": "/a/../b"}, "pool": "api"}]"#, "routes[0].match.path", "write it as \"/b\""),
+            (r#"[{"match": {"path": "/a?b"}, "pool": "api"}]"#, "routes[0].match.path", "path contains a backslash, ?"),
+            (r#"[{"match": {"path": 1}, "pool": "api"}]"#, "routes[0].match.path", "must be a string"),
+            (r#"[{"match": {"pathPrefix": "//a"}, "pool": "api"}]"#, "routes[0].match.pathPrefix", "empty segment"),
+            (r#"[{"match": {"pathPrefix": "v1"}, "pool": "api"}]"#, "routes[0].match.pathPrefix", "must start with"),
+            (
+                r#"[{"match": {"path": "/a", "pathPrefix": "/a"}, "pool": "api"}]"#,
+                "routes[0].match",
+                "has both path and pathPrefix: keep path",
+            ),
+            (r#"[{"match": {"methods": "GET"}, "pool": "api"}]"#, "routes[0].match.methods", "must be a list"),
+            (r#"[{"match": {"methods": []}, "pool": "api"}]"#, "routes[0].match.methods", "at least one method"),
+            (r#"[{"match": {"methods": ["GE T"]}, "pool": "api"}]"#, "routes[0].match.methods[0]", "is not a method"),
+            (r#"[{"match": {"methods": [""]}, "pool": "api"}]"#, "routes[0].match.methods[0]", "is not a method"),
+            (
+                r#"[{"match": {"methods": ["GET", "get"]}, "pool": "api"}]"#,
+                "routes[0].match.methods[1]",
+                "methods are case-sensitive; write \"GET\"",
+            ),
+            (r#"[{"match": {"methods": [1]}, "pool": "api"}]"#, "routes[0].match.methods[0]", "must be a string"),
+            (r#"[{"match": {"headers": ["X-A"]}, "pool": "api"}]"#, "routes[0].match.headers", "must be an object"),
+            (
+                r#"[{"match": {"headers": {"X Debug": true}}, "pool": "api"}]"#,
+                "routes[0].match.headers.X Debug",
+                "is not a field name",
+            ),
+            (
+                r#"[{"match": {"headers": {"X-Debug": false}}, "pool": "api"}]"#,
+                "routes[0].match.headers.X-Debug",
+                "or true for \"present\", got false",
+            ),
+            (r#"[{"match": {"headers": {"X-Debug": 1}}, "pool": "api"}]"#, "routes[0].match.headers.X-Debug", "got 1"),
+            (
+                r#"[{"match": {"headers": {"X-Debug": " on"}}, "pool": "api"}]"#,
+                "routes[0].match.headers.X-Debug",
+                "could never match",
+            ),
+            (
+                r#"[{"match": {"headers": {"X-Debug": "on\r\n"}}, "pool": "api"}]"#,
+                "routes[0].match.headers.X-Debug",
+                "CR, LF or NUL",
+            ),
+            // Actions.
+            (
+                r#"[{"pool": "api"}, {"pool": "api"}, {"name": "x"}]"#,
+                "routes[2]",
+                "needs exactly one action: pool, redirect or respond (found none)",
+            ),
+            (
+                r#"[{"pool": "api", "respond": {}}]"#,
+                "routes[0]",
+                "needs exactly one action: pool, redirect or respond (found pool and respond)",
+            ),
+            (
+                r#"[{"pool": "api", "redirect": {"location": "/"}, "respond": {}}]"#,
+                "routes[0]",
+                "(found pool, redirect and respond)",
+            ),
+            (
+                r#"[{"pool": "api"}, {"pool": "apii"}]"#,
+                "routes[1].pool",
+                "unknown pool \"apii\" (pools: api, default, static)",
+            ),
+            (r#"[{"pool": ["api"]}]"#, "routes[0].pool", "must be a string, got a list"),
+            (r#"[{"redirect": "/"}]"#, "routes[0].redirect", "must be an object, got a string"),
+            (
+                r#"[{"redirect": {"location": "/", "code": 301}}]"#,
+                "routes[0].redirect.code",
+                "unknown key (valid keys: location, status)",
+            ),
+            (r#"[{"redirect": {"status": 301}}]"#, "routes[0].redirect.location", "is required"),
+            (r#"[{"redirect": {"location": ""}}]"#, "routes[0].redirect.location", "must not be empty"),
+            (r#"[{"redirect": {"location": 1}}]"#, "routes[0].redirect.location", "must be a string"),
+            (r#"[{"redirect": {"location": "/a b"}}]"#, "routes[0].redirect.location", "without spaces"),
+            (r#"[{"redirect": {"location": "/a\u0001"}}]"#, "routes[0].redirect.location", "visible ASCII"),
+            (r#"[{"redirect": {"location": "/a\r\nX: y"}}]"#, "routes[0].redirect.location", "visible ASCII"),
+            (r#"[{"redirect": {"location": "/caf\u00e9"}}]"#, "routes[0].redirect.location", "percent-encode"),
+            (
+                r#"[{"redirect": {"location": "https://{scheme}.example.com{path}"}}]"#,
+                "routes[0].redirect.location",
+                "unknown placeholder {scheme} (placeholders: {host}, {path}, {query})",
+            ),
+            (r#"[{"redirect": {"location": "/{PATH}"}}]"#, "routes[0].redirect.location", "unknown placeholder {PATH}"),
+            (r#"[{"redirect": {"location": "/{}"}}]"#, "routes[0].redirect.location", "unknown placeholder {}"),
+            (r#"[{"redirect": {"location": "/{path"}}]"#, "routes[0].redirect.location", "without a closing"),
+            (r#"[{"redirect": {"location": "/path}"}}]"#, "routes[0].redirect.location", "closes no placeholder"),
+            (
+                r#"[{"redirect": {"location": "/", "status": 200}}]"#,
+                "routes[0].redirect.status",
+                "must be 301, 302, 303, 307 or 308, got 200",
+            ),
+            (r#"[{"redirect": {"location": "/", "status": "308"}}]"#, "routes[0].redirect.status", "got \"308\""),
+            (r#"[{"redirect": {"location": "/", "status": 308.5}}]"#, "routes[0].redirect.status", "got 308.5"),
+            (r#"[{"respond": 200}]"#, "routes[0].respond", "must be an object, got a number"),
+            (
+                r#"[{"respond": {"type": "text/plain"}}]"#,
+                "routes[0].respond.type",
+                "unknown key (valid keys: status, body, headers)",
+            ),
+            (r#"[{"respond": {"status": 101}}]"#, "routes[0].respond.status", "from 200 to 599, got 101"),
+            (r#"[{"respond": {"status": 199}}]"#, "routes[0].respond.status", "from 200 to 599, got 199"),
+            (r#"[{"respond": {"status": 600}}]"#, "routes[0].respond.status", "from 200 to 599, got 600"),
+            (r#"[{"respond": {"status": -1}}]"#, "routes[0].respond.status", "got -1"),
+            (r#"[{"respond": {"body": 1}}]"#, "routes[0].respond.body", "must be a string"),
+            (r#"[{"respond": {"status": 204, "body": "x"}}]"#, "routes[0].respond.body", "a 204 answer has no body"),
+            (r#"[{"respond": {"status": 304, "body": "x"}}]"#, "routes[0].respond.body", "a 304 answer has no body"),
+            (r#"[{"respond": {"headers": []}}]"#, "routes[0].respond.headers", "must be an object"),
+            (
+                r#"[{"respond": {"headers": {"Content-Length": "3"}}}]"#,
+                "routes[0].respond.headers.Content-Length",
+                "frames its own answers",
+            ),
+            (
+                r#"[{"respond": {"headers": {"transfer-encoding": "chunked"}}}]"#,
+                "routes[0].respond.headers.transfer-encoding",
+                "frames its own answers",
+            ),
+            (
+                r#"[{"respond": {"headers": {"CONNECTION": "close"}}}]"#,
+                "routes[0].respond.headers.CONNECTION",
+                "frames its own answers",
+            ),
+            (r#"[{"respond": {"headers": {"X Y": "1"}}}]"#, "routes[0].respond.headers.X Y", "is not a field name"),
+            (r#"[{"respond": {"headers": {"X-Y": "a\nb"}}}]"#, "routes[0].respond.headers.X-Y", "CR, LF or NUL"),
+            (r#"[{"respond": {"headers": {"X-Y": 1}}}]"#, "routes[0].respond.headers.X-Y", "must be a string"),
+            // stripPrefix.
+            (
+                r#"[{"match": {"pathPrefix": "/a"}, "pool": "api", "stripPrefix": "yes"}]"#,
+                "routes[0].stripPrefix",
+                "must be true or false",
+            ),
+            (r#"[{"pool": "api", "stripPrefix": true}]"#, "routes[0].stripPrefix", "needs match.pathPrefix"),
+            (
+                r#"[{"match": {"path": "/a"}, "pool": "api", "stripPrefix": true}]"#,
+                "routes[0].stripPrefix",
+                "needs match.pathPrefix",
+            ),
+            (
+                r#"[{"match": {"pathPrefix": "/"}, "pool": "api", "stripPrefix": true}]"#,
+                "routes[0].stripPrefix",
+                "leaves nothing to strip",
+            ),
+            (
+                r#"[{"match": {"pathPrefix": "/a"}, "respond": {}, "stripPrefix": true}]"#,
+                "routes[0].stripPrefix",
+                "only for a route with a pool",
+            ),
+            (
+                r#"[{"match": {"pathPrefix": "/a"}, "redirect": {"location": "/"}, "stripPrefix": true}]"#,
+                "routes[0].stripPrefix",
+                "only for a route with a pool",
+            ),
+            // requestHeaders and responseHeaders.
+            (
+                r#"[{"respond": {}, "requestHeaders": {"set": {"X-A": "1"}}}]"#,
+                "routes[0].requestHeaders",
+                "only for a route with a pool: a respond action lists its fields in respond.headers",
+            ),
+            (
+                r#"[{"respond": {}, "responseHeaders": {}}]"#,
+                "routes[0].responseHeaders",
+                "only for a route with a pool",
+            ),
+            (
+                r#"[{"redirect": {"location": "/"}, "responseHeaders": {"set": {"X-A": "1"}}}]"#,
+                "routes[0].responseHeaders",
+                "and a redirect sends none",
+            ),
+            (r#"[{"pool": "api", "requestHeaders": []}]"#, "routes[0].requestHeaders", "must be an object, got a list"),
+            (
+                r#"[{"pool": "api", "requestHeaders": {"delete": ["X-A"]}}]"#,
+                "routes[0].requestHeaders.delete",
+                "unknown key (valid keys: remove, set, add)",
+            ),
+            (
+                r#"[{"pool": "api", "responseHeaders": {"remove": "X-A"}}]"#,
+                "routes[0].responseHeaders.remove",
+                "must be a list",
+            ),
+            (
+                r#"[{"pool": "api", "requestHeaders": {"remove": ["X-A", "X:A"]}}]"#,
+                "routes[0].requestHeaders.remove[1]",
+                "is not a field name",
+            ),
+            (
+                r#"[{"pool": "api", "requestHeaders": {"remove": [1]}}]"#,
+                "routes[0].requestHeaders.remove[0]",
+                "must be a string",
+            ),
+            (
+                r#"[{"pool": "api", "requestHeaders": {"set": ["X-A"]}}]"#,
+                "routes[0].requestHeaders.set",
+                "must be an object of field name to value",
+            ),
+            (
+                r#"[{"pool": "api", "requestHeaders": {"add": {"X-A": 1}}}]"#,
+                "routes[0].requestHeaders.add.X-A",
+                "must be a string",
+            ),
+            (
+                r#"[{"pool": "api", "requestHeaders": {"set": {"X-A": "a\rb"}}}]"#,
+                "routes[0].requestHeaders.set.X-A",
+                "CR, LF or NUL",
+            ),
+            (
+                r#"[{"pool": "api", "responseHeaders": {"add": {"X-A": "a\u0000"}}}]"#,
+                "routes[0].responseHeaders.add.X-A",
+                "CR, LF or NUL",
+            ),
+            (
+                r#"[{"pool": "api", "requestHeaders": {"set": {"X-Env": "a", "x-env": "b"}}}]"#,
+                "routes[0].requestHeaders.set.x-env",
+                "sets the field X-Env twice",
+            ),
+            (
+                r#"[{"pool": "api", "requestHeaders": {"set": {"X A": "a"}}}]"#,
+                "routes[0].requestHeaders.set.X A",
+                "is not a field name",
+            ),
+        ];
+        for (json, key, fragment) in cases {
+            let error = match read(json) {
+                Ok(routes) => panic!("{json} was accepted: {routes:?}"),
+                Err(error) => error,
+            };
+            assert_eq!(error.key, *key, "{json}: {error}");
+            assert!(error.problem.contains(fragment), "{json}: {:?} does not say {fragment:?}", error.problem);
+            assert_eq!(error.to_string(), format!("{key}: {}", error.problem));
+        }
+    }
+
+    #[test]
+    fn header_edits_refuse_every_field_the_load_balancer_manages() {
+        let managed = [
+            "Connection",
+            "Keep-Alive",
+            "Transfer-Encoding",
+            "Content-Length",
+            "TE",
+            "Trailer",
+            "Upgrade",
+            "Proxy-Connection",
+            "Host",
+        ];
+        for name in managed {
+            for spelling in [name.to_string(), name.to_ascii_lowercase(), name.to_ascii_uppercase()] {
+                for side in ["requestHeaders", "responseHeaders"] {
+                    let cases = [
+                        (format!(r#"{{"remove": ["{spelling}"]}}"#), format!("routes[0].{side}.remove[0]")),
+                        (format!(r#"{{"set": {{"{spelling}": "x"}}}}"#), format!("routes[0].{side}.set.{spelling}")),
+                        (format!(r#"{{"add": {{"{spelling}": "x"}}}}"#), format!("routes[0].{side}.add.{spelling}")),
+                    ];
+                    for (edits, key) in cases {
+                        let json = format!(r#"[{{"pool": "api", "{side}": {edits}}}]"#);
+                        let error = read(&json).expect_err(&json);
+                        assert_eq!(error.key, key, "{json}");
+                        assert!(error.problem.contains("managed by the load balancer"), "{json}: {error}");
+                    }
+                }
+            }
+        }
+    }
+}
