@@ -263,3 +263,279 @@ pub fn redirect_location(template: &str, head: &RequestHead) -> String {
     location.push_str(rest);
     location
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::routes::read_routes;
+    use crate::http::head::{HeadLimits, parse_request};
+
+    /// The running pools, by index.
+    const POOLS: &[&str] = &["default", "static", "api"];
+
+    const ROUTES: &str = r#"[
+      {"name": "old", "match": {"host": "old.example.com"},
+       "redirect": {"location": "https://www.example.com{path}{query}", "status": 308}},
+      {"name": "api", "match": {"host": "api.example.com", "pathPrefix": "/v1"}, "pool": "api",
+       "stripPrefix": true,
+       "requestHeaders": {"remove": ["X-Debug"], "set": {"X-Env": "prod"}},
+       "responseHeaders": {"set": {"Cache-Control": "no-store"}}},
+      {"name": "assets", "match": {"host": "*.example.com", "pathPrefix": "/static/"}, "pool": "static"},
+      {"name": "ping", "match": {"path": "/lb-ping", "methods": ["GET", "HEAD"]},
+       "respond": {"status": 200, "body": "ok\n"}},
+      {"name": "canary", "match": {"host": ["beta.test", "*.beta.test"], "headers": {"X-Canary": "yes"}},
+       "pool": "api"},
+      {"name": "debug", "match": {"headers": {"x-debug": true, "X-Team": "edge"}}, "pool": "static"},
+      {"name": "writes", "match": {"methods": ["POST", "PUT"], "pathPrefix": "/"}, "pool": "api"}
+    ]"#;
+
+    fn routes(json: &str) -> Vec<RouteConfig> {
+        read_routes(&serde_json::from_str(json).unwrap(), POOLS).unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    fn pool_index(name: &str) -> Option<usize> {
+        POOLS.iter().position(|pool| *pool == name)
+    }
+
+    fn router(json: &str, default_pool: Option<usize>) -> Router {
+        Router::new(routes(json), pool_index, default_pool)
+    }
+
+    /// A head read by the real parser from `text`, whose lines end in `\n` here and `\r\n` on the wire.
+    fn request(text: &str) -> RequestHead {
+        let raw = format!("{}\r\n", text.replace('\n', "\r\n"));
+        match parse_request(raw.as_bytes(), &HeadLimits::default()) {
+            Ok(Some((head, _))) => head,
+            other => panic!("{text:?} did not parse: {other:?}"),
+        }
+    }
+
+    /// A decision in one line: `route→pool`, `default→pool`, `route STATUS location` for a redirect,
+    /// `route STATUS "body"` for an answer of the route's own, or `404`.
+    fn outcome(decision: Decision<'_>) -> String {
+        match decision {
+            Decision::Pool { route: Some(route), pool } => format!("{}→{pool}", route.name),
+            Decision::Pool { route: None, pool } => format!("default→{pool}"),
+            Decision::Redirect { route, status, location } => format!("{} {status} {location}", route.name),
+            Decision::Respond { route, status, body, .. } => format!("{} {status} {body:?}", route.name),
+            Decision::NoRoute => "404".to_string(),
+        }
+    }
+
+    #[test]
+    fn the_first_route_whose_every_condition_holds_wins() {
+        let router = router(ROUTES, Some(0));
+        let cases: &[(&str, &str)] = &[
+            // Route order: "old" takes every request for its host, even those a later route wants.
+            ("GET /anything HTTP/1.1\nHost: old.example.com\n", "old 308 https://www.example.com/anything"),
+            ("GET /lb-ping HTTP/1.1\nHost: old.example.com\n", "old 308 https://www.example.com/lb-ping"),
+            ("POST /x HTTP/1.1\nHost: old.example.com\nContent-Length: 0\n", "old 308 https://www.example.com/x"),
+            ("GET /a?b=1&c HTTP/1.1\nHost: Old.Example.COM.:8080\n", "old 308 https://www.example.com/a?b=1&c"),
+            // A host and a segment-aware prefix, both required.
+            ("GET /v1 HTTP/1.1\nHost: api.example.com\n", "api→2"),
+            ("GET /v1/ HTTP/1.1\nHost: api.example.com\n", "api→2"),
+            ("GET /v1/users/7 HTTP/1.1\nHost: api.example.com\n", "api→2"),
+            ("GET /v1?q=1 HTTP/1.1\nHost: api.example.com\n", "api→2"),
+            ("GET /v1/../v1/x HTTP/1.1\nHost: api.example.com\n", "api→2"),
+            ("GET http://API.example.com:8080/v1/x HTTP/1.1\nHost: api.example.com\n", "api→2"),
+            ("GET /v1beta HTTP/1.1\nHost: api.example.com\n", "default→0"),
+            ("GET /V1 HTTP/1.1\nHost: api.example.com\n", "default→0"),
+            ("GET /v2/../v1 HTTP/1.1\nHost: api.example.com\n", "api→2"),
+            ("GET /v1 HTTP/1.1\nHost: www.example.com\n", "default→0"),
+            // A wildcard host stands for exactly one label.
+            ("GET /static/app.css HTTP/1.1\nHost: www.example.com\n", "assets→1"),
+            ("GET /static/ HTTP/1.1\nHost: a.example.com\n", "assets→1"),
+            ("GET /static/app.css HTTP/1.1\nHost: A.Example.COM:8080\n", "assets→1"),
+            ("GET /static/app.css HTTP/1.1\nHost: api.example.com\n", "assets→1"),
+            ("GET /static/app.css HTTP/1.1\nHost: example.com\n", "default→0"),
+            ("GET /static/app.css HTTP/1.1\nHost: a.b.example.com\n", "default→0"),
+            ("GET /static/app.css HTTP/1.1\nHost: a.example.com.evil.test\n", "default→0"),
+            ("GET /static HTTP/1.1\nHost: www.example.com\n", "default→0"),
+            // An exact path (the query aside) and methods, compared exactly.
+            ("GET /lb-ping HTTP/1.1\nHost: lb.internal\n", "ping 200 \"ok\\n\""),
+            ("HEAD /lb-ping HTTP/1.1\nHost: lb.internal\n", "ping 200 \"ok\\n\""),
+            ("GET /lb-ping?probe=1 HTTP/1.1\nHost: lb.internal\n", "ping 200 \"ok\\n\""),
+            ("GET /lb-ping/ HTTP/1.1\nHost: lb.internal\n", "default→0"),
+            ("GET /lb-ping/x HTTP/1.1\nHost: lb.internal\n", "default→0"),
+            ("get /lb-ping HTTP/1.1\nHost: lb.internal\n", "default→0"),
+            ("POST /lb-ping HTTP/1.1\nHost: lb.internal\nContent-Length: 0\n", "writes→2"),
+            ("PUT /x HTTP/1.1\nHost: lb.internal\nContent-Length: 0\n", "writes→2"),
+            ("DELETE /x HTTP/1.1\nHost: lb.internal\n", "default→0"),
+            // A list of hosts is an OR; a header value is exact, its name any case, any occurrence.
+            ("GET / HTTP/1.1\nHost: beta.test\nX-Canary: yes\n", "canary→2"),
+            ("GET / HTTP/1.1\nHost: eu.beta.test\nx-canary: yes\n", "canary→2"),
+            ("GET / HTTP/1.1\nHost: beta.test\nX-CANARY: \t yes \t\n", "canary→2"),
+            ("GET / HTTP/1.1\nHost: beta.test\nX-Canary: no\nX-Canary: yes\n", "canary→2"),
+            ("GET / HTTP/1.1\nHost: beta.test\nX-Canary: Yes\n", "default→0"),
+            ("GET / HTTP/1.1\nHost: beta.test\nX-Canary: yes, no\n", "default→0"),
+            ("GET / HTTP/1.1\nHost: beta.test\nX-Canary-2: yes\n", "default→0"),
+            ("GET / HTTP/1.1\nHost: beta.test\n", "default→0"),
+            ("GET / HTTP/1.1\nHost: a.b.beta.test\nX-Canary: yes\n", "default→0"),
+            ("GET / HTTP/1.1\nHost: other.test\nX-Canary: yes\n", "default→0"),
+            // Every header condition must hold; "present" holds for an empty value too.
+            ("GET / HTTP/1.1\nHost: h\nX-Debug: 1\nX-Team: edge\n", "debug→1"),
+            ("GET / HTTP/1.1\nHost: h\nx-debug:\nx-team: edge\n", "debug→1"),
+            ("GET / HTTP/1.1\nHost: h\nX-Debug: 1\n", "default→0"),
+            ("GET / HTTP/1.1\nHost: h\nX-Team: edge\n", "default→0"),
+            // A request without a host matches no host condition.
+            ("GET /static/a HTTP/1.0\n", "default→0"),
+            ("GET /lb-ping HTTP/1.0\n", "ping 200 \"ok\\n\""),
+            // The target "*" has no path: it matches no path or pathPrefix condition, not even "/".
+            ("OPTIONS * HTTP/1.1\nHost: lb.internal\n", "default→0"),
+            ("OPTIONS * HTTP/1.1\nHost: old.example.com\n", "old 308 https://www.example.com/"),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(outcome(router.decide(&request(text))), *expected, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_request_no_route_takes_goes_to_the_default_pool_or_gets_404() {
+        let unmatched = request("GET /nothing HTTP/1.1\nHost: h\n");
+        let matched = request("GET /lb-ping HTTP/1.1\nHost: h\n");
+        let with_default = router(ROUTES, Some(1));
+        assert_eq!(with_default.decide(&unmatched), Decision::Pool { route: None, pool: 1 });
+        assert_eq!(with_default.default_pool(), Some(1));
+        let without_default = router(ROUTES, None);
+        assert_eq!(without_default.decide(&unmatched), Decision::NoRoute);
+        assert_eq!(without_default.default_pool(), None);
+        assert_eq!(outcome(without_default.decide(&matched)), "ping 200 \"ok\\n\"");
+        let no_routes = Router::new(Vec::new(), pool_index, Some(0));
+        assert!(no_routes.routes().is_empty());
+        assert_eq!(no_routes.decide(&matched), Decision::Pool { route: None, pool: 0 });
+        assert_eq!(Router::new(Vec::new(), pool_index, None).decide(&matched), Decision::NoRoute);
+        let everything = router(r#"[{"pool": "static"}]"#, None);
+        assert_eq!(outcome(everything.decide(&unmatched)), "route-0→1", "no match matches every request");
+    }
+
+    #[test]
+    fn a_decision_carries_the_route_and_its_answer() {
+        let router = router(ROUTES, None);
+        assert_eq!(router.routes().len(), 7);
+        let head = request("GET /v1/x HTTP/1.1\nHost: api.example.com\n");
+        let Decision::Pool { route: Some(route), pool: 2 } = router.decide(&head) else { panic!() };
+        assert!(std::ptr::eq(route, &router.routes()[1]));
+        let json = r#"[{"match": {"path": "/down"},
+                        "respond": {"status": 503, "body": "later\n", "headers": {"Retry-After": "60"}}}]"#;
+        let router = super::tests::router(json, None);
+        let decision = router.decide(&request("GET /down HTTP/1.1\nHost: h\n"));
+        let Decision::Respond { route, status: 503, body: "later\n", headers } = decision else {
+            panic!("{decision:?}")
+        };
+        assert_eq!(route.name, "route-0");
+        assert_eq!(headers, [("Retry-After".to_string(), "60".to_string())]);
+    }
+
+    #[test]
+    fn a_route_whose_pool_is_not_running_is_skipped_without_panicking() {
+        let only_api = |name: &str| (name == "api").then_some(7);
+        let router = Router::new(routes(ROUTES), only_api, Some(9));
+        assert_eq!(outcome(router.decide(&request("GET /static/a HTTP/1.1\nHost: www.example.com\n"))), "default→9");
+        assert_eq!(outcome(router.decide(&request("GET /v1 HTTP/1.1\nHost: api.example.com\n"))), "api→7");
+        let explained = router.explain(&request("GET /static/a HTTP/1.1\nHost: www.example.com\n"));
+        assert_eq!(explained[2].1, Err("pool \"static\" is not running".to_string()));
+    }
+
+    #[test]
+    fn explain_gives_each_route_and_the_first_condition_it_fails() {
+        let router = router(ROUTES, Some(0));
+        let explain = |text: &str| -> Vec<(String, Result<(), String>)> {
+            let head = request(text);
+            router.explain(&head).into_iter().map(|(route, verdict)| (route.name.clone(), verdict)).collect()
+        };
+        let fail = |name: &str, why: &str| (name.to_string(), Err(why.to_string()));
+        let pass = |name: &str| (name.to_string(), Ok(()));
+        assert_eq!(
+            explain("POST /v1beta HTTP/1.1\nHost: api.example.com\nX-Canary: no\nContent-Length: 0\n"),
+            [
+                fail("old", "host \"api.example.com\" matches none of old.example.com"),
+                fail("api", "path \"/v1beta\" is not under \"/v1\""),
+                fail("assets", "path \"/v1beta\" is not under \"/static/\""),
+                fail("ping", "path \"/v1beta\" is not \"/lb-ping\""),
+                fail("canary", "host \"api.example.com\" matches none of beta.test, *.beta.test"),
+                fail("debug", "no x-team field (wanted \"edge\")"),
+                pass("writes"),
+            ]
+        );
+        let verdicts = explain("DELETE /lb-ping HTTP/1.0\nX-Debug: 1\nX-Team: core\nX-Team: web \n");
+        assert_eq!(verdicts[0], fail("old", "no host matches none of old.example.com"));
+        assert_eq!(verdicts[3], fail("ping", "method DELETE is not one of GET, HEAD"));
+        assert_eq!(verdicts[5], fail("debug", "x-team is \"core\", \"web\", not \"edge\""));
+        assert_eq!(verdicts[6], fail("writes", "method DELETE is not one of POST, PUT"));
+        let verdicts = explain("GET / HTTP/1.1\nHost: h\nX-Team: edge\n");
+        assert_eq!(verdicts[5], fail("debug", "no x-debug field"));
+        let verdicts = explain("GET / HTTP/1.1\nHost: beta.test\n");
+        assert_eq!(verdicts[4], fail("canary", "no x-canary field (wanted \"yes\")"));
+        let verdicts = explain("OPTIONS * HTTP/1.1\nHost: www.example.com\n");
+        assert_eq!(verdicts[2], fail("assets", "target \"*\" has no path and is not under \"/static/\""));
+        assert_eq!(verdicts[3], fail("ping", "target \"*\" has no path and is not \"/lb-ping\""));
+    }
+
+    #[test]
+    fn stripping_a_prefix_cuts_the_path_at_its_segment_and_keeps_the_query() {
+        let routes = routes(
+            r#"[{"match": {"pathPrefix": "/v1"}, "pool": "api", "stripPrefix": true},
+                {"match": {"pathPrefix": "/static/"}, "pool": "static", "stripPrefix": true},
+                {"match": {"pathPrefix": "/a/b"}, "pool": "api", "stripPrefix": true},
+                {"match": {"pathPrefix": "/keep"}, "pool": "api"}]"#,
+        );
+        // The route's index, the request's target, and the backend's target and prefix.
+        type Case = (usize, &'static str, Option<(&'static str, &'static str)>);
+        let cases: &[Case] = &[
+            (0, "/v1/x", Some(("/x", "/v1"))),
+            (0, "/v1/users/7?full=1", Some(("/users/7?full=1", "/v1"))),
+            (0, "/v1", Some(("/", "/v1"))),
+            (0, "/v1/", Some(("/", "/v1"))),
+            (0, "/v1?q=1", Some(("/?q=1", "/v1"))),
+            (0, "/v1?", Some(("/?", "/v1"))),
+            (0, "/v1//x/./y", Some(("/x/y", "/v1"))),
+            (0, "/v1beta", None),
+            (0, "/v2", None),
+            (1, "/static/app.css", Some(("/app.css", "/static"))),
+            (1, "/static/", Some(("/", "/static"))),
+            (1, "/static/?v=2", Some(("/?v=2", "/static"))),
+            (1, "/static", None),
+            (2, "/a/b/c", Some(("/c", "/a/b"))),
+            (2, "/a/b", Some(("/", "/a/b"))),
+            (3, "/keep/x", None),
+        ];
+        for (index, target, expected) in cases {
+            let head = request(&format!("GET {target} HTTP/1.1\nHost: h\n"));
+            let expected = expected.map(|(target, prefix)| (target.to_string(), prefix.to_string()));
+            assert_eq!(forwarded_target(&routes[*index], &head), expected, "route {index}, {target}");
+        }
+        let asterisk = request("OPTIONS * HTTP/1.1\nHost: h\n");
+        assert_eq!(forwarded_target(&routes[0], &asterisk), None);
+    }
+
+    #[test]
+    fn redirect_templates_expand_host_path_and_query() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("https://www.example.com{path}{query}", "GET /a?b=1 HTTP/1.1\nHost: h\n", "https://www.example.com/a?b=1"),
+            ("https://www.example.com{path}{query}", "GET /a HTTP/1.1\nHost: h\n", "https://www.example.com/a"),
+            ("https://www.example.com{path}{query}", "GET /a? HTTP/1.1\nHost: h\n", "https://www.example.com/a"),
+            (
+                "https://www.example.com{path}{query}",
+                "GET /a/./b/../c HTTP/1.1\nHost: h\n",
+                "https://www.example.com/a/c",
+            ),
+            ("https://www.example.com{path}{query}", "GET /%7Ea HTTP/1.1\nHost: h\n", "https://www.example.com/~a"),
+            ("https://{host}{path}", "GET /x?y HTTP/1.1\nHost: Old.Example.COM:8080\n", "https://old.example.com/x"),
+            ("https://{host}/new{path}?from=old", "GET / HTTP/1.1\nHost: h\n", "https://h/new/?from=old"),
+            ("https://{host}{path}", "GET /x HTTP/1.1\nHost: [0::1]:80\n", "https://[::1]/x"),
+            ("/search{query}", "GET /find?q=a%20b HTTP/1.1\nHost: h\n", "/search?q=a%20b"),
+            ("/moved", "GET /a?b HTTP/1.1\nHost: h\n", "/moved"),
+            ("https://{host}{path}{query}", "GET /a HTTP/1.0\n", "https:///a"),
+            ("https://{host}{path}{query}", "OPTIONS * HTTP/1.1\nHost: h\n", "https://h/"),
+            ("{path}{path}{host}{host}", "GET /p HTTP/1.1\nHost: h\n", "/p/phh"),
+        ];
+        for (template, text, expected) in cases {
+            assert_eq!(redirect_location(template, &request(text)), *expected, "{template} for {text:?}");
+        }
+        let router = router(r#"[{"redirect": {"location": "https://{host}{path}{query}", "status": 301}}]"#, None);
+        let decision = router.decide(&request("GET /a?b HTTP/1.1\nHost: h\n"));
+        assert!(
+            matches!(decision, Decision::Redirect { status: 301, ref location, .. } if location == "https://h/a?b")
+        );
+    }
+}

@@ -105,7 +105,7 @@ pub struct RouteMatch {
     pub path_prefix: Option<String>,
     /// Method tokens, compared exactly; empty for any method.
     pub methods: Vec<String>,
-    /// Every one must hold.
+    /// Every one must hold (their order only decides which failure `explain` reports).
     pub headers: Vec<HeaderCondition>,
 }
 
