@@ -185,8 +185,11 @@ fn describe(mismatch: Mismatch<'_>, matcher: &RouteMatch, head: &RequestHead) ->
     match mismatch {
         Mismatch::Host => {
             let patterns: Vec<String> = matcher.hosts.iter().map(ToString::to_string).collect();
-            let host = if head.host.is_empty() { "no host".to_string() } else { format!("host {:?}", head.host) };
-            format!("{host} matches none of {}", patterns.join(", "))
+            if head.host.is_empty() {
+                format!("the request names no host (wanted {})", patterns.join(", "))
+            } else {
+                format!("host {:?} matches none of {}", head.host, patterns.join(", "))
+            }
         }
         Mismatch::Path => format!("{} is not {:?}", path(), matcher.path.as_deref().unwrap_or_default()),
         Mismatch::PathPrefix => {
@@ -458,7 +461,7 @@ mod tests {
             ]
         );
         let verdicts = explain("DELETE /lb-ping HTTP/1.0\nX-Debug: 1\nX-Team: core\nX-Team: web \n");
-        assert_eq!(verdicts[0], fail("old", "no host matches none of old.example.com"));
+        assert_eq!(verdicts[0], fail("old", "the request names no host (wanted old.example.com)"));
         assert_eq!(verdicts[3], fail("ping", "method DELETE is not one of GET, HEAD"));
         assert_eq!(verdicts[5], fail("debug", "x-team is \"core\", \"web\", not \"edge\""));
         assert_eq!(verdicts[6], fail("writes", "method DELETE is not one of POST, PUT"));
