@@ -71,6 +71,7 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod reload;
 pub mod resolve;
+pub mod routing;
 pub mod server;
 pub mod shared;
 pub mod signals;

@@ -11,6 +11,7 @@
 
 pub mod file;
 pub mod pool;
+pub mod routes;
 pub mod statuses;
 
 use std::fmt;
