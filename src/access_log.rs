@@ -20,7 +20,7 @@
 //! (quotes, backslashes, control bytes) is escaped and the line stays one valid JSON value:
 //!
 //! ```text
-//! {"time":"2026-11-22T06:30:00.123Z","client":"127.0.0.1","method":"GET","path":"/a?b=1","status":200,"backend":"http://127.0.0.1:3001","bytes_in":0,"bytes_out":215,"latency_ms":2.517,"attempts":1,"pool":"default"}
+//! {"time":"2026-11-22T06:30:00.123Z","client":"127.0.0.1","method":"GET","path":"/a?b=1","status":200,"backend":"http://127.0.0.1:3001","bytes_in":0,"bytes_out":215,"latency_ms":2.517,"attempts":1,"route":null,"pool":"default"}
 //! ```
 //!
 //! A JSON line is only useful bare: a log prefix such as `[time INFO access]` in front of it would
@@ -104,6 +104,8 @@ pub struct AccessEntry<'a> {
     pub latency: Duration,
     /// Backends tried (0 when none was).
     pub attempts: u32,
+    /// The route the request took, if one matched.
+    pub route: Option<&'a str>,
     /// The pool the request was routed to, if any.
     pub pool: Option<&'a str>,
 }
@@ -122,6 +124,7 @@ impl AccessEntry<'static> {
             bytes_out,
             latency: Duration::ZERO,
             attempts: 0,
+            route: None,
             pool: None,
         }
     }
@@ -157,6 +160,10 @@ pub fn text_line(entry: &AccessEntry<'_>) -> String {
         entry.latency.as_millis(),
         entry.attempts
     );
+    if let Some(route) = entry.route {
+        line.push_str(" route=");
+        line.push_str(route);
+    }
     if let Some(pool) = entry.pool {
         line.push_str(" pool=");
         line.push_str(pool);
@@ -177,11 +184,13 @@ struct JsonLine<'a> {
     bytes_out: u64,
     latency_ms: f64,
     attempts: u32,
+    route: Option<&'a str>,
     pool: Option<&'a str>,
 }
 
 /// One JSON object on one line (no newline): `method` and `path` are `null` when the head could
-/// not be read, `backend` when no backend was tried, `pool` when no pool took the request; `latency_ms` has microsecond resolution.
+/// not be read, `backend` when no backend was tried, `route` when no route matched, `pool` when no pool
+/// took the request; `latency_ms` has microsecond resolution.
 pub fn json_line(entry: &AccessEntry<'_>) -> String {
     let line = JsonLine {
         time: rfc3339_millis(entry.time),
@@ -194,6 +203,7 @@ pub fn json_line(entry: &AccessEntry<'_>) -> String {
         bytes_out: entry.bytes_out,
         latency_ms: entry.latency.as_micros() as f64 / 1000.0,
         attempts: entry.attempts,
+        route: entry.route,
         pool: entry.pool,
     };
     // Serializing plain strings and numbers cannot fail.
@@ -216,6 +226,7 @@ mod tests {
             bytes_out: 215,
             latency: Duration::from_micros(2517),
             attempts: 2,
+            route: Some("api"),
             pool: Some("api"),
         }
     }
@@ -228,6 +239,7 @@ mod tests {
             bytes_in: 0,
             latency: Duration::ZERO,
             attempts: 0,
+            route: None,
             pool: None,
             ..proxied()
         }
@@ -237,9 +249,9 @@ mod tests {
     fn text_lines_are_the_historical_ones() {
         assert_eq!(
             text_line(&proxied()),
-            "192.0.2.7 \"POST /upload?id=3 HTTP/1.1\" 201 http://10.0.0.5:8080 2ms attempts=2 pool=api"
+            "192.0.2.7 \"POST /upload?id=3 HTTP/1.1\" 201 http://10.0.0.5:8080 2ms attempts=2 route=api pool=api"
         );
-        let own_answer = AccessEntry { backend: None, status: 503, attempts: 0, pool: None, ..proxied() };
+        let own_answer = AccessEntry { backend: None, status: 503, attempts: 0, route: None, pool: None, ..proxied() };
         assert_eq!(text_line(&own_answer), "192.0.2.7 \"POST /upload?id=3 HTTP/1.1\" 503 - 2ms attempts=0");
         assert_eq!(text_line(&refused()), "192.0.2.7 \"-\" 400 - 0ms");
     }
@@ -251,7 +263,7 @@ mod tests {
             concat!(
                 r#"{"time":"2026-11-22T06:30:00.123Z","client":"192.0.2.7","method":"POST","path":"/upload?id=3","#,
                 r#""status":201,"backend":"http://10.0.0.5:8080","bytes_in":11,"bytes_out":215,"#,
-                r#""latency_ms":2.517,"attempts":2,"pool":"api"}"#
+                r#""latency_ms":2.517,"attempts":2,"route":"api","pool":"api"}"#
             )
         );
     }
@@ -263,6 +275,7 @@ mod tests {
         assert_eq!(value["path"], serde_json::Value::Null);
         assert_eq!(value["backend"], serde_json::Value::Null);
         assert_eq!(value["pool"], serde_json::Value::Null);
+        assert_eq!(value["route"], serde_json::Value::Null);
         assert_eq!((value["status"].as_u64(), value["attempts"].as_u64()), (Some(400), Some(0)));
         assert_eq!(value["latency_ms"].as_f64(), Some(0.0));
     }
@@ -280,7 +293,7 @@ mod tests {
         let value: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(value["path"], nasty, "the target comes back exactly");
         assert_eq!(value["client"], "2001:db8::1");
-        assert_eq!(value.as_object().unwrap().len(), 11);
+        assert_eq!(value.as_object().unwrap().len(), 12);
     }
 
     #[test]

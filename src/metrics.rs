@@ -249,10 +249,7 @@ impl Snapshot {
         let pool_snapshots: Vec<PoolSnapshot> = pools.list.iter().map(|pool| PoolSnapshot::take(pool, now)).collect();
         let backends: Vec<BackendSnapshot> =
             pool_snapshots.iter().flat_map(|pool| pool.backends.iter().cloned()).collect();
-        let algorithm = pools
-            .default_pool
-            .or(if pools.list.is_empty() { None } else { Some(0) })
-            .map_or("none", |index| pools.list[index].config.algorithm.name());
+        let algorithm = pools.default_pool().or(pools.list.first()).map_or("none", |pool| pool.config.algorithm.name());
         Snapshot {
             uptime_seconds: uptime.as_secs(),
             algorithm,
@@ -296,7 +293,7 @@ mod tests {
         stats.record_request(Outcome::Failed, Duration::from_millis(20));
         stats.record_request(Outcome::RateLimited, Duration::from_micros(0));
         stats.record_retry();
-        let snapshot = Snapshot::take(&stats, Duration::from_secs(3), &Pools { list: Vec::new(), default_pool: None });
+        let snapshot = Snapshot::take(&stats, Duration::from_secs(3), &Pools::empty());
         assert_eq!((snapshot.total_requests, snapshot.success_requests, snapshot.failed_requests), (3, 1, 2));
         assert_eq!((snapshot.rate_limited_requests, snapshot.retry_attempts), (1, 1));
         assert_eq!(snapshot.avg_latency_ms, 10.0);

@@ -23,6 +23,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::http::buffer::{Inbound, Outbound};
+use crate::http::edits::{HeaderEdits, NO_EDITS};
 use crate::http::framing::{CopyError, copy_body, is_timeout};
 use crate::http::head::{BodyFraming, ResponseHead, parse_response};
 use crate::http::rewrite::response_for_client;
@@ -95,6 +96,8 @@ pub struct ReverseJob {
     pub head_buffer: Vec<u8>,
     /// Field lines the load balancer adds to the final response head (a sticky `Set-Cookie`).
     pub added_fields: Option<String>,
+    /// The route's `responseHeaders`, applied to the final response head.
+    pub response_edits: Option<Arc<HeaderEdits>>,
     /// For an upgrade request: how to tell forward whether the backend switched protocols.
     pub upgrade: Option<UpgradeSignal>,
     /// Set by forward once the whole request has been sent. A response that is complete while
@@ -267,7 +270,7 @@ fn relay_response_to(
         if head.is_informational() {
             // Interim answers (100 Continue for a client that sent Expect) go on at once; a final
             // answer, even an error of the load balancer's own, may still follow them.
-            response_for_client(&head, job.client_minor_version, true, b"", &mut job.head_buffer);
+            response_for_client(&head, job.client_minor_version, true, b"", &NO_EDITS, &mut job.head_buffer);
             job.outbound
                 .send(&mut client, &job.head_buffer)
                 .and_then(|()| job.outbound.flush(&mut client))
@@ -284,7 +287,8 @@ fn relay_response_to(
     let status = head.status;
     let client_keep_alive = job.client_keep_alive && head.framing != BodyFraming::UntilClose;
     let added_fields = job.added_fields.as_deref().unwrap_or_default().as_bytes();
-    response_for_client(&head, job.client_minor_version, client_keep_alive, added_fields, &mut job.head_buffer);
+    let edits = job.response_edits.as_deref().unwrap_or(&NO_EDITS);
+    response_for_client(&head, job.client_minor_version, client_keep_alive, added_fields, edits, &mut job.head_buffer);
     job.response_started.store(true, Ordering::Release);
     job.outbound
         .send(&mut client, &job.head_buffer)
@@ -317,7 +321,7 @@ fn switch_protocols(
         return Err(ReverseError::BadResponse("101 Switching Protocols to a request without Upgrade"));
     };
     let client: &TcpStream = &job.client;
-    response_for_client(head, job.client_minor_version, false, b"", &mut job.head_buffer);
+    response_for_client(head, job.client_minor_version, false, b"", &NO_EDITS, &mut job.head_buffer);
     job.response_started.store(true, Ordering::Release);
     job.outbound
         .send(&mut floored, &job.head_buffer)

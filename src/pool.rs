@@ -9,6 +9,7 @@ use crate::backend::Backend;
 use crate::balance::tiers::TieredBalancer;
 use crate::config::Config;
 use crate::config::pool::PoolConfig;
+use crate::routing::Router;
 
 /// One pool's backends and the balancer that picks among them, replaced together, with the pool's
 /// own settings (retries, timeouts, health checks).
@@ -43,13 +44,12 @@ impl Pool {
     }
 }
 
-/// Every pool of the running config, in the config's order, and which one takes the requests no
-/// route claims.
+/// Every pool of the running config, in the config's order, and the router that sends requests
+/// to them: replaced together, so a route's pool index always points into this list.
 #[derive(Debug)]
 pub struct Pools {
     pub list: Vec<Arc<Pool>>,
-    /// An index into `list`.
-    pub default_pool: Option<usize>,
+    pub router: Router,
 }
 
 impl Pools {
@@ -60,7 +60,22 @@ impl Pools {
     /// Pools built already, one for each of `config.pools`, in that order.
     pub fn with_pools(config: &Config, list: Vec<Arc<Pool>>) -> Pools {
         debug_assert_eq!(list.len(), config.pools.len());
-        Pools { list, default_pool: config.default_pool }
+        let router = Router::new(
+            config.routes.clone(),
+            |name| list.iter().position(|pool| pool.name() == name),
+            config.default_pool,
+        );
+        Pools { list, router }
+    }
+
+    /// The pool that takes requests no route matches.
+    pub fn default_pool(&self) -> Option<&Arc<Pool>> {
+        self.router.default_pool().and_then(|index| self.list.get(index))
+    }
+
+    /// No pools and no routes: every request is answered 404.
+    pub fn empty() -> Pools {
+        Pools { list: Vec::new(), router: Router::new(Vec::new(), |_| None, None) }
     }
 
     /// The pool called `name`.

@@ -244,8 +244,7 @@ mod tests {
         stats.record_request(Outcome::RateLimited, Duration::ZERO);
         stats.record_retry();
         stats.record_slow_client(crate::metrics::Defence::SlowReader);
-        let mut snapshot =
-            Snapshot::take(&stats, Duration::from_secs(7), &Pools { list: Vec::new(), default_pool: None });
+        let mut snapshot = Snapshot::take(&stats, Duration::from_secs(7), &Pools::empty());
         snapshot.waiting_connections =
             crate::watcher::WaitingCounts { idle: 6, reading_head: 2, reading_body: 1, closing: 3, bytes: 900 };
         snapshot.backends = vec![backend("http://a:1", "a", "healthy"), backend("http://b:2", "b", "unhealthy")];
@@ -367,7 +366,7 @@ mod tests {
         for step in 0..500u64 {
             stats.record_request(Outcome::Success, Duration::from_micros(step * step * 97 % 20_000_000));
         }
-        let snapshot = Snapshot::take(&stats, Duration::ZERO, &Pools { list: Vec::new(), default_pool: None });
+        let snapshot = Snapshot::take(&stats, Duration::ZERO, &Pools::empty());
         let text = render(&snapshot);
         let buckets: Vec<u64> = text
             .lines()

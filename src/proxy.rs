@@ -25,16 +25,18 @@ use crate::config::{Config, Limits};
 use crate::ejection::{EjectionEvent, PassiveHealthSettings, Standing};
 use crate::http::buffer::{Inbound, Outbound};
 use crate::http::cookie;
+use crate::http::edits::{HeaderEdits, NO_EDITS};
 use crate::http::framing::{CopyError, copy_body, copy_chunked_prefix};
 use crate::http::head::{BodyFraming, RequestHead};
 use crate::http::is_idempotent;
 use crate::http::reply::Reply;
-use crate::http::rewrite::{Forwarded, request_for_backend};
+use crate::http::rewrite::{Forwarded, RouteRewrite, request_for_backend};
 use crate::metrics::{Defence, Outcome};
 use crate::min_rate::{RateClock, is_below_floor};
 use crate::pair::PairRunner;
 use crate::pipe::{ForwardError, ForwardJob, ReverseError, ReverseJob};
 use crate::ratelimit::Decision;
+use crate::routing::{Decision as Route, forwarded_target};
 use crate::shared::Shared;
 use crate::tunnel::upgrade_pair;
 
@@ -116,6 +118,8 @@ pub struct Exchange {
     pub bytes_out: u64,
     /// The pool that served the request, if one did.
     pub pool: Option<Arc<str>>,
+    /// The route the request took, if one matched.
+    pub route: Option<Arc<str>>,
 }
 
 /// Bytes that move outside the client's outbound buffer, counted while a request is handled.
@@ -127,6 +131,10 @@ struct Traffic {
     tunnelled_out: u64,
     /// The pool the request was routed to.
     pool: Option<Arc<str>>,
+    /// The route the request took.
+    route: Option<Arc<str>>,
+    /// The route's `responseHeaders`, which the load balancer's own answers get too.
+    response_edits: Option<Arc<HeaderEdits>>,
 }
 
 /// Everything about the client a request needs.
@@ -197,6 +205,10 @@ pub fn handle(
     exchange.bytes_in = traffic.bytes_in;
     exchange.bytes_out = relayed + traffic.tunnelled_out;
     exchange.pool = traffic.pool;
+    exchange.route = traffic.route;
+    if let (Some(edits), Some(reply)) = (&traffic.response_edits, &mut exchange.reply) {
+        reply.add_fields(edits);
+    }
     exchange
 }
 
@@ -224,6 +236,7 @@ fn serve(
         bytes_in: 0,
         bytes_out: 0,
         pool: None,
+        route: None,
     };
 
     if let Some(limiter) = shared.rate_limiter()
@@ -241,19 +254,44 @@ fn serve(
         return own(Reply::error(413, None), false, None, 0, Outcome::Failed);
     }
 
-    // Head → route → pool: which pool serves this request, if any.
+    // Head → route → pool: which pool serves this request, or the answer the route gives itself.
+    // A request with a body that a route answers itself closes its connection: the body is not
+    // read.
     let pools = shared.pools();
-    let Some(pool) = pools.default_pool.map(|index| &pools.list[index]) else {
-        return own(Reply::error(404, Some(NO_ROUTE)), keep_alive_wanted && no_body, None, 0, Outcome::Failed);
+    let (pool, route) = match pools.router.decide(head) {
+        Route::Pool { route, pool } => (&pools.list[pool], route),
+        Route::Redirect { route, status, location } => {
+            traffic.route = Some(Arc::clone(&route.name));
+            let reply = Reply::redirect(status, location);
+            return own(reply, keep_alive_wanted && no_body, None, 0, Outcome::Success);
+        }
+        Route::Respond { route, status, body, headers } => {
+            traffic.route = Some(Arc::clone(&route.name));
+            let reply = Reply::respond(status, body, headers);
+            return own(reply, keep_alive_wanted && no_body, None, 0, Outcome::Success);
+        }
+        Route::NoRoute => {
+            return own(Reply::error(404, Some(NO_ROUTE)), keep_alive_wanted && no_body, None, 0, Outcome::Failed);
+        }
     };
     let settings = &pool.config;
     traffic.pool = Some(pool.shared_name());
+    traffic.route = route.map(|route| Arc::clone(&route.name));
+    let stripped = route.and_then(|route| forwarded_target(route, head));
+    let rewrite = RouteRewrite {
+        target: stripped.as_ref().map(|(target, _)| target.as_str()),
+        forwarded_prefix: stripped.as_ref().map(|(_, prefix)| prefix.as_str()),
+        fields: route.map_or(&NO_EDITS, |route| &route.request_headers),
+    };
+    let response_edits = route.filter(|route| !route.response_headers.is_empty()).map(|route| &route.response_headers);
+    traffic.response_edits = response_edits.cloned();
 
     // The head for the backend, then as much of the body as may be kept: all of it when it is
     // small (so the request can be replayed, and a malformed or oversized small body is refused
     // before anything reaches a backend), else what fits, with the rest streamed by forward.
     buffers.request_head.clear();
-    request_for_backend(head, Forwarded { peer: client.ip, client: client.address }, &mut buffers.request_head);
+    let forwarded = Forwarded { peer: client.ip, client: client.address };
+    request_for_backend(head, forwarded, &rewrite, &mut buffers.request_head);
     let kept = keep_body(head, client.stream, buffers, config.timeouts.body_read, max_body, chunked_budget);
     let (kept_bytes, streamed_body) = match kept {
         Ok(kept) => kept,
@@ -376,6 +414,7 @@ fn serve(
             added_fields: sticky_cookie
                 .filter(|_| pick_request.sticky_backend != Some(backend.name.as_str()))
                 .map(|name| cookie::set_cookie_field(name, &backend.name)),
+            response_edits: response_edits.cloned(),
             upgrade: upgrade_signal,
             request_done,
             #[cfg(debug_assertions)]
@@ -444,6 +483,7 @@ fn serve(
                     bytes_in: 0,
                     bytes_out: 0,
                     pool: None,
+                    route: None,
                 };
             }
             Err(error) => error,
@@ -505,6 +545,7 @@ fn broken(status: u16, backend: &Backend, attempts: u32) -> Exchange {
         bytes_in: 0,
         bytes_out: 0,
         pool: None,
+        route: None,
     }
 }
 

@@ -425,7 +425,7 @@ mod tests {
         let Decision::Respond { route, status: 503, body: "later\n", headers } = decision else {
             panic!("{decision:?}")
         };
-        assert_eq!(route.name, "route-0");
+        assert_eq!(&*route.name, "route-0");
         assert_eq!(headers, [("Retry-After".to_string(), "60".to_string())]);
     }
 
@@ -444,7 +444,7 @@ mod tests {
         let router = router(ROUTES, Some(0));
         let explain = |text: &str| -> Vec<(String, Result<(), String>)> {
             let head = request(text);
-            router.explain(&head).into_iter().map(|(route, verdict)| (route.name.clone(), verdict)).collect()
+            router.explain(&head).into_iter().map(|(route, verdict)| (route.name.to_string(), verdict)).collect()
         };
         let fail = |name: &str, why: &str| (name.to_string(), Err(why.to_string()));
         let pass = |name: &str| (name.to_string(), Ok(()));

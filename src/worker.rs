@@ -386,6 +386,7 @@ fn guard_panics(
             bytes_in: 0,
             bytes_out: 0,
             pool: None,
+            route: None,
         }
     })
 }
@@ -422,6 +423,7 @@ fn log_access(config: &Config, client: IpAddr, head: &RequestHead, exchange: &Ex
         latency,
         attempts: exchange.attempts,
         pool: exchange.pool.as_deref(),
+        route: exchange.route.as_deref(),
     };
     access_log::write_line(config.access_log, &entry);
 }

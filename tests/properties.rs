@@ -35,7 +35,7 @@ use loadbalancer::config::MAX_HEADERS_LIMIT;
 use loadbalancer::http::buffer::{INBOUND_CAPACITY, Inbound, OUTBOUND_CAPACITY, Outbound};
 use loadbalancer::http::framing::{CopyError, MAX_CHUNK_LINE, MAX_TRAILER_BYTES, copy_body, copy_chunked_prefix};
 use loadbalancer::http::head::{BodyFraming, HeadLimits, RequestHead, parse_request, parse_response};
-use loadbalancer::http::rewrite::request_for_backend;
+use loadbalancer::http::rewrite::{RouteRewrite, request_for_backend};
 
 /// How long one property may run before it is declared stuck (debug builds, a loaded machine).
 const WATCHDOG: Duration = Duration::from_secs(120);
@@ -558,7 +558,7 @@ fn show_fields(fields: &FieldList) -> String {
 /// Rewrites `head` for a backend and parses the result back: returns the output and its parse.
 fn forward(head: &RequestHead, ip: IpAddr, case: Case) -> (Vec<u8>, RequestHead) {
     let mut out = Vec::new();
-    request_for_backend(head, ip, &mut out);
+    request_for_backend(head, ip, &RouteRewrite::NONE, &mut out);
     let parsed = parse_request(&out, &GENEROUS);
     let Ok(Some((again, used))) = parsed else {
         panic!("{case}: rewritten head does not parse back: {parsed:?}\nrewritten: {}", show(&out));
@@ -1462,7 +1462,7 @@ fn x_forwarded_for_nominated_by_connection_still_names_the_client() {
     let input = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: X-Forwarded-For\r\nX-Forwarded-For: 1.1.1.1\r\n\r\n";
     let (head, _) = parse_request(input, &HeadLimits::default()).unwrap().unwrap();
     let mut out = Vec::new();
-    request_for_backend(&head, IpAddr::from([10, 1, 2, 3]), &mut out);
+    request_for_backend(&head, IpAddr::from([10, 1, 2, 3]), &RouteRewrite::NONE, &mut out);
     let (sent, _) = parse_request(&out, &GENEROUS).unwrap().unwrap();
     let last = sent.fields.values("x-forwarded-for").last().map(|value| value.to_vec());
     assert!(

@@ -28,6 +28,7 @@ use crate::ejection::PassiveHealthSettings;
 use crate::min_rate::MinRate;
 use crate::resolve::{overlap, resolve_all};
 use pool::{DEFAULT_POOL, PoolConfig};
+use routes::{RouteConfig, read_routes};
 use statuses::HealthyStatuses;
 
 pub const DEFAULT_LISTEN: &str = ":8080";
@@ -70,7 +71,7 @@ pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 pub const MAX_RATE_LIMITED_CLIENTS: u64 = 10_000_000;
 
 /// The keys a config file may contain, in the order the README lists them.
-const KNOWN_KEYS: [&str; 44] = [
+const KNOWN_KEYS: [&str; 45] = [
     "listenPort",
     "algorithm",
     "hashKey",
@@ -114,6 +115,7 @@ const KNOWN_KEYS: [&str; 44] = [
     "pairThreads",
     "reloadInterval",
     "pools",
+    "routes",
     "defaultPool",
 ];
 
@@ -126,6 +128,8 @@ pub struct Config {
     pub workers: usize,
     /// Every pool: `default` (the top-level `servers`) first when there is one, then `pools` by name.
     pub pools: Vec<PoolConfig>,
+    /// The content-switching rules, tried in order ([`crate::routing`]).
+    pub routes: Vec<RouteConfig>,
     /// The pool that takes a request no route matched, as an index into `pools`.
     pub default_pool: Option<usize>,
     pub rate_limit: Option<RateLimitSettings>,
@@ -433,11 +437,17 @@ impl Reader<'_> {
             },
             None => pools.iter().position(|pool| pool.name == DEFAULT_POOL),
         };
+        let pool_names: Vec<&str> = pools.iter().map(|pool| pool.name.as_str()).collect();
+        let routes = match self.object.get("routes") {
+            None => Vec::new(),
+            Some(value) => read_routes(value, &pool_names).map_err(|error| self.error(&error.key, error.problem))?,
+        };
         let workers = self.integer("workers", 1, MAX_WORKERS as u64)?.map_or(DEFAULT_WORKERS, |n| n as usize);
         Ok(Config {
             listen,
             workers,
             pools,
+            routes,
             default_pool,
             rate_limit: self.rate_limit()?,
             metrics_path: self.path("metricsPath", DEFAULT_METRICS_PATH)?,

@@ -11,10 +11,12 @@
 //! route only, `stripPrefix`, `requestHeaders` and `responseHeaders`.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
 use super::{is_token, kind_of};
+pub use crate::http::edits::HeaderEdits;
 use crate::http::target::{HostPattern, validate_prefix};
 
 /// The status of a redirect that does not name one: permanent, and the method is kept.
@@ -49,6 +51,9 @@ const MANAGED_FIELDS: &[&str] = &[
     "proxy-connection",
     "host",
 ];
+/// Fields the load balancer writes on every forwarded request, after a route's edits: a route
+/// editing them would send two readings of who the client is.
+const FORWARDING_FIELDS: &[&str] = &["x-forwarded-for", "x-real-ip", "x-forwarded-proto", "x-forwarded-prefix"];
 /// Fields a `respond` action may not list: the load balancer frames its own answers.
 const FRAMING_FIELDS: &[&str] = &["content-length", "transfer-encoding", "connection"];
 /// Methods whose lower-case spelling is a mistake rather than an extension method.
@@ -79,8 +84,9 @@ impl std::error::Error for KeyError {}
 /// One validated route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteConfig {
-    /// As configured, or `route-N` for the route at index N; unique among the routes.
-    pub name: String,
+    /// As configured, or `route-N` for the route at index N; unique among the routes. Shared with
+    /// the access lines of the requests it takes.
+    pub name: Arc<str>,
     pub matcher: RouteMatch,
     pub action: RouteAction,
     /// Whether the backend gets the path without `matcher.path_prefix`. Only true for a
@@ -88,8 +94,9 @@ pub struct RouteConfig {
     pub strip_prefix: bool,
     /// Edits to the request sent to the backend; empty unless the action is a pool.
     pub request_headers: HeaderEdits,
-    /// Edits to the backend's response; empty unless the action is a pool.
-    pub response_headers: HeaderEdits,
+    /// Edits to the backend's response; empty unless the action is a pool. Shared with the reverse
+    /// thread that relays the response.
+    pub response_headers: Arc<HeaderEdits>,
 }
 
 /// What a request must look like to take a route. Every non-empty field must hold; the default
@@ -129,36 +136,6 @@ pub enum RouteAction {
     Redirect { location: String, status: u16 },
     /// Answer with this status (200 to 599), body and extra header fields (never framing ones).
     Respond { status: u16, body: String, headers: Vec<(String, String)> },
-}
-
-/// Edits to one message's header fields, applied in order: `remove`, then `set` (replacing every
-/// field of that name), then `add` (appending).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct HeaderEdits {
-    /// Lower case.
-    pub remove: Vec<String>,
-    /// Names as configured; no two equal ignoring case.
-    pub set: Vec<(String, String)>,
-    /// Names as configured.
-    pub add: Vec<(String, String)>,
-}
-
-impl HeaderEdits {
-    pub fn is_empty(&self) -> bool {
-        self.remove.is_empty() && self.set.is_empty() && self.add.is_empty()
-    }
-
-    /// Whether a field of this name (any case) from the original message is dropped: named in
-    /// remove or set.
-    pub fn drops(&self, name: &[u8]) -> bool {
-        self.remove.iter().any(|removed| name.eq_ignore_ascii_case(removed.as_bytes()))
-            || self.set.iter().any(|(set, _)| name.eq_ignore_ascii_case(set.as_bytes()))
-    }
-
-    /// The fields to append after the kept ones: set's, then add's, with the names as configured.
-    pub fn additions(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.set.iter().chain(&self.add).map(|(name, value)| (name.as_str(), value.as_str()))
-    }
 }
 
 /// Reads the value of the `routes` key: a list of routes, tried in order. `pool_names` are the
@@ -231,7 +208,14 @@ fn read_route(key: &str, index: usize, entry: &Value, pool_names: &[&str]) -> Re
         *edits = read_edits(&edits_key, value)?;
     }
     let [request_headers, response_headers] = edits;
-    Ok(RouteConfig { name, matcher, action, strip_prefix, request_headers, response_headers })
+    Ok(RouteConfig {
+        name: Arc::from(name),
+        matcher,
+        action,
+        strip_prefix,
+        request_headers,
+        response_headers: Arc::new(response_headers),
+    })
 }
 
 fn route_name(key: &str, value: &Value) -> Result<String, KeyError> {
@@ -464,7 +448,7 @@ fn read_edits(key: &str, value: &Value) -> Result<HeaderEdits, KeyError> {
         for (index, item) in list(&remove_key, value)?.iter().enumerate() {
             let item_key = format!("{remove_key}[{index}]");
             let name = string(&item_key, item)?;
-            check_edited_name(name).map_err(|problem| KeyError::new(&item_key, problem))?;
+            check_edited_name(key, name).map_err(|problem| KeyError::new(&item_key, problem))?;
             edits.remove.push(name.to_ascii_lowercase());
         }
     }
@@ -473,7 +457,7 @@ fn read_edits(key: &str, value: &Value) -> Result<HeaderEdits, KeyError> {
         let field_key = format!("{key}.{field}");
         for (name, value) in fields_object(&field_key, value)? {
             let name_key = format!("{field_key}.{name}");
-            check_edited_name(name).map_err(|problem| KeyError::new(&name_key, problem))?;
+            check_edited_name(key, name).map_err(|problem| KeyError::new(&name_key, problem))?;
             let value = field_value(&name_key, value)?;
             let earlier = list.iter().find(|(earlier, _)| earlier.eq_ignore_ascii_case(name));
             if let (Some((earlier, _)), "set") = (earlier, field) {
@@ -485,13 +469,17 @@ fn read_edits(key: &str, value: &Value) -> Result<HeaderEdits, KeyError> {
     Ok(edits)
 }
 
-/// A field name `requestHeaders` or `responseHeaders` may name.
-fn check_edited_name(name: &str) -> Result<(), String> {
+/// A field name `requestHeaders` or `responseHeaders` (the list at `key`) may name.
+fn check_edited_name(key: &str, name: &str) -> Result<(), String> {
     check_field_name(name)?;
-    if MANAGED_FIELDS.contains(&name.to_ascii_lowercase().as_str()) {
+    let lower = name.to_ascii_lowercase();
+    if MANAGED_FIELDS.contains(&lower.as_str()) {
         return Err(format!(
             "{name} is managed by the load balancer (a hop-by-hop or framing field, or Host) and cannot be edited"
         ));
+    }
+    if key.ends_with("requestHeaders") && FORWARDING_FIELDS.contains(&lower.as_str()) {
+        return Err(format!("{name} is written by the load balancer for every request and cannot be edited"));
     }
     Ok(())
 }
@@ -588,7 +576,7 @@ mod tests {
             ]"#,
         )
         .unwrap();
-        let names: Vec<&str> = routes.iter().map(|route| route.name.as_str()).collect();
+        let names: Vec<&str> = routes.iter().map(|route| &*route.name).collect();
         assert_eq!(names, ["old", "api", "assets", "ping"]);
         assert_eq!(
             routes[0].action,
@@ -597,7 +585,7 @@ mod tests {
         assert_eq!(
             routes[1],
             RouteConfig {
-                name: "api".to_string(),
+                name: "api".into(),
                 matcher: RouteMatch {
                     hosts: vec![HostPattern::parse("api.example.com").unwrap()],
                     path_prefix: Some("/v1".to_string()),
@@ -610,10 +598,10 @@ mod tests {
                     set: strings(&[("X-Env", "prod")]),
                     add: Vec::new()
                 },
-                response_headers: HeaderEdits {
+                response_headers: Arc::new(HeaderEdits {
                     set: strings(&[("Cache-Control", "no-store")]),
                     ..HeaderEdits::default()
-                },
+                }),
             }
         );
         assert_eq!(routes[2].matcher.hosts, [HostPattern::parse("*.example.com").unwrap()]);
@@ -631,12 +619,12 @@ mod tests {
     #[test]
     fn defaults_fill_what_is_left_out() {
         let route = one(r#"{"pool": "default"}"#);
-        assert_eq!(route.name, "route-0");
+        assert_eq!(&*route.name, "route-0");
         assert_eq!(route.matcher, RouteMatch::default(), "no match matches everything");
         assert!(!route.strip_prefix);
         assert_eq!(one(r#"{"match": {}, "pool": "api"}"#).matcher, RouteMatch::default());
         let routes = read(r#"[{"pool": "api"}, {"name": "x", "pool": "api"}, {"pool": "api"}]"#).unwrap();
-        let names: Vec<&str> = routes.iter().map(|route| route.name.as_str()).collect();
+        let names: Vec<&str> = routes.iter().map(|route| &*route.name).collect();
         assert_eq!(names, ["route-0", "x", "route-2"]);
         assert_eq!(
             one(r#"{"redirect": {"location": "/new"}}"#).action,
@@ -1017,6 +1005,18 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn request_edits_refuse_the_forwarding_fields_and_response_edits_allow_them() {
+        for name in ["X-Forwarded-For", "x-real-ip", "X-Forwarded-Proto", "X-Forwarded-Prefix"] {
+            let json = format!(r#"[{{"pool": "api", "requestHeaders": {{"set": {{"{name}": "x"}}}}}}]"#);
+            let error = read(&json).expect_err(&json);
+            assert_eq!(error.key, format!("routes[0].requestHeaders.set.{name}"));
+            assert!(error.problem.contains("written by the load balancer for every request"), "{error}");
+            let json = format!(r#"[{{"pool": "api", "responseHeaders": {{"set": {{"{name}": "x"}}}}}}]"#);
+            assert!(read(&json).is_ok(), "{json}");
         }
     }
 }

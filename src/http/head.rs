@@ -523,7 +523,7 @@ mod tests {
         }
         let reply = RequestError::MethodNotAllowed.reply();
         assert_eq!(reply.status, 405);
-        assert_eq!(reply.extra_fields, [("Allow", FORWARDED_METHODS.to_string())]);
+        assert_eq!(reply.extra_fields, [("Allow".into(), FORWARDED_METHODS.to_string())]);
         assert!(!FORWARDED_METHODS.contains("CONNECT"));
         assert!(RequestError::BadRequest("x").reply().extra_fields.is_empty());
 

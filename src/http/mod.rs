@@ -6,6 +6,7 @@
 pub mod buffer;
 pub mod complete;
 pub mod cookie;
+pub mod edits;
 pub mod framing;
 pub mod head;
 pub mod reply;

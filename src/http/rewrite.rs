@@ -13,6 +13,12 @@
 //! `Connection: upgrade`, and a `101` answer keeps `Upgrade` and gets `Connection: Upgrade`: the
 //! switch of protocols is the one hop-by-hop exchange a proxy must carry through.
 //!
+//! A route ([`RouteRewrite`]) may change what the backend receives: the target (a stripped
+//! prefix, then told in `X-Forwarded-Prefix`) and the client's fields (its `requestHeaders`:
+//! `remove`, then `set`, then `add`). Its edits apply to the fields the client sent; the fields the
+//! load balancer writes itself (`X-Forwarded-*`, `X-Real-IP`) come after them and cannot be
+//! edited. On responses, a route's `responseHeaders` act on the backend's fields the same way.
+//!
 //! A request's framing is restated unambiguously: one `Content-Length` with the agreed length where
 //! the client may have sent several equal ones (`5, 5`, or the field twice), or one
 //! `Transfer-Encoding: chunked` for a chunked body, which forward re-encodes.
@@ -20,12 +26,13 @@
 use std::io::Write;
 use std::net::IpAddr;
 
+use crate::http::edits::{HeaderEdits, NO_EDITS};
 use crate::http::head::{BodyFraming, Fields, RequestHead, ResponseHead};
 
 const HOP_BY_HOP: [&str; 6] = ["connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"];
 const NEVER_NOMINATED: [&str; 3] = ["host", "content-length", "transfer-encoding"];
 /// Fields the load balancer sets itself on requests, so a client's own copies are dropped.
-const SET_BY_PROXY: [&str; 2] = ["x-real-ip", "x-forwarded-proto"];
+const SET_BY_PROXY: [&str; 3] = ["x-real-ip", "x-forwarded-proto", "x-forwarded-prefix"];
 
 /// Whether `name` must not cross this hop, given the message's fields.
 fn is_hop_by_hop(name: &[u8], fields: &Fields) -> bool {
@@ -62,11 +69,33 @@ impl From<IpAddr> for Forwarded {
     }
 }
 
-/// Appends to `out` the head to send to a backend for `head`.
-pub fn request_for_backend(head: &RequestHead, forwarded: impl Into<Forwarded>, out: &mut Vec<u8>) {
+/// What the route a request took changes in the head its backend receives.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteRewrite<'a> {
+    /// The target to send instead of the head's (the path with a prefix stripped).
+    pub target: Option<&'a str>,
+    /// The prefix that was stripped, sent as `X-Forwarded-Prefix`.
+    pub forwarded_prefix: Option<&'a str>,
+    /// Edits to the client's fields.
+    pub fields: &'a HeaderEdits,
+}
+
+impl RouteRewrite<'_> {
+    /// No change: the request as the client sent it (hop-by-hop fields aside).
+    pub const NONE: RouteRewrite<'static> = RouteRewrite { target: None, forwarded_prefix: None, fields: &NO_EDITS };
+}
+
+/// Appends to `out` the head to send to a backend for `head`, as `route` rewrites it.
+pub fn request_for_backend(
+    head: &RequestHead,
+    forwarded: impl Into<Forwarded>,
+    route: &RouteRewrite<'_>,
+    out: &mut Vec<u8>,
+) {
     let Forwarded { peer, client } = forwarded.into();
     let version = if head.minor_version == 0 { "1.0" } else { "1.1" };
-    let _ = write!(out, "{} {} HTTP/{version}\r\n", head.method, head.target);
+    let target = route.target.unwrap_or(&head.target);
+    let _ = write!(out, "{} {target} HTTP/{version}\r\n", head.method);
     // Only the fields that will be forwarded: `Connection` may name X-Forwarded-For itself.
     let forwarded_for_count = head
         .fields
@@ -81,7 +110,9 @@ pub fn request_for_backend(head: &RequestHead, forwarded: impl Into<Forwarded>, 
             write_field(out, name, value);
             continue;
         }
-        if is_hop_by_hop(name, &head.fields) || SET_BY_PROXY.iter().any(|own| name.eq_ignore_ascii_case(own.as_bytes()))
+        if is_hop_by_hop(name, &head.fields)
+            || SET_BY_PROXY.iter().any(|own| name.eq_ignore_ascii_case(own.as_bytes()))
+            || route.fields.drops(name)
         {
             continue;
         }
@@ -120,10 +151,16 @@ pub fn request_for_backend(head: &RequestHead, forwarded: impl Into<Forwarded>, 
     {
         let _ = write!(out, "Host: {authority}\r\n");
     }
+    for (name, value) in route.fields.additions() {
+        let _ = write!(out, "{name}: {value}\r\n");
+    }
     if forwarded_for_count == 0 {
         let _ = write!(out, "X-Forwarded-For: {peer}\r\n");
     }
     let _ = write!(out, "X-Real-IP: {client}\r\nX-Forwarded-Proto: http\r\n");
+    if let Some(prefix) = route.forwarded_prefix {
+        let _ = write!(out, "X-Forwarded-Prefix: {prefix}\r\n");
+    }
     if upgrade {
         out.extend_from_slice(b"Connection: upgrade\r\n");
     } else if head.minor_version == 0 {
@@ -137,12 +174,14 @@ pub fn request_for_backend(head: &RequestHead, forwarded: impl Into<Forwarded>, 
 ///
 /// `client_minor_version` is the client's HTTP version; `keep_alive` whether the client
 /// connection stays open after this response; `added_fields`, complete field lines the load
-/// balancer adds to a final response (its sticky `Set-Cookie`), usually none.
+/// balancer adds to a final response (its sticky `Set-Cookie`), usually none; `edits`, the
+/// route's `responseHeaders`, applied to a final response (not to a `1xx`).
 pub fn response_for_client(
     head: &ResponseHead,
     client_minor_version: u8,
     keep_alive: bool,
     added_fields: &[u8],
+    edits: &HeaderEdits,
     out: &mut Vec<u8>,
 ) {
     out.extend_from_slice(&head.status_line);
@@ -157,15 +196,20 @@ pub fn response_for_client(
         out.extend_from_slice(b"Connection: Upgrade\r\n\r\n");
         return;
     }
+    let final_response = !head.is_informational();
     for (name, value) in head.fields.iter() {
         // A length beside Transfer-Encoding is wrong (RFC 9112 §6.1); the client must not see both.
         let stray_length = chunked && name.eq_ignore_ascii_case(b"content-length");
-        if !stray_length && !is_hop_by_hop(name, &head.fields) {
+        let edited_out = final_response && edits.drops(name);
+        if !stray_length && !edited_out && !is_hop_by_hop(name, &head.fields) {
             write_field(out, name, value);
         }
     }
     // 1xx answers say nothing about the connection, and get no added fields.
-    if !head.is_informational() {
+    if final_response {
+        for (name, value) in edits.additions() {
+            let _ = write!(out, "{name}: {value}\r\n");
+        }
         out.extend_from_slice(added_fields);
         if !keep_alive {
             out.extend_from_slice(b"Connection: close\r\n");
@@ -184,14 +228,14 @@ mod tests {
     fn rewrite_request(text: &str) -> String {
         let (head, _) = parse_request(text.as_bytes(), &HeadLimits::default()).unwrap().unwrap();
         let mut out = Vec::new();
-        request_for_backend(&head, IpAddr::from([10, 1, 2, 3]), &mut out);
+        request_for_backend(&head, IpAddr::from([10, 1, 2, 3]), &RouteRewrite::NONE, &mut out);
         String::from_utf8(out).unwrap()
     }
 
     fn rewrite_response(text: &str, client_minor_version: u8, keep_alive: bool) -> String {
         let (head, _) = parse_response(text.as_bytes(), false).unwrap().unwrap();
         let mut out = Vec::new();
-        response_for_client(&head, client_minor_version, keep_alive, b"", &mut out);
+        response_for_client(&head, client_minor_version, keep_alive, b"", &NO_EDITS, &mut out);
         String::from_utf8(out).unwrap()
     }
 
