@@ -7,6 +7,7 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::config::routes::{RouteAction, RouteConfig};
 use crate::echo::{self, EchoOptions};
 use crate::status_page;
 
@@ -50,6 +51,32 @@ fn start_backend(server: &crate::config::ServerConfig, name: String) -> io::Resu
     Ok(())
 }
 
+/// The most routes the instructions show an example request for.
+const MAX_ROUTE_EXAMPLES: usize = 6;
+
+/// A request that takes `route`, as a curl command, and what the route does with it.
+fn route_example(route: &RouteConfig, port: u16) -> (String, String) {
+    let host = route.matcher.hosts.first().map(|pattern| pattern.to_string().replace("*.", "www."));
+    let target = match (&route.matcher.path, &route.matcher.path_prefix) {
+        (Some(path), _) => path.clone(),
+        (None, Some(prefix)) if prefix.ends_with('/') => format!("{prefix}index.html"),
+        (None, Some(prefix)) => format!("{prefix}/users"),
+        (None, None) => "/".to_string(),
+    };
+    let method = match route.matcher.methods.first() {
+        Some(method) if method != "GET" => format!("-X {method} "),
+        _ => String::new(),
+    };
+    let host_flag = host.map_or_else(String::new, |host| format!("-H 'Host: {host}' "));
+    let what = match &route.action {
+        RouteAction::Pool(pool) if route.strip_prefix => format!("route {}: pool {pool}, prefix stripped", route.name),
+        RouteAction::Pool(pool) => format!("route {}: pool {pool}", route.name),
+        RouteAction::Redirect { status, .. } => format!("route {}: a {status} redirect", route.name),
+        RouteAction::Respond { status, .. } => format!("route {}: answered {status} by the load balancer", route.name),
+    };
+    (format!("curl -i {method}{host_flag}localhost:{port}{target}"), what)
+}
+
 /// What to try, printed once everything listens.
 pub fn instructions(config: &Config, port: u16) -> String {
     let backends: Vec<&str> = config.all_servers().map(|server| server.url.as_str()).collect();
@@ -57,12 +84,13 @@ pub fn instructions(config: &Config, port: u16) -> String {
         [only] => vec![only.algorithm.name().to_string()],
         pools => pools.iter().map(|pool| format!("{} {}", pool.name, pool.algorithm.name())).collect(),
     };
-    let examples = [
-        (format!("curl localhost:{port}/ping"), "a few times: the backend rotates"),
-        (format!("curl 'localhost:{port}/hello?x=1'"), "the request as the backend saw it"),
-        (format!("curl localhost:{port}{}", config.metrics_path), "counters and backend health"),
-        (format!("curl -d 'some data' localhost:{port}/echo"), "the body, streamed back"),
+    let mut examples = vec![
+        (format!("curl localhost:{port}/ping"), "a few times: the backend rotates".to_string()),
+        (format!("curl 'localhost:{port}/hello?x=1'"), "the request as the backend saw it".to_string()),
+        (format!("curl localhost:{port}{}", config.metrics_path), "counters and backend health".to_string()),
+        (format!("curl -d 'some data' localhost:{port}/echo"), "the body, streamed back".to_string()),
     ];
+    examples.extend(config.routes.iter().take(MAX_ROUTE_EXAMPLES).map(|route| route_example(route, port)));
     let width = examples.iter().map(|(command, _)| command.len()).max().unwrap_or(0);
     let try_lines: Vec<String> =
         examples.iter().map(|(command, what)| format!("  {command:<width$}  # {what}")).collect();
@@ -88,6 +116,20 @@ pub fn instructions(config: &Config, port: u16) -> String {
 mod tests {
     use super::*;
     use crate::config::Overrides;
+
+    #[test]
+    fn a_routing_config_gets_a_request_for_each_route() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/routes.json")).unwrap();
+        let config = Config::from_json(&text, "examples/routes.json", &Overrides::default()).unwrap();
+        let text = instructions(&config, 8080);
+        assert!(text.contains("5 echo backends"), "{text}");
+        assert!(text.contains("default round_robin, api least_conn, static round_robin"), "{text}");
+        assert!(text.contains("curl -i -H 'Host: api.localhost' localhost:8080/v1/users"), "{text}");
+        assert!(text.contains("# route api: pool api, prefix stripped"), "{text}");
+        assert!(text.contains("curl -i -H 'Host: www.localhost' localhost:8080/static/index.html"), "{text}");
+        assert!(text.contains("curl -i localhost:8080/lb-ping"), "{text}");
+        assert!(text.contains("# route old: a 308 redirect"), "{text}");
+    }
 
     #[test]
     fn instructions_name_the_commands_and_the_status_page() {

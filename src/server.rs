@@ -136,7 +136,10 @@ impl Server {
                 let backends: Vec<String> = pool
                     .backends
                     .iter()
-                    .map(|backend| format!("{} (weight {})", backend.url, backend.weight()))
+                    .map(|backend| {
+                        let role = if backend.backup { ", backup" } else { "" };
+                        format!("{} (weight {}{role})", backend.url, backend.weight())
+                    })
                     .collect();
                 format!("pool {} ({}): {}", pool.name(), pool.config.algorithm.name(), backends.join(", "))
             })
