@@ -8,17 +8,29 @@
 //! it without reading source code.
 //!
 //! Precedence, highest first: command-line flag, environment variable, file, default.
+//!
+//! The folder: this file holds [`Config`] and the top-level keys; `reader.rs` the primitives every
+//! key is read with; `pool.rs` the pools and their inherited settings; `servers.rs` a pool's
+//! backends; `routes.rs` the routes; `statuses.rs` `healthCheckStatus`; `cidr.rs` address blocks;
+//! `file.rs` the file a reload rereads. All of it runs on the thread that loads the config.
 
+mod cidr;
 pub mod file;
 pub mod pool;
+mod reader;
 pub mod routes;
+mod servers;
 pub mod statuses;
 
+pub use cidr::Cidr;
+pub use reader::parse_size;
+use reader::{Reader, flag_error, integer_in, is_token, kind_of};
+pub use servers::{ServerConfig, parse_backend_url};
+
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::access_log::AccessLogFormat;
 use crate::balance::maglev;
@@ -26,7 +38,6 @@ use crate::balance::{Algorithm, BalanceSettings, HashKey};
 use crate::duration::parse_duration;
 use crate::ejection::PassiveHealthSettings;
 use crate::min_rate::MinRate;
-use crate::resolve::{overlap, resolve_all};
 use pool::{DEFAULT_POOL, PoolConfig};
 use routes::{RouteConfig, read_routes};
 use statuses::HealthyStatuses;
@@ -236,44 +247,6 @@ impl Default for Timeouts {
     }
 }
 
-/// An address block such as `10.0.0.0/8` or `::1/128`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    network: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    /// Parses `ADDR/PREFIX`, or a bare address (a block of one).
-    pub fn parse(text: &str) -> Result<Cidr, String> {
-        let invalid = || format!("{text:?} is not an address block like \"10.0.0.0/8\" or \"::1\"");
-        let (address, prefix) = match text.split_once('/') {
-            Some((address, prefix)) => (address, Some(prefix)),
-            None => (text, None),
-        };
-        let network: IpAddr = address.parse().map_err(|_| invalid())?;
-        let width = if network.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            Some(prefix) => prefix.parse::<u8>().ok().filter(|&bits| bits <= width).ok_or_else(invalid)?,
-            None => width,
-        };
-        Ok(Cidr { network, prefix })
-    }
-
-    /// Whether `address` lies in this block (IPv4-mapped IPv6 addresses count as IPv4).
-    pub fn contains(&self, address: IpAddr) -> bool {
-        let (network, address, width) = match (self.network, address.to_canonical()) {
-            (IpAddr::V4(network), IpAddr::V4(address)) => {
-                (u128::from(u32::from(network)), u128::from(u32::from(address)), 32)
-            }
-            (IpAddr::V6(network), IpAddr::V6(address)) => (u128::from(network), u128::from(address), 128),
-            _ => return false,
-        };
-        let shift = width - u32::from(self.prefix);
-        shift >= width || (network >> shift) == (address >> shift)
-    }
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct HealthSettings {
     pub interval: Duration,
@@ -291,30 +264,6 @@ pub struct RateLimitSettings {
     pub burst: f64,
     /// Most clients tracked at once (`rateLimit.maxClients`); past it, new clients get 429.
     pub max_clients: usize,
-}
-
-/// One backend: its URL as written, where it resolves to, and its weight.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ServerConfig {
-    /// Normalised `http://host:port`, used in logs and metrics.
-    pub url: String,
-    /// The `name` given, else one derived from the URL (`b-` and 8 hex digits): what the sticky
-    /// cookie holds and what the hashing algorithms know the backend by.
-    pub name: String,
-    /// The `Host` header value for health probes.
-    pub host_header: String,
-    /// The host as written in the URL (an IPv6 literal in brackets), looked up again each
-    /// health-check round.
-    pub host: String,
-    pub port: u16,
-    /// Every address the host resolved to when the config was read; connects try them in order.
-    /// Empty if it did not resolve.
-    pub addrs: Vec<SocketAddr>,
-    /// Why the host did not resolve, if it did not.
-    pub resolve_error: Option<String>,
-    pub weight: u32,
-    /// Gets traffic only while no other server of the pool is available.
-    pub backup: bool,
 }
 
 /// Where a setting came from, so an error can point at it.
@@ -393,14 +342,6 @@ impl Config {
         };
         Reader { file, object: &object, prefix: String::new() }.read(overrides)
     }
-}
-
-/// Walks the top-level object, one key at a time, producing errors that name the key.
-struct Reader<'a> {
-    file: Source,
-    object: &'a Map<String, Value>,
-    /// What goes before each key in an error: empty at the top level, `pools.api.` in a pool.
-    prefix: String,
 }
 
 impl Reader<'_> {
@@ -591,97 +532,6 @@ impl Reader<'_> {
         Ok(Some(MinRate { bytes_per_second, grace }))
     }
 
-    /// A byte count: a whole number, or a string such as `"64KiB"`, `"10MiB"` or `"1GiB"`.
-    fn size(&self, key: &str, min: u64, max: u64) -> Result<Option<u64>, ConfigError> {
-        let bytes = match self.object.get(key) {
-            None => return Ok(None),
-            Some(Value::String(text)) => parse_size(text).map_err(|problem| self.error(key, problem))?,
-            Some(value) => value.as_u64().ok_or_else(|| {
-                self.error(key, format!("must be a whole number of bytes or a size like \"64KiB\", got {value}"))
-            })?,
-        };
-        if bytes < min {
-            return Err(self.error(key, format!("must be at least {min} bytes")));
-        }
-        if bytes > max {
-            return Err(self.error(key, format!("must be at most {max} bytes")));
-        }
-        Ok(Some(bytes))
-    }
-
-    fn trusted_proxies(&self) -> Result<Vec<Cidr>, ConfigError> {
-        match self.object.get("trustedProxies") {
-            None => Ok(Vec::new()),
-            Some(Value::Array(list)) => list
-                .iter()
-                .enumerate()
-                .map(|(index, entry)| {
-                    let key = format!("trustedProxies[{index}]");
-                    match entry {
-                        Value::String(text) => Cidr::parse(text).map_err(|problem| self.error(&key, problem)),
-                        other => Err(self.error(&key, format!("must be a string, got {}", kind_of(other)))),
-                    }
-                })
-                .collect(),
-            Some(other) => {
-                Err(self.error("trustedProxies", format!("must be a list of address blocks, got {}", kind_of(other))))
-            }
-        }
-    }
-
-    fn error(&self, key: &str, problem: impl Into<String>) -> ConfigError {
-        ConfigError { source: self.file.clone(), key: format!("{}{key}", self.prefix), problem: problem.into() }
-    }
-
-    fn string(&self, key: &str) -> Result<Option<String>, ConfigError> {
-        match self.object.get(key) {
-            None => Ok(None),
-            Some(Value::String(text)) => Ok(Some(text.clone())),
-            Some(other) => Err(self.error(key, format!("must be a string, got {}", kind_of(other)))),
-        }
-    }
-
-    fn integer(&self, key: &str, min: u64, max: u64) -> Result<Option<u64>, ConfigError> {
-        match self.object.get(key) {
-            None => Ok(None),
-            Some(value) => integer_in(value, min, max).map(Some).map_err(|problem| self.error(key, problem)),
-        }
-    }
-
-    fn threshold(&self, key: &str, default: u32) -> Result<u32, ConfigError> {
-        Ok(self.integer(key, 1, 1000)?.map_or(default, |n| n as u32))
-    }
-
-    fn duration(&self, key: &str, default: Duration, zero_allowed: bool) -> Result<Duration, ConfigError> {
-        let Some(text) = self.string(key)? else {
-            return Ok(default);
-        };
-        let duration = parse_duration(&text).map_err(|problem| self.error(key, problem))?;
-        if duration.is_zero() && !zero_allowed {
-            return Err(self.error(key, "must be longer than 0s"));
-        }
-        Ok(duration)
-    }
-
-    fn path(&self, key: &str, default: &str) -> Result<String, ConfigError> {
-        let Some(path) = self.string(key)? else {
-            return Ok(default.to_string());
-        };
-        let printable = path.bytes().all(|byte| byte.is_ascii_graphic());
-        if !path.starts_with('/') || !printable {
-            return Err(self.error(key, format!("must be a path starting with \"/\" without spaces, got {path:?}")));
-        }
-        Ok(path)
-    }
-
-    fn boolean(&self, key: &str) -> Result<Option<bool>, ConfigError> {
-        match self.object.get(key) {
-            None => Ok(None),
-            Some(Value::Bool(value)) => Ok(Some(*value)),
-            Some(other) => Err(self.error(key, format!("must be true or false, got {}", kind_of(other)))),
-        }
-    }
-
     /// Passive health settings this object names, the rest from `inherited`.
     fn passive_health(&self, inherited: &PassiveHealthSettings) -> Result<PassiveHealthSettings, ConfigError> {
         let defaults = *inherited;
@@ -773,176 +623,6 @@ impl Reader<'_> {
         };
         Ok(Some(RateLimitSettings { requests_per_second, burst, max_clients }))
     }
-
-    fn servers(&self) -> Result<Vec<ServerConfig>, ConfigError> {
-        let list = match self.object.get("servers") {
-            None => {
-                return Err(
-                    self.error("servers", "is required: list at least one backend, e.g. [\"http://127.0.0.1:3001\"]")
-                );
-            }
-            Some(Value::Array(list)) if list.is_empty() => {
-                return Err(self.error("servers", "must list at least one backend"));
-            }
-            Some(Value::Array(list)) => list,
-            Some(other) => return Err(self.error("servers", format!("must be a list, got {}", kind_of(other)))),
-        };
-        let mut parsed = Vec::with_capacity(list.len());
-        for (index, entry) in list.iter().enumerate() {
-            parsed.push(self.server(&format!("servers[{index}]"), entry)?);
-        }
-        if parsed.iter().all(|server| server.backup) {
-            return Err(self.error("servers", "needs at least one server that is not a backup"));
-        }
-        let targets: Vec<(String, u16)> = parsed.iter().map(|server| (server.host.clone(), server.port)).collect();
-        let mut servers: Vec<ServerConfig> = Vec::with_capacity(list.len());
-        for ((index, mut server), resolved) in parsed.into_iter().enumerate().zip(resolve_all(&targets)) {
-            let key = format!("servers[{index}]");
-            match resolved {
-                Ok(addrs) => server.addrs = addrs,
-                Err(reason) => server.resolve_error = Some(reason),
-            }
-            if let Some(earlier) = servers.iter().position(|seen| seen.url == server.url) {
-                return Err(self.error(&key, format!("{} is listed twice (also servers[{earlier}])", server.url)));
-            }
-            // Two names for one backend would give it both weights. Names that do not resolve
-            // have no addresses, and cannot be compared.
-            if let Some(earlier) = servers.iter().position(|seen| overlap(&seen.addrs, &server.addrs)) {
-                return Err(self.error(
-                    &key,
-                    format!("{} is the same backend as servers[{earlier}] ({})", server.url, servers[earlier].url),
-                ));
-            }
-            if let Some(earlier) = servers.iter().position(|seen| seen.name == server.name) {
-                return Err(self.error(&key, format!("the name {:?} is taken by servers[{earlier}]", server.name)));
-            }
-            servers.push(server);
-        }
-        Ok(servers)
-    }
-
-    /// One entry of `servers`, its host not yet looked up.
-    fn server(&self, key: &str, entry: &Value) -> Result<ServerConfig, ConfigError> {
-        let (url, weight, name, backup) = match entry {
-            Value::String(url) => (url.as_str(), DEFAULT_WEIGHT, None, false),
-            Value::Object(fields) => {
-                for field in fields.keys() {
-                    if !["url", "weight", "name", "backup"].contains(&field.as_str()) {
-                        return Err(self
-                            .error(&format!("{key}.{field}"), "unknown key (valid keys: url, weight, name, backup)"));
-                    }
-                }
-                let url = match fields.get("url") {
-                    Some(Value::String(url)) => url.as_str(),
-                    Some(other) => {
-                        return Err(
-                            self.error(&format!("{key}.url"), format!("must be a string, got {}", kind_of(other)))
-                        );
-                    }
-                    None => return Err(self.error(&format!("{key}.url"), "is required")),
-                };
-                let weight = match fields.get("weight") {
-                    None => DEFAULT_WEIGHT,
-                    Some(value) => integer_in(value, 1, u64::from(MAX_WEIGHT))
-                        .map_err(|problem| self.error(&format!("{key}.weight"), problem))?
-                        as u32,
-                };
-                let name = match fields.get("name") {
-                    None => None,
-                    Some(Value::String(name)) if is_backend_name(name) => Some(name.clone()),
-                    Some(other) => {
-                        return Err(self.error(
-                            &format!("{key}.name"),
-                            format!("must be 1 to 64 letters, digits, '.', '_' or '-', got {other}"),
-                        ));
-                    }
-                };
-                let backup = match fields.get("backup") {
-                    None => false,
-                    Some(Value::Bool(backup)) => *backup,
-                    Some(other) => {
-                        return Err(self.error(
-                            &format!("{key}.backup"),
-                            format!("must be true or false, got {}", kind_of(other)),
-                        ));
-                    }
-                };
-                (url, weight, name, backup)
-            }
-            other => {
-                return Err(self.error(
-                    key,
-                    format!(
-                        "must be a URL string or {{\"url\": ..., \"weight\": N, \"name\": ..., \"backup\": ...}}, got {}",
-                        kind_of(other)
-                    ),
-                ));
-            }
-        };
-        let url_key = if entry.is_string() { key.to_string() } else { format!("{key}.url") };
-        let (host, port) = parse_backend_url(url).map_err(|problem| self.error(&url_key, problem))?;
-        let host_header = if port == 80 { host.clone() } else { format!("{host}:{port}") };
-        let url = format!("http://{host}:{port}");
-        let name = name.unwrap_or_else(|| format!("b-{:08x}", crate::balance::hash::fnv1a(url.as_bytes()) as u32));
-        Ok(ServerConfig { url, name, host_header, host, port, addrs: Vec::new(), resolve_error: None, weight, backup })
-    }
-}
-
-/// A cookie name: an HTTP token (RFC 9110 §5.6.2).
-fn is_token(text: &str) -> bool {
-    !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte))
-}
-
-/// A backend name, safe in a cookie value and a log line.
-fn is_backend_name(text: &str) -> bool {
-    (1..=64).contains(&text.len()) && text.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"._-".contains(&byte))
-}
-
-fn flag_error(source: &Source, problem: String) -> ConfigError {
-    ConfigError { source: source.clone(), key: String::new(), problem }
-}
-
-fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
-}
-
-fn integer_in(value: &Value, min: u64, max: u64) -> Result<u64, String> {
-    let Some(number) = value.as_u64() else {
-        return Err(format!("must be a whole number, got {value}"));
-    };
-    if number < min {
-        return Err(format!("must be at least {min}"));
-    }
-    if number > max {
-        return Err(format!("must be at most {max}"));
-    }
-    Ok(number)
-}
-
-/// `"64KiB"` → 65536. Units: bytes with no suffix, `KiB`, `MiB`, `GiB`.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let invalid =
-        || format!("must be a whole number of bytes or a size like \"64KiB\", \"10MiB\", \"1GiB\", got {text:?}");
-    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
-    if digits == 0 {
-        return Err(invalid());
-    }
-    let number: u64 = text[..digits].parse().map_err(|_| invalid())?;
-    let multiplier: u64 = match &text[digits..] {
-        "" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        _ => return Err(invalid()),
-    };
-    number.checked_mul(multiplier).ok_or_else(invalid)
 }
 
 /// `":8080"` → `[::]:8080` (every interface, IPv6 and IPv4 both); `"127.0.0.1:8080"`,
@@ -958,31 +638,6 @@ pub fn parse_listen(text: &str) -> Result<String, String> {
         return Err(invalid());
     }
     Ok(format!("{host}:{port}"))
-}
-
-/// `"http://host:port"` → `(host, port)`. Only plain `http` is spoken to backends.
-pub fn parse_backend_url(url: &str) -> Result<(String, u16), String> {
-    let Some(rest) = url.strip_prefix("http://") else {
-        if url.starts_with("https://") {
-            return Err(format!("{url:?}: https backends are not supported; use http://"));
-        }
-        return Err(format!("{url:?} is not a URL like \"http://127.0.0.1:3001\""));
-    };
-    let authority = rest.strip_suffix('/').unwrap_or(rest);
-    if authority.is_empty() || authority.contains(['/', '?', '#', '@']) || authority.contains(char::is_whitespace) {
-        return Err(format!("{url:?} must be only scheme, host and port, like \"http://127.0.0.1:3001\""));
-    }
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((host, port)) if !host.ends_with(':') && !port.contains(']') => {
-            let port: u16 = port.parse().map_err(|_| format!("{url:?} has an invalid port"))?;
-            (host, port)
-        }
-        _ => (authority, 80),
-    };
-    if host.is_empty() || port == 0 {
-        return Err(format!("{url:?} needs a host and a port from 1 to 65535"));
-    }
-    Ok((host.to_string(), port))
 }
 
 /// How pair threads are provided, from the `pairThreads` setting.
