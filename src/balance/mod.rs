@@ -230,7 +230,8 @@ impl Balancer {
     }
 
     /// Brings derived state up to date with the backends' health: rebuilds the Maglev table when
-    /// the set of available backends (healthy and not ejected) has changed. Called by the health thread after each round, never by a
+    /// the set of available backends (healthy and not ejected) has changed; with none available,
+    /// over every backend, so that `failOpen` still finds one. Called by the health thread after each round, never by a
     /// request.
     pub fn refresh(&self, backends: &[Arc<Backend>]) {
         if self.algorithm != Algorithm::Maglev {
@@ -241,10 +242,13 @@ impl Balancer {
         if self.maglev.read().built_for == healthy {
             return;
         }
+        // With none available, the table lists them all, for `failOpen` to pick from (without it
+        // no backend is eligible, and the table is not consulted).
+        let none_available = !healthy.contains(&true);
         let members: Vec<Member<'_>> = backends
             .iter()
             .enumerate()
-            .filter(|(index, _)| healthy[*index])
+            .filter(|(index, _)| none_available || healthy[*index])
             .map(|(index, backend)| Member { index, identity: &backend.name, weight: backend.weight() })
             .collect();
         let table = MaglevTable::build(&members, self.settings.maglev_table_size);
@@ -664,6 +668,15 @@ mod tests {
             mark_down(&backends[1]);
             balancer.refresh(&backends);
             assert_eq!(balancer.pick(&backends, &PickRequest::from_client(client(1)), &[]), None, "{algorithm:?}");
+            // failOpen: every backend may be tried, each once.
+            let request = PickRequest { fail_open: true, ..PickRequest::from_client(client(1)) };
+            let mut tried = Vec::new();
+            while let Some(index) = balancer.pick(&backends, &request, &tried) {
+                assert!(!tried.contains(&index), "{algorithm:?}");
+                tried.push(index);
+            }
+            tried.sort();
+            assert_eq!(tried, [0, 1, 2], "{algorithm:?} with failOpen");
         }
     }
 
