@@ -117,24 +117,24 @@ fn pools(out: &mut Exposition, pools: &[PoolSnapshot]) {
             out.sample("lb_pool_backends", &[("pool", pool.name.as_str()), ("state", state)], count as u64);
         }
     }
-    let counters: [(&str, &str, fn(&PoolSnapshot) -> u64); 2] = [
-        (
-            "lb_pool_requests_total",
-            "Attempts sent to the pool's backends (the sum of their lb_backend_requests_total).",
-            |pool| pool.total_requests,
-        ),
-        (
-            "lb_pool_failures_total",
-            "Attempts to the pool's backends that failed (the sum of their lb_backend_failures_total).",
-            |pool| pool.total_failures,
-        ),
-    ];
-    for (name, help, value) in counters {
+    let counter = |out: &mut Exposition, name: &str, help: &str, value: fn(&PoolSnapshot) -> u64| {
         out.family(name, Kind::Counter, help);
         for pool in pools {
             out.sample(name, &[("pool", pool.name.as_str())], value(pool));
         }
-    }
+    };
+    counter(
+        out,
+        "lb_pool_requests_total",
+        "Attempts sent to the pool's backends (the sum of their lb_backend_requests_total).",
+        |pool| pool.total_requests,
+    );
+    counter(
+        out,
+        "lb_pool_failures_total",
+        "Attempts to the pool's backends that failed (the sum of their lb_backend_failures_total).",
+        |pool| pool.total_failures,
+    );
 }
 
 /// Every state in [`BACKEND_STATES`], then any other state one of `backends` reports, once each.

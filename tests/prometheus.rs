@@ -281,8 +281,8 @@ fn the_exposition_parses_and_agrees_with_the_json_document() {
 
 #[test]
 fn two_pools_holding_the_same_backend_are_told_apart_by_the_pool_label() {
-    let shared = EchoBackend::start(&["--name", "shared"]);
-    let other = EchoBackend::start(&["--name", "other"]);
+    let shared = EchoBackend::start(&[]);
+    let other = EchoBackend::start(&[]);
     let lb = LoadBalancer::start(&format!(
         r#"{{"healthCheckInterval": "200ms", "servers": ["{shared}"],
             "pools": {{"api": {{"algorithm": "least_conn", "servers": ["{shared}", "{other}"]}}}}}}"#,
@@ -300,10 +300,12 @@ fn two_pools_holding_the_same_backend_are_told_apart_by_the_pool_label() {
 
     let text = lb.get("/lb-metrics/prometheus").text();
     let url = shared.url();
+    let metrics = lb.metrics();
+    let name = metrics["backends"][0]["name"].as_str().unwrap();
     let expected = [
-        format!("lb_backend_requests_total{{pool=\"default\",backend=\"{url}\",name=\"shared\"}} 4"),
-        format!("lb_backend_requests_total{{pool=\"api\",backend=\"{url}\",name=\"shared\"}} 0"),
-        format!("lb_backend_up{{pool=\"api\",backend=\"{url}\",name=\"shared\"}} 1"),
+        format!("lb_backend_requests_total{{pool=\"default\",backend=\"{url}\",name=\"{name}\"}} 4"),
+        format!("lb_backend_requests_total{{pool=\"api\",backend=\"{url}\",name=\"{name}\"}} 0"),
+        format!("lb_backend_up{{pool=\"api\",backend=\"{url}\",name=\"{name}\"}} 1"),
         "lb_pool_requests_total{pool=\"default\"} 4".to_string(),
         "lb_pool_requests_total{pool=\"api\"} 0".to_string(),
         "lb_pool_failures_total{pool=\"default\"} 0".to_string(),
