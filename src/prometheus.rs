@@ -4,13 +4,15 @@
 //! Rendered from the same [`Snapshot`] as the JSON document, so the two endpoints always agree:
 //! the sum of `lb_requests_total` over its `outcome` label and `lb_request_duration_seconds_count`
 //! are the JSON `total_requests`. Every family has a `# HELP` and a `# TYPE` line, names start
-//! with `lb_`, counters end in `_total` and durations are in seconds. This module only formats;
-//! it owns no state and keeps no registry.
+//! with `lb_`, counters end in `_total` and durations are in seconds. Every per-backend series
+//! carries a `pool` label first, so the same URL in two pools is two series; the `lb_pool_*`
+//! families sum each pool's backends, while the families without a `pool` label count the whole
+//! load balancer. This module only formats; it owns no state and keeps no registry.
 
 use std::fmt::{Display, Write};
 
 use crate::histogram::BUCKET_BOUNDS_MICROS;
-use crate::metrics::{BACKEND_STATES, BackendSnapshot, Snapshot};
+use crate::metrics::{BACKEND_STATES, BackendSnapshot, PoolSnapshot, Snapshot};
 
 /// The `Content-Type` of the exposition.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -20,6 +22,7 @@ pub fn render(snapshot: &Snapshot) -> String {
     let mut out = Exposition::default();
     requests(&mut out, snapshot);
     server_gauges(&mut out, snapshot);
+    pools(&mut out, &snapshot.pools);
     backends(&mut out, &snapshot.backends);
     duration_histogram(&mut out, snapshot);
     out.text
@@ -102,6 +105,49 @@ fn server_gauges(out: &mut Exposition, snapshot: &Snapshot) {
     }
 }
 
+fn pools(out: &mut Exposition, pools: &[PoolSnapshot]) {
+    out.family(
+        "lb_pool_backends",
+        Kind::Gauge,
+        "Backends of the pool in each state now (every state listed, 0 included).",
+    );
+    for pool in pools {
+        for state in states_of(&pool.backends) {
+            let count = pool.backends.iter().filter(|backend| backend.state == state).count();
+            out.sample("lb_pool_backends", &[("pool", pool.name.as_str()), ("state", state)], count as u64);
+        }
+    }
+    let counter = |out: &mut Exposition, name: &str, help: &str, value: fn(&PoolSnapshot) -> u64| {
+        out.family(name, Kind::Counter, help);
+        for pool in pools {
+            out.sample(name, &[("pool", pool.name.as_str())], value(pool));
+        }
+    };
+    counter(
+        out,
+        "lb_pool_requests_total",
+        "Attempts sent to the pool's backends (the sum of their lb_backend_requests_total).",
+        |pool| pool.total_requests,
+    );
+    counter(
+        out,
+        "lb_pool_failures_total",
+        "Attempts to the pool's backends that failed (the sum of their lb_backend_failures_total).",
+        |pool| pool.total_failures,
+    );
+}
+
+/// Every state in [`BACKEND_STATES`], then any other state one of `backends` reports, once each.
+fn states_of(backends: &[BackendSnapshot]) -> Vec<&'static str> {
+    let mut states = BACKEND_STATES.to_vec();
+    for backend in backends {
+        if !states.contains(&backend.state) {
+            states.push(backend.state);
+        }
+    }
+    states
+}
+
 fn backends(out: &mut Exposition, backends: &[BackendSnapshot]) {
     let family = |out: &mut Exposition, name: &str, kind: Kind, help: &str, value: fn(&BackendSnapshot) -> u64| {
         out.family(name, kind, help);
@@ -126,18 +172,17 @@ fn backends(out: &mut Exposition, backends: &[BackendSnapshot]) {
     });
     out.family("lb_backend_state", Kind::Gauge, "The backend's state: 1 for the state it is in, 0 for the others.");
     for backend in backends {
-        let [backend_label, name_label] = backend_labels(backend);
-        let reported = (!BACKEND_STATES.contains(&backend.state)).then_some(backend.state);
-        for state in BACKEND_STATES.into_iter().chain(reported) {
+        let [pool_label, backend_label, name_label] = backend_labels(backend);
+        for state in states_of(std::slice::from_ref(backend)) {
             let value = u64::from(backend.state == state);
-            out.sample("lb_backend_state", &[backend_label, name_label, ("state", state)], value);
+            out.sample("lb_backend_state", &[pool_label, backend_label, name_label, ("state", state)], value);
         }
     }
 }
 
-/// The labels that name a backend in its series: its URL and its name.
-fn backend_labels(backend: &BackendSnapshot) -> [(&'static str, &str); 2] {
-    [("backend", backend.url.as_str()), ("name", backend.name.as_str())]
+/// The labels that name a backend in its series: its pool, its URL and its name.
+fn backend_labels(backend: &BackendSnapshot) -> [(&'static str, &str); 3] {
+    [("pool", backend.pool.as_str()), ("backend", backend.url.as_str()), ("name", backend.name.as_str())]
 }
 
 fn duration_histogram(out: &mut Exposition, snapshot: &Snapshot) {
@@ -219,8 +264,12 @@ mod tests {
     use crate::pool::Pools;
 
     fn backend(url: &str, name: &str, state: &'static str) -> BackendSnapshot {
+        pooled("default", url, name, state)
+    }
+
+    fn pooled(pool: &str, url: &str, name: &str, state: &'static str) -> BackendSnapshot {
         BackendSnapshot {
-            pool: "default".to_string(),
+            pool: pool.to_string(),
             url: url.to_string(),
             name: name.to_string(),
             weight: 3,
@@ -236,7 +285,42 @@ mod tests {
         }
     }
 
-    /// A snapshot with three requests (one rate-limited) and two backends.
+    /// Gives `snapshot` these backends, and the pools they name (in order of first mention) with
+    /// their counters summed, as [`Snapshot::take`] would.
+    fn set_backends(snapshot: &mut Snapshot, backends: Vec<BackendSnapshot>) {
+        let mut pools: Vec<PoolSnapshot> = Vec::new();
+        for backend in &backends {
+            let index = match pools.iter().position(|pool| pool.name == backend.pool) {
+                Some(index) => index,
+                None => {
+                    pools.push(PoolSnapshot {
+                        name: backend.pool.clone(),
+                        algorithm: "round_robin",
+                        healthy_backends: 0,
+                        total_backends: 0,
+                        active_connections: 0,
+                        total_requests: 0,
+                        total_failures: 0,
+                        backends: Vec::new(),
+                    });
+                    pools.len() - 1
+                }
+            };
+            let pool = &mut pools[index];
+            pool.healthy_backends += usize::from(backend.state == "healthy");
+            pool.total_backends += 1;
+            pool.active_connections += backend.active_connections;
+            pool.total_requests += backend.total_requests;
+            pool.total_failures += backend.total_failures;
+            pool.backends.push(backend.clone());
+        }
+        snapshot.healthy_backends = backends.iter().filter(|backend| backend.state == "healthy").count();
+        snapshot.total_backends = backends.len();
+        snapshot.pools = pools;
+        snapshot.backends = backends;
+    }
+
+    /// A snapshot with three requests (one rate-limited) and two backends in pool `default`.
     fn sample_snapshot() -> Snapshot {
         let stats = Stats::default();
         stats.record_request(Outcome::Success, Duration::from_millis(3));
@@ -247,9 +331,10 @@ mod tests {
         let mut snapshot = Snapshot::take(&stats, Duration::from_secs(7), &Pools::empty());
         snapshot.waiting_connections =
             crate::watcher::WaitingCounts { idle: 6, reading_head: 2, reading_body: 1, closing: 3, bytes: 900 };
-        snapshot.backends = vec![backend("http://a:1", "a", "healthy"), backend("http://b:2", "b", "unhealthy")];
-        snapshot.healthy_backends = 1;
-        snapshot.total_backends = 2;
+        set_backends(
+            &mut snapshot,
+            vec![backend("http://a:1", "a", "healthy"), backend("http://b:2", "b", "unhealthy")],
+        );
         snapshot.open_connections = 5;
         snapshot
     }
@@ -286,12 +371,17 @@ mod tests {
             ("lb_slow_clients_total{defence=\"slow_reader\"}", "1"),
             ("lb_slow_clients_total{defence=\"head_timeout\"}", "0"),
             ("lb_slow_clients_total{defence=\"per_client_cap\"}", "0"),
-            ("lb_backend_requests_total{backend=\"http://a:1\",name=\"a\"}", "40"),
-            ("lb_backend_failures_total{backend=\"http://b:2\",name=\"b\"}", "1"),
-            ("lb_backend_in_flight{backend=\"http://a:1\",name=\"a\"}", "2"),
-            ("lb_backend_up{backend=\"http://a:1\",name=\"a\"}", "1"),
-            ("lb_backend_up{backend=\"http://b:2\",name=\"b\"}", "0"),
-            ("lb_backend_weight{backend=\"http://b:2\",name=\"b\"}", "3"),
+            ("lb_backend_requests_total{pool=\"default\",backend=\"http://a:1\",name=\"a\"}", "40"),
+            ("lb_backend_failures_total{pool=\"default\",backend=\"http://b:2\",name=\"b\"}", "1"),
+            ("lb_backend_in_flight{pool=\"default\",backend=\"http://a:1\",name=\"a\"}", "2"),
+            ("lb_backend_up{pool=\"default\",backend=\"http://a:1\",name=\"a\"}", "1"),
+            ("lb_backend_up{pool=\"default\",backend=\"http://b:2\",name=\"b\"}", "0"),
+            ("lb_backend_weight{pool=\"default\",backend=\"http://b:2\",name=\"b\"}", "3"),
+            ("lb_pool_backends{pool=\"default\",state=\"healthy\"}", "1"),
+            ("lb_pool_backends{pool=\"default\",state=\"unhealthy\"}", "1"),
+            ("lb_pool_backends{pool=\"default\",state=\"ejected\"}", "0"),
+            ("lb_pool_requests_total{pool=\"default\"}", "80"),
+            ("lb_pool_failures_total{pool=\"default\"}", "2"),
         ];
         for (series, value) in expected {
             assert_eq!(value_of(&text, series), value, "{series}");
@@ -301,11 +391,18 @@ mod tests {
     #[test]
     fn every_state_has_a_series_and_only_the_reported_one_is_1() {
         let mut snapshot = sample_snapshot();
-        snapshot.backends.push(backend("http://c:3", "c", "ejected"));
-        snapshot.backends.push(backend("http://d:4", "d", "draining"));
+        let mut backends = snapshot.backends.clone();
+        backends.push(backend("http://c:3", "c", "ejected"));
+        backends.push(backend("http://d:4", "d", "draining"));
+        set_backends(&mut snapshot, backends);
         let text = render(&snapshot);
         let state = |backend: &str, name: &str, state: &str| {
-            value_of(&text, &format!("lb_backend_state{{backend=\"{backend}\",name=\"{name}\",state=\"{state}\"}}"))
+            value_of(
+                &text,
+                &format!(
+                    "lb_backend_state{{pool=\"default\",backend=\"{backend}\",name=\"{name}\",state=\"{state}\"}}"
+                ),
+            )
         };
         let table = [
             ("http://a:1", "a", ["1", "0", "0"]),
@@ -319,15 +416,78 @@ mod tests {
         }
         assert_eq!(state("http://d:4", "d", "draining"), "1", "a state outside the list still shows");
         assert_eq!(text.matches("lb_backend_state{").count(), 3 * 4 + 1);
-        assert_eq!(value_of(&text, "lb_backend_up{backend=\"http://c:3\",name=\"c\"}"), "0", "ejected is not up");
+        assert_eq!(
+            value_of(&text, "lb_backend_up{pool=\"default\",backend=\"http://c:3\",name=\"c\"}"),
+            "0",
+            "ejected is not up"
+        );
+    }
+
+    #[test]
+    fn the_same_url_in_two_pools_is_two_series_and_each_pool_has_its_own() {
+        let mut snapshot = sample_snapshot();
+        let mut shared = pooled("api", "http://b:2", "b", "healthy");
+        (shared.total_requests, shared.total_failures, shared.active_connections) = (7, 0, 0);
+        let mut backends = snapshot.backends.clone();
+        backends.push(shared);
+        backends.push(pooled("api", "http://c:3", "c", "draining"));
+        set_backends(&mut snapshot, backends);
+        let text = render(&snapshot);
+        let expected = [
+            "lb_backend_requests_total{pool=\"default\",backend=\"http://b:2\",name=\"b\"} 40",
+            "lb_backend_requests_total{pool=\"api\",backend=\"http://b:2\",name=\"b\"} 7",
+            "lb_backend_up{pool=\"default\",backend=\"http://b:2\",name=\"b\"} 0",
+            "lb_backend_up{pool=\"api\",backend=\"http://b:2\",name=\"b\"} 1",
+            "lb_backend_state{pool=\"api\",backend=\"http://c:3\",name=\"c\",state=\"draining\"} 1",
+            "lb_pool_backends{pool=\"default\",state=\"healthy\"} 1",
+            "lb_pool_backends{pool=\"default\",state=\"unhealthy\"} 1",
+            "lb_pool_backends{pool=\"default\",state=\"ejected\"} 0",
+            "lb_pool_backends{pool=\"api\",state=\"healthy\"} 1",
+            "lb_pool_backends{pool=\"api\",state=\"unhealthy\"} 0",
+            "lb_pool_backends{pool=\"api\",state=\"ejected\"} 0",
+            "lb_pool_backends{pool=\"api\",state=\"draining\"} 1",
+            "lb_pool_requests_total{pool=\"default\"} 80",
+            "lb_pool_requests_total{pool=\"api\"} 47",
+            "lb_pool_failures_total{pool=\"default\"} 2",
+            "lb_pool_failures_total{pool=\"api\"} 1",
+            "lb_backends 4",
+            "lb_healthy_backends 2",
+            "lb_requests_in_flight 6",
+        ];
+        for line in expected {
+            assert!(text.lines().any(|each| each == line), "no line {line} in:\n{text}");
+        }
+        assert_eq!(text.matches("lb_pool_backends{").count(), 3 + 4, "a state outside the list only where reported");
+        assert_eq!(text.matches("lb_pool_requests_total{").count(), 2);
+        assert_eq!(text.matches("lb_backend_requests_total{").count(), 4);
+
+        let renamed = "a\\p\"i\n";
+        snapshot.pools[0].name = renamed.to_string();
+        for backend in snapshot.backends.iter_mut().filter(|backend| backend.pool == "default") {
+            backend.pool = renamed.to_string();
+        }
+        let text = render(&snapshot);
+        let escaped = [
+            "lb_pool_requests_total{pool=\"a\\\\p\\\"i\\n\"} 80",
+            "lb_pool_backends{pool=\"a\\\\p\\\"i\\n\",state=\"healthy\"} 1",
+            "lb_backend_weight{pool=\"a\\\\p\\\"i\\n\",backend=\"http://a:1\",name=\"a\"} 3",
+        ];
+        for line in escaped {
+            assert!(text.lines().any(|each| each == line), "no line {line} in:\n{text}");
+        }
     }
 
     #[test]
     fn label_values_escape_backslash_quote_and_newline() {
         let mut snapshot = sample_snapshot();
-        snapshot.backends = vec![backend("http://x/a\\b\"c\nd", "plain", "healthy")];
+        set_backends(&mut snapshot, vec![backend("http://x/a\\b\"c\nd", "plain", "healthy")]);
         let text = render(&snapshot);
-        assert!(text.contains("lb_backend_weight{backend=\"http://x/a\\\\b\\\"c\\nd\",name=\"plain\"} 3\n"), "{text}");
+        assert!(
+            text.contains(
+                "lb_backend_weight{pool=\"default\",backend=\"http://x/a\\\\b\\\"c\\nd\",name=\"plain\"} 3\n"
+            ),
+            "{text}"
+        );
         assert!(text.lines().all(|line| !line.is_empty()), "no raw newline splits a sample");
         assert_eq!(escape_help("a\\b\nc \"d\""), "a\\\\b\\nc \"d\"", "help keeps quotes as they are");
     }
@@ -384,7 +544,9 @@ mod tests {
     #[test]
     fn every_family_has_help_then_type_before_its_samples_and_appears_once() {
         let mut snapshot = sample_snapshot();
-        snapshot.backends.push(backend("http://c:3", "c", "ejected"));
+        let mut backends = snapshot.backends.clone();
+        backends.push(pooled("api", "http://c:3", "c", "ejected"));
+        set_backends(&mut snapshot, backends);
         let text = render(&snapshot);
         let mut families: HashMap<String, String> = HashMap::new();
         let mut current: Option<(String, String)> = None;
@@ -413,7 +575,7 @@ mod tests {
             };
             assert!(belongs, "{series} is not in the family declared above it ({family})");
         }
-        assert_eq!(families.len(), 20, "{families:?}");
+        assert_eq!(families.len(), 23, "{families:?}");
         assert!(text.ends_with('\n'));
     }
 }

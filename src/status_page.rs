@@ -2,8 +2,9 @@
 //!
 //! One self-contained HTML document (inline CSS and JavaScript, no external assets, nothing to
 //! download) embedded in the binary. The page polls the metrics JSON every second and draws
-//! everything in the browser: per-backend state, rates and charts come from the differences
-//! between successive samples, which the page keeps for a minute. The server keeps no state for
+//! everything in the browser: a table per pool (its name, algorithm and healthy backends), and
+//! per-backend state, rates and charts from the differences between successive samples, which
+//! the page keeps for a minute. The server keeps no state for
 //! it and only fills in where that JSON is served (`metricsPath`).
 
 /// Where the page is served, next to `metricsPath`, on whichever listener serves the endpoints.

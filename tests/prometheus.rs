@@ -183,7 +183,7 @@ fn the_exposition_parses_and_agrees_with_the_json_document() {
     assert_eq!((number("healthy_backends"), backends.len()), (2.0, 3));
     for backend in backends {
         let url = backend["url"].as_str().unwrap();
-        let labels = [("backend", url), ("name", backend["name"].as_str().unwrap())];
+        let labels = [("pool", "default"), ("backend", url), ("name", backend["name"].as_str().unwrap())];
         let field = |name: &str| backend[name].as_f64().unwrap();
         assert_eq!(value(&samples, "lb_backend_requests_total", &labels), field("total_requests"), "{url}");
         assert_eq!(value(&samples, "lb_backend_failures_total", &labels), field("total_failures"), "{url}");
@@ -193,7 +193,7 @@ fn the_exposition_parses_and_agrees_with_the_json_document() {
         let up = if state == "healthy" { 1.0 } else { 0.0 };
         assert_eq!(value(&samples, "lb_backend_up", &labels), up, "{url}");
         for each in ["healthy", "unhealthy", "ejected"] {
-            let labels = [labels[0], labels[1], ("state", each)];
+            let labels = [labels[0], labels[1], labels[2], ("state", each)];
             let expected = if each == state { 1.0 } else { 0.0 };
             assert_eq!(value(&samples, "lb_backend_state", &labels), expected, "{url} {each}");
         }
@@ -234,7 +234,95 @@ fn the_exposition_parses_and_agrees_with_the_json_document() {
         assert!(json["waiting_connections"][state].is_u64(), "{state} in {json}");
         let _ = value(&samples, "lb_waiting_connections", &[("state", state)]);
     }
-    assert_eq!(families.len(), 20, "{:?}", families.iter().map(|family| &family.0).collect::<Vec<_>>());
+    let pool = &json["pools"][0];
+    assert_eq!(
+        value(&samples, "lb_pool_requests_total", &[("pool", "default")]),
+        pool["total_requests"].as_f64().unwrap()
+    );
+    assert_eq!(
+        value(&samples, "lb_pool_failures_total", &[("pool", "default")]),
+        pool["total_failures"].as_f64().unwrap()
+    );
+    for (state, count) in [("healthy", 2.0), ("unhealthy", 1.0), ("ejected", 0.0)] {
+        assert_eq!(value(&samples, "lb_pool_backends", &[("pool", "default"), ("state", state)]), count, "{state}");
+    }
+    let mut names: Vec<&str> = families.iter().map(|family| family.0.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "lb_backend_failures",
+            "lb_backend_in_flight",
+            "lb_backend_requests",
+            "lb_backend_state",
+            "lb_backend_up",
+            "lb_backend_weight",
+            "lb_backends",
+            "lb_config_reload_failures",
+            "lb_config_reloads",
+            "lb_healthy_backends",
+            "lb_open_connections",
+            "lb_pool_backends",
+            "lb_pool_failures",
+            "lb_pool_requests",
+            "lb_rate_limited_requests",
+            "lb_request_duration_seconds",
+            "lb_requests",
+            "lb_requests_in_flight",
+            "lb_retries",
+            "lb_slow_clients",
+            "lb_uptime_seconds",
+            "lb_waiting_bytes",
+            "lb_waiting_connections",
+        ],
+        "prometheus_client names a counter family without its _total"
+    );
+}
+
+#[test]
+fn two_pools_holding_the_same_backend_are_told_apart_by_the_pool_label() {
+    let shared = EchoBackend::start(&[]);
+    let other = EchoBackend::start(&[]);
+    let lb = LoadBalancer::start(&format!(
+        r#"{{"healthCheckInterval": "200ms", "servers": ["{shared}"],
+            "pools": {{"api": {{"algorithm": "least_conn", "servers": ["{shared}", "{other}"]}}}}}}"#,
+        shared = shared.url(),
+        other = other.url()
+    ));
+    common::wait_until(Duration::from_secs(10), "every backend healthy", || lb.metrics()["healthy_backends"] == 3);
+    for _ in 0..4 {
+        assert_eq!(lb.get("/x").status, 200, "requests go to the default pool");
+    }
+    // The worker counts a request after its response went out, so the count may lag the answer.
+    common::wait_until(Duration::from_secs(5), "the four requests counted", || {
+        lb.metrics()["pools"][0]["total_requests"] == 4
+    });
+
+    let text = lb.get("/lb-metrics/prometheus").text();
+    let url = shared.url();
+    let metrics = lb.metrics();
+    let name = metrics["backends"][0]["name"].as_str().unwrap();
+    let expected = [
+        format!("lb_backend_requests_total{{pool=\"default\",backend=\"{url}\",name=\"{name}\"}} 4"),
+        format!("lb_backend_requests_total{{pool=\"api\",backend=\"{url}\",name=\"{name}\"}} 0"),
+        format!("lb_backend_up{{pool=\"api\",backend=\"{url}\",name=\"{name}\"}} 1"),
+        "lb_pool_requests_total{pool=\"default\"} 4".to_string(),
+        "lb_pool_requests_total{pool=\"api\"} 0".to_string(),
+        "lb_pool_failures_total{pool=\"default\"} 0".to_string(),
+        "lb_pool_backends{pool=\"default\",state=\"healthy\"} 1".to_string(),
+        "lb_pool_backends{pool=\"api\",state=\"healthy\"} 2".to_string(),
+        "lb_pool_backends{pool=\"api\",state=\"unhealthy\"} 0".to_string(),
+        "lb_backends 3".to_string(),
+        "lb_healthy_backends 3".to_string(),
+    ];
+    for line in &expected {
+        assert!(text.lines().any(|each| each == line), "no line {line} in:\n{text}");
+    }
+    if parser_available() {
+        let samples = all_samples(&parse(&text));
+        let per_pool = |pool: &str| value(&samples, "lb_backend_requests_total", &[("pool", pool), ("backend", &url)]);
+        assert_eq!((per_pool("default"), per_pool("api")), (4.0, 0.0));
+    }
 }
 
 #[test]

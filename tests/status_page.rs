@@ -1,7 +1,7 @@
 //! `GET /lb-status`, the live status page: served as HTML beside the metrics, and rendered by a
 //! real browser. Headless Chromium loads the page from a running load balancer, runs its script
-//! (which fetches the metrics JSON and draws a row per backend), and dumps the resulting DOM,
-//! which the test reads for each backend's state badge.
+//! (which fetches the metrics JSON and draws a table per pool and a row per backend), and dumps
+//! the resulting DOM, which the test reads for each pool's heading and each backend's state badge.
 //!
 //! Without Chromium installed the browser test is skipped with a message, except under CI (the
 //! `CI` environment variable set), where it fails: CI must install the browser (`.ci/run` does).
@@ -60,7 +60,7 @@ fn the_page_is_served_as_html_with_the_metrics_path_filled_in() {
 }
 
 #[test]
-fn a_browser_shows_each_backend_state() {
+fn a_browser_shows_each_pool_and_each_backend_state() {
     let Some(browser) = find_browser() else {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -68,14 +68,20 @@ fn a_browser_shows_each_backend_state() {
             BROWSER_NAMES.join(", ")
         );
         eprintln!(
-            "SKIPPED a_browser_shows_each_backend_state: no Chromium installed (looked for {} on PATH)",
+            "SKIPPED a_browser_shows_each_pool_and_each_backend_state: no Chromium installed (looked for {} on PATH)",
             BROWSER_NAMES.join(", ")
         );
         return;
     };
     let mut backends: Vec<EchoBackend> = (0..3).map(|_| EchoBackend::start(&[])).collect();
     let urls: Vec<String> = backends.iter().map(EchoBackend::url).collect();
-    let lb = LoadBalancer::start(&config(&urls, ""));
+    // The first two in pool default, the third in pool api.
+    let pool_of = |index: usize| if index < 2 { "default" } else { "api" };
+    let lb = LoadBalancer::start(&format!(
+        r#"{{"healthCheckInterval": "200ms", "healthCheckTimeout": "500ms", "servers": ["{}", "{}"],
+            "pools": {{"api": {{"algorithm": "least_conn", "servers": ["{}"]}}}}}}"#,
+        urls[0], urls[1], urls[2]
+    ));
     wait_until(Duration::from_secs(10), "every backend healthy", || lb.metrics()["healthy_backends"] == 3);
     for _ in 0..6 {
         assert_eq!(lb.get("/ping").status, 200);
@@ -84,8 +90,20 @@ fn a_browser_shows_each_backend_state() {
 
     let dom = dump_dom(&browser, &page_url);
     assert_eq!(connection(&dom).as_deref(), Some("live"), "the page did not reach the metrics:\n{dom}");
-    for url in &urls {
-        assert_eq!(badge_state(&dom, url).as_deref(), Some("healthy"), "the badge of {url} in:\n{dom}");
+    assert!(dom.contains("id=\"algorithm\">default: round_robin, api: least_conn</strong>"), "{dom}");
+    let headings = [("default", "round_robin", "2 / 2 healthy"), ("api", "least_conn", "1 / 1 healthy")];
+    for (pool, algorithm, health) in headings {
+        let table = pool_table(&dom, pool).unwrap_or_else(|| panic!("no table for pool {pool} in:\n{dom}"));
+        assert!(table.contains(&format!("<span class=\"pool-name\">pool {pool}</span>")), "{table}");
+        assert!(table.contains(&format!("<span class=\"pool-algorithm\">{algorithm}</span>")), "{table}");
+        assert!(table.contains(&format!("<span class=\"pool-health\">{health}</span>")), "{table}");
+    }
+    assert!(dom.find("data-pool=\"default\"") < dom.find("data-pool=\"api\""), "in the config's order");
+    for (index, url) in urls.iter().enumerate() {
+        let table = pool_table(&dom, pool_of(index)).unwrap();
+        assert_eq!(badge_state(table, url).as_deref(), Some("healthy"), "the badge of {url} in:\n{dom}");
+        let other = pool_table(&dom, if pool_of(index) == "default" { "api" } else { "default" }).unwrap();
+        assert_eq!(badge_state(other, url), None, "{url} is only in its own pool's table");
     }
 
     backends[1].kill();
@@ -95,8 +113,11 @@ fn a_browser_shows_each_backend_state() {
     let dom = dump_dom(&browser, &page_url);
     for (index, url) in urls.iter().enumerate() {
         let expected = if index == 1 { "unhealthy" } else { "healthy" };
-        assert_eq!(badge_state(&dom, url).as_deref(), Some(expected), "the badge of {url} in:\n{dom}");
+        let table = pool_table(&dom, pool_of(index)).unwrap();
+        assert_eq!(badge_state(table, url).as_deref(), Some(expected), "the badge of {url} in:\n{dom}");
     }
+    let default = pool_table(&dom, "default").unwrap();
+    assert!(default.contains("<span class=\"pool-health\">1 / 2 healthy</span>"), "{default}");
     assert!(dom.contains(">unhealthy</span>"), "the badge says the state in words");
 
     // The same page where the metrics cannot be fetched: it says so and keeps trying.
@@ -177,6 +198,13 @@ fn badge_state(dom: &str, url: &str) -> Option<String> {
     let row = &dom[row_start + 1..];
     let row = &row[..row.find("data-backend=\"").unwrap_or(row.len())];
     attribute(row, "data-state")
+}
+
+/// The part of `dom` from the table of pool `pool` (its `data-pool` attribute) to the next pool's.
+fn pool_table<'a>(dom: &'a str, pool: &str) -> Option<&'a str> {
+    let start = dom.find(&format!("data-pool=\"{pool}\""))?;
+    let table = &dom[start + 1..];
+    Some(&table[..table.find("data-pool=\"").unwrap_or(table.len())])
 }
 
 /// The page's connection indicator (`data-connection` of the element `#connection`): `live` once
