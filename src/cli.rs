@@ -1,5 +1,5 @@
 //! Command-line flags and environment variables: what `main` needs to know before loading config,
-//! and which command to run (serving, or `compare`).
+//! and which command to run (serving, `check` or `compare`).
 //!
 //! Flags beat environment variables, which beat the config file, which beats the defaults.
 
@@ -12,10 +12,14 @@ loadbalancer: an HTTP/1.1 reverse-proxy load balancer on plain blocking threads
 
 USAGE:
     loadbalancer [--config PATH] [--algorithm NAME] [--listen ADDR] [--demo]
+    loadbalancer check [--config PATH] [--algorithm NAME] [--request REQUEST [--header FIELD]...]
     loadbalancer compare [--out FILE.svg] [--requests N] [--clients N]
 
 COMMANDS:
     (none)             serve: balance requests across the configured backends
+    check              validate the config and print its pools and routes, without serving;
+                       with --request, show which route and pool would take that request
+                       (see loadbalancer check --help)
     compare            run every algorithm on the same load against built-in test backends
                        and print a table (see loadbalancer compare --help)
 
@@ -56,25 +60,122 @@ FLAGS:
 Each algorithm runs for at most 3 s; RUST_LOG=warn shows the load balancers' own warnings.
 ";
 
+pub const CHECK_USAGE: &str = "\
+loadbalancer check: validate the config and show what it does, without serving
+
+Reads the config exactly as serving would (--config, $LB_CONFIG, --algorithm, $LB_ALGORITHM),
+then prints each pool (algorithm, health checks, retries, timeouts, servers and the addresses
+they resolve to), the default pool and each route in order. Binds no port and starts no
+thread. Exit status 0 for a valid config; 2 and one line FILE: KEY: PROBLEM for a bad one.
+
+With --request, it also reads that request with the load balancer's own parser and shows, for
+each route, whether it matches or why not, what takes the request, and for a pool the exact
+request line and header fields the backend would receive (the client's address shown as
+192.0.2.1, an address reserved for documentation). Exit status 1 when the load balancer would
+refuse the request (the answer is printed, e.g. 400 Bad Request: ...).
+
+USAGE:
+    loadbalancer check [--config PATH] [--algorithm NAME] [--request REQUEST [--header FIELD]...]
+
+FLAGS:
+    --config PATH      config file (default: $LB_CONFIG, else ./config.json)
+    --algorithm NAME   overrides the file's \"algorithm\", as when serving (default: $LB_ALGORITHM)
+    --request REQUEST  \"METHOD TARGET\" or \"METHOD TARGET HTTP/1.x\" (default version HTTP/1.1),
+                       the target in origin form (/v1/users) or absolute form
+                       (http://api.example.com/v1/users); header fields may follow, each
+                       after a newline or the two characters \\n:
+                       \"GET /v1/users\\nHost: api.example.com\"
+    --header FIELD     one more header field, \"Name: value\" (repeatable), e.g.
+                       --header \"Host: api.example.com\" --header \"X-Api: 1\"
+    --help             print this help
+";
+
 /// What the command line asks for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
     /// Run the load balancer (the default).
     Serve(Options),
+    /// `loadbalancer check`: validate the config and print what it does.
+    Check(CheckOptions),
     /// `loadbalancer compare`: run every algorithm on the same load and report.
     Compare(CompareOptions),
 }
 
 impl Command {
-    /// Reads `args` (without the program name): `compare` as the first argument selects that
-    /// command, anything else is the load balancer's own flags. The error is one line naming the flag.
+    /// Reads `args` (without the program name): `check` or `compare` as the first argument selects
+    /// that command, anything else is the load balancer's own flags. The error is one line naming
+    /// the flag.
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
         let mut args = args.into_iter().peekable();
-        if args.peek().is_some_and(|first| first == "compare") {
-            args.next();
-            return CompareOptions::parse(args).map(Command::Compare);
+        match args.peek().map(String::as_str) {
+            Some("check") => {
+                args.next();
+                CheckOptions::parse(args).map(Command::Check)
+            }
+            Some("compare") => {
+                args.next();
+                CompareOptions::parse(args).map(Command::Compare)
+            }
+            _ => Options::parse(args).map(Command::Serve),
         }
-        Options::parse(args).map(Command::Serve)
+    }
+}
+
+/// Flags of `loadbalancer check`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckOptions {
+    pub config_path: Option<Override>,
+    pub algorithm: Option<String>,
+    /// `--request`: the request line, perhaps followed by header lines.
+    pub request: Option<String>,
+    /// `--header`: more header fields, each `Name: value`.
+    pub headers: Vec<String>,
+    pub help: bool,
+}
+
+impl CheckOptions {
+    /// Reads the flags after `check`. The error is one line naming the flag.
+    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<CheckOptions, String> {
+        let mut options = CheckOptions::default();
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            let (flag, inline_value) = split_inline_value(&arg);
+            let mut value = |name: &str| {
+                inline_value.clone().or_else(|| args.next()).ok_or_else(|| format!("{name}: needs a value"))
+            };
+            match flag.as_str() {
+                "--config" => {
+                    options.config_path =
+                        Some(Override { value: value("--config")?, source: Source::Flag("--config") });
+                }
+                "--algorithm" => options.algorithm = Some(value("--algorithm")?),
+                "--request" => {
+                    let request = value("--request")?;
+                    if request.trim().is_empty() {
+                        return Err("--request: needs a request, like \"GET /path\"".to_string());
+                    }
+                    options.request = Some(request);
+                }
+                "--header" => {
+                    let field = value("--header")?;
+                    if !field.split_once(':').is_some_and(|(name, _)| !name.trim().is_empty()) {
+                        return Err(format!("--header: must be \"Name: value\", got {field:?}"));
+                    }
+                    options.headers.push(field);
+                }
+                "--help" | "-h" => options.help = true,
+                other => return Err(format!("{other}: unknown flag for check (try loadbalancer check --help)")),
+            }
+        }
+        if options.request.is_none() && !options.headers.is_empty() {
+            return Err("--header: only with --request, the request it belongs to".to_string());
+        }
+        Ok(options)
+    }
+
+    /// The flags that choose and override the config, read exactly as serving reads them.
+    pub fn serving(&self) -> Options {
+        Options { config_path: self.config_path.clone(), algorithm: self.algorithm.clone(), ..Options::default() }
     }
 }
 
