@@ -370,3 +370,212 @@ fn refusal(reply: &Reply) -> String {
     line.push('\n');
     line
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Overrides;
+
+    const CONFIG: &str = r#"{
+      "servers": ["http://127.0.0.1:3001"],
+      "pools": {
+        "api": {"algorithm": "least_conn", "healthCheckPath": "/healthz", "maxRetries": 1,
+                "servers": [{"url": "http://127.0.0.1:4001", "name": "api-1", "weight": 3},
+                            {"url": "http://127.0.0.1:4002", "name": "api-2", "backup": true}]}
+      },
+      "routes": [
+        {"name": "old", "match": {"host": "old.example.com"},
+         "redirect": {"location": "https://www.example.com{path}{query}", "status": 301}},
+        {"name": "api", "match": {"host": "api.example.com", "pathPrefix": "/v1"}, "pool": "api",
+         "stripPrefix": true,
+         "requestHeaders": {"remove": ["X-Debug"], "set": {"X-Env": "prod"}},
+         "responseHeaders": {"set": {"Cache-Control": "no-store"}}},
+        {"name": "ping", "match": {"path": "/ping", "methods": ["GET", "HEAD"]},
+         "respond": {"status": 200, "body": "pong\n"}}
+      ]
+    }"#;
+
+    fn config(text: &str) -> Config {
+        Config::from_json(text, "lb.json", &Overrides::default()).unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    fn explain(config: &Config, request: &str, headers: &[&str]) -> Result<String, String> {
+        let headers: Vec<String> = headers.iter().map(|field| field.to_string()).collect();
+        explain_request(config, &request_bytes(request, &headers))
+    }
+
+    #[test]
+    fn the_summary_lists_pools_servers_the_default_and_routes_in_order() {
+        let text = summary(&config(CONFIG), "lb.json");
+        let expected = "\
+config: lb.json
+listen: [::]:8080
+pool default
+  algorithm: round_robin
+  health checks: GET /health every 10s (healthCheckTimeout 3s, healthyThreshold 2, unhealthyThreshold 2, healthCheckStatus 100-499)
+  passiveHealth: failures 5, cooldown 30s, maxEjectedPercent 50
+  maxRetries: 2, retryDelay: 50ms, connectTimeout: 3s, requestTimeout: 10s
+  failOpen: false, allBackups: false
+  servers:
+    http://127.0.0.1:3001 (name b-a82313ae, weight 1) → 127.0.0.1:3001
+pool api
+  algorithm: least_conn
+  health checks: GET /healthz every 10s (healthCheckTimeout 3s, healthyThreshold 2, unhealthyThreshold 2, healthCheckStatus 100-499)
+  passiveHealth: failures 5, cooldown 30s, maxEjectedPercent 50
+  maxRetries: 1, retryDelay: 50ms, connectTimeout: 3s, requestTimeout: 10s
+  failOpen: false, allBackups: false
+  servers:
+    http://127.0.0.1:4001 (name api-1, weight 3) → 127.0.0.1:4001
+    http://127.0.0.1:4002 (name api-2, weight 1, backup) → 127.0.0.1:4002
+defaultPool: default (takes every request no route takes)
+routes[0] old
+  match: host old.example.com
+  redirect: 301 to https://www.example.com{path}{query}
+routes[1] api
+  match: host api.example.com, pathPrefix /v1
+  pool: api
+  stripPrefix: true
+  requestHeaders: remove x-debug; set X-Env: prod
+  responseHeaders: set Cache-Control: no-store
+routes[2] ping
+  match: path /ping, methods GET or HEAD
+  respond: 200, body \"pong\\n\"
+config OK: 2 pools, 3 routes
+";
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn the_summary_says_when_there_is_no_default_pool_and_which_settings_an_algorithm_uses() {
+        let text = summary(
+            &config(
+                r#"{"pools": {"web": {"algorithm": "maglev", "hashKey": "header:X-User", "failOpen": true,
+                                       "passiveHealth": {"maxEjectedPercent": 0},
+                                       "servers": ["http://127.0.0.1:3001"]}},
+                    "routes": [{"match": {"headers": {"X-Canary": "yes", "X-Debug": true}}, "pool": "web"}]}"#,
+            ),
+            "lb.json",
+        );
+        assert!(text.contains("  algorithm: maglev (hashKey header:x-user, maglevTableSize 65537)\n"), "{text}");
+        assert!(text.contains("  passiveHealth: off\n"), "{text}");
+        assert!(text.contains("  failOpen: true, allBackups: false\n"), "{text}");
+        assert!(text.contains("defaultPool: none (a request no route takes is answered 404)\n"), "{text}");
+        assert!(text.contains("routes[0] route-0\n  match: header x-canary: yes, header x-debug present\n"), "{text}");
+        assert!(text.ends_with("config OK: 1 pool, 1 route\n"), "{text}");
+    }
+
+    #[test]
+    fn a_route_that_strips_its_prefix_shows_the_exact_head_the_backend_receives() {
+        let text = explain(&config(CONFIG), "GET http://api.example.com/v1/users?id=7", &["X-Debug: 1", "X-Team: web"]);
+        let expected = "\
+request: GET /v1/users?id=7 HTTP/1.1
+  host \"api.example.com\", path \"/v1/users\"
+  routes[0] old: no: host \"api.example.com\" matches none of old.example.com
+  routes[1] api: matches
+  routes[2] ping: no: path \"/v1/users\" is not \"/ping\"
+taken by routes[1] api → pool api
+the backend receives (192.0.2.1 stands for the client's address):
+  GET /users?id=7 HTTP/1.1
+  Host: api.example.com
+  X-Team: web
+  X-Env: prod
+  X-Forwarded-For: 192.0.2.1
+  X-Real-IP: 192.0.2.1
+  X-Forwarded-Proto: http
+  X-Forwarded-Prefix: /v1
+responseHeaders on its answer: set Cache-Control: no-store
+";
+        assert_eq!(text.as_deref(), Ok(expected));
+    }
+
+    #[test]
+    fn each_route_says_which_condition_it_fails() {
+        let config = config(CONFIG);
+        // On host: every route with a host fails on it, and the default pool takes the request.
+        let text = explain(&config, "POST /v1/x\nHost: www.example.com", &["X-Api: 1"]).unwrap();
+        assert!(text.contains("  routes[0] old: no: host \"www.example.com\" matches none of old.example.com\n"));
+        assert!(text.contains("  routes[1] api: no: host \"www.example.com\" matches none of api.example.com\n"));
+        assert!(text.contains("  routes[2] ping: no: path \"/v1/x\" is not \"/ping\"\n"), "{text}");
+        assert!(text.contains("no route takes it → defaultPool default\n"), "{text}");
+        assert!(text.contains("\n  POST /v1/x HTTP/1.1\n  Host: www.example.com\n  X-Api: 1\n"), "{text}");
+        assert!(!text.contains("X-Forwarded-Prefix"), "{text}");
+        // On prefix: /v1beta is not under /v1.
+        let text = explain(&config, "GET /v1beta HTTP/1.1", &["Host: api.example.com"]).unwrap();
+        assert!(text.contains("  routes[1] api: no: path \"/v1beta\" is not under \"/v1\"\n"), "{text}");
+        assert!(text.contains("\n  GET /v1beta HTTP/1.1\n"), "{text}");
+        // On method.
+        let text = explain(&config, "DELETE /ping\\nHost: a", &[]).unwrap();
+        assert!(text.contains("  routes[2] ping: no: method DELETE is not one of GET, HEAD\n"), "{text}");
+    }
+
+    #[test]
+    fn routes_that_answer_themselves_and_no_route() {
+        let config = config(CONFIG);
+        let text = explain(&config, "GET /a?b HTTP/1.0\nHost: OLD.example.com", &[]).unwrap();
+        assert!(text.contains("  routes[0] old: matches\n"), "{text}");
+        assert!(
+            text.ends_with(
+                "taken by routes[0] old → redirect: 301 Moved Permanently, Location: https://www.example.com/a?b\n"
+            ),
+            "{text}"
+        );
+        let text = explain(&config, "HEAD /ping", &["Host: a"]).unwrap();
+        assert!(text.ends_with("taken by routes[2] ping → respond: 200 OK, body \"pong\\n\"\n"), "{text}");
+
+        let without_default = super::tests::config(
+            r#"{"pools": {"api": {"servers": ["http://127.0.0.1:4001"]}},
+                "routes": [{"name": "api", "match": {"pathPrefix": "/api"}, "pool": "api"},
+                           {"name": "api-too", "match": {"pathPrefix": "/"}, "pool": "api"}]}"#,
+        );
+        let text = explain(&without_default, "GET /api/x", &["Host: a"]).unwrap();
+        assert!(text.contains("  routes[1] api-too: matches too, but routes[0] api comes first\n"), "{text}");
+        let text = explain(&without_default, "OPTIONS *", &["Host: a"]).unwrap();
+        assert!(text.contains("  routes[0] api: no: target \"*\" has no path and is not under \"/api\"\n"), "{text}");
+        assert!(text.ends_with("no route takes it and there is no defaultPool → 404 Not Found\n"), "{text}");
+    }
+
+    #[test]
+    fn a_request_the_load_balancer_refuses_is_its_answer() {
+        let config = config(CONFIG);
+        let refused: &[(&str, &[&str], &str)] = &[
+            ("GET /a/../../etc", &["Host: a"], "400 Bad Request: path climbs above /\n"),
+            ("GET /v1/x", &[], "400 Bad Request: missing Host header\n"),
+            ("GET /x", &["Host: a", "Host: b"], "400 Bad Request: "),
+            ("CONNECT a.example:443", &["Host: a.example:443"], "405 Method Not Allowed: CONNECT is not forwarded"),
+        ];
+        for (request, headers, expected) in refused {
+            let answer = explain(&config, request, headers).unwrap_err();
+            assert!(answer.starts_with(expected), "{request}: {answer}");
+        }
+        let limited = super::tests::config(r#"{"servers": ["http://127.0.0.1:3001"], "maxBodyBytes": 10}"#);
+        let answer = explain(&limited, "POST /x", &["Host: a", "Content-Length: 11"]).unwrap_err();
+        assert!(answer.ends_with("\n413 Content Too Large\n"), "{answer}");
+    }
+
+    #[test]
+    fn the_load_balancers_own_endpoints_are_not_routed() {
+        let text = explain(&config(CONFIG), "GET /lb-metrics", &["Host: api.example.com"]).unwrap();
+        assert!(
+            text.ends_with("answered by the load balancer itself: the JSON metrics (metricsPath); no route is tried\n")
+        );
+    }
+
+    #[test]
+    fn request_text_becomes_a_head_as_a_client_would_send_it() {
+        let cases: &[(&str, &[&str], &str)] = &[
+            ("GET /x", &[], "GET /x HTTP/1.1\r\n\r\n"),
+            ("GET /x HTTP/1.0", &[], "GET /x HTTP/1.0\r\n\r\n"),
+            ("GET /x\\nHost: a\nX-A: 1", &["X-B: 2"], "GET /x HTTP/1.1\r\nHost: a\r\nX-A: 1\r\nX-B: 2\r\n\r\n"),
+            (
+                "GET http://a.example:8080/x?y",
+                &[],
+                "GET http://a.example:8080/x?y HTTP/1.1\r\nHost: a.example:8080\r\n\r\n",
+            ),
+            ("GET http://a.example/x", &["host: b"], "GET http://a.example/x HTTP/1.1\r\nhost: b\r\n\r\n"),
+        ];
+        for (request, headers, expected) in cases {
+            let headers: Vec<String> = headers.iter().map(|field| field.to_string()).collect();
+            assert_eq!(String::from_utf8(request_bytes(request, &headers)).unwrap(), *expected, "{request}");
+        }
+    }
+}

@@ -423,4 +423,62 @@ mod tests {
         let time_limit = crate::compare::TIME_LIMIT_PER_ALGORITHM.as_secs();
         assert!(COMPARE_USAGE.contains(&format!("runs for at most {time_limit} s")));
     }
+
+    fn check(args: &[&str]) -> Result<CheckOptions, String> {
+        let mut all = vec!["check"];
+        all.extend_from_slice(args);
+        match command(&all)? {
+            Command::Check(options) => Ok(options),
+            other => panic!("not check: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn check_is_a_command_with_the_config_flags_of_serving() {
+        assert_eq!(command(&["check"]).unwrap(), Command::Check(CheckOptions::default()));
+        let options = check(&["--config=lb.json", "--algorithm", "maglev"]).unwrap();
+        assert_eq!(options.config_path.as_ref().unwrap().value, "lb.json");
+        let env = |name: &str| (name == "LB_ALGORITHM").then(|| "ip_hash".to_string());
+        let serving = options.serving();
+        assert_eq!(serving.config_path(env), "lb.json");
+        assert_eq!(serving.overrides(env).algorithm.unwrap().value, "maglev");
+        let bare = check(&[]).unwrap().serving();
+        assert_eq!(bare.config_path(|name| (name == "LB_CONFIG").then(|| "env.json".to_string())), "env.json");
+        assert_eq!(bare.overrides(env).algorithm.unwrap().source, Source::Env("LB_ALGORITHM"));
+        assert!(check(&["-h"]).unwrap().help);
+        assert_eq!(command(&["--demo", "check"]).unwrap_err(), "check: unknown flag (try --help)");
+    }
+
+    #[test]
+    fn check_takes_a_request_and_its_header_fields() {
+        let options =
+            check(&["--request", "POST /v1/x", "--header", "Host: api.example.com", "--header=X-Api: 1"]).unwrap();
+        assert_eq!(options.request.as_deref(), Some("POST /v1/x"));
+        assert_eq!(options.headers, ["Host: api.example.com", "X-Api: 1"]);
+        let inline = check(&["--request=GET http://a.example/x"]).unwrap();
+        assert_eq!(inline.request.as_deref(), Some("GET http://a.example/x"));
+    }
+
+    #[test]
+    fn bad_check_flags_are_one_line_naming_the_flag() {
+        let cases: [(&[&str], &str); 7] = [
+            (&["--listen", ":80"], "--listen: unknown flag for check (try loadbalancer check --help)"),
+            (&["--demo"], "--demo: unknown flag for check (try loadbalancer check --help)"),
+            (&["--request"], "--request: needs a value"),
+            (&["--request", " "], "--request: needs a request, like \"GET /path\""),
+            (&["--request", "GET /", "--header", "X-Api 1"], "--header: must be \"Name: value\", got \"X-Api 1\""),
+            (&["--request", "GET /", "--header", ": 1"], "--header: must be \"Name: value\", got \": 1\""),
+            (&["--header", "Host: a"], "--header: only with --request, the request it belongs to"),
+        ];
+        for (args, expected) in cases {
+            assert_eq!(check(args).unwrap_err(), expected, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn usage_mentions_check_and_its_placeholder_client() {
+        assert!(USAGE.contains("loadbalancer check [--config PATH]"));
+        assert!(CHECK_USAGE.contains(&crate::check::PLACEHOLDER_CLIENT.to_string()));
+        assert!(CHECK_USAGE.contains("--header FIELD"));
+    }
 }
