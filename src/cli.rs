@@ -65,8 +65,9 @@ loadbalancer check: validate the config and show what it does, without serving
 
 Reads the config exactly as serving would (--config, $LB_CONFIG, --algorithm, $LB_ALGORITHM),
 then prints each pool (algorithm, health checks, retries, timeouts, servers and the addresses
-they resolve to), the default pool and each route in order. Binds no port and starts no
-thread. Exit status 0 for a valid config; 2 and one line FILE: KEY: PROBLEM for a bad one.
+they resolve to), the default pool and each route in order. Binds no port and starts none of
+the serving threads. Exit status 0 for a valid config; 2 and one line FILE: KEY: PROBLEM for
+a bad one.
 
 With --request, it also reads that request with the load balancer's own parser and shows, for
 each route, whether it matches or why not, what takes the request, and for a pool the exact
@@ -158,7 +159,7 @@ impl CheckOptions {
                 }
                 "--header" => {
                     let field = value("--header")?;
-                    if !field.split_once(':').is_some_and(|(name, _)| !name.trim().is_empty()) {
+                    if field.split_once(':').is_none_or(|(name, _)| name.trim().is_empty()) {
                         return Err(format!("--header: must be \"Name: value\", got {field:?}"));
                     }
                     options.headers.push(field);
