@@ -1,5 +1,5 @@
 //! Command-line flags and environment variables: what `main` needs to know before loading config,
-//! and which command to run (serving, or `compare`).
+//! and which command to run (serving, `check` or `compare`).
 //!
 //! Flags beat environment variables, which beat the config file, which beats the defaults.
 
@@ -12,10 +12,14 @@ loadbalancer: an HTTP/1.1 reverse-proxy load balancer on plain blocking threads
 
 USAGE:
     loadbalancer [--config PATH] [--algorithm NAME] [--listen ADDR] [--demo]
+    loadbalancer check [--config PATH] [--algorithm NAME] [--request REQUEST [--header FIELD]...]
     loadbalancer compare [--out FILE.svg] [--requests N] [--clients N]
 
 COMMANDS:
     (none)             serve: balance requests across the configured backends
+    check              validate the config and print its pools and routes, without serving;
+                       with --request, show which route and pool would take that request
+                       (see loadbalancer check --help)
     compare            run every algorithm on the same load against built-in test backends
                        and print a table (see loadbalancer compare --help)
 
@@ -56,25 +60,123 @@ FLAGS:
 Each algorithm runs for at most 3 s; RUST_LOG=warn shows the load balancers' own warnings.
 ";
 
+pub const CHECK_USAGE: &str = "\
+loadbalancer check: validate the config and show what it does, without serving
+
+Reads the config exactly as serving would (--config, $LB_CONFIG, --algorithm, $LB_ALGORITHM),
+then prints each pool (algorithm, health checks, retries, timeouts, servers and the addresses
+they resolve to), the default pool and each route in order. Binds no port and starts none of
+the serving threads. Exit status 0 for a valid config; 2 and one line FILE: KEY: PROBLEM for
+a bad one.
+
+With --request, it also reads that request with the load balancer's own parser and shows, for
+each route, whether it matches or why not, what takes the request, and for a pool the exact
+request line and header fields the backend would receive (the client's address shown as
+192.0.2.1, an address reserved for documentation). Exit status 1 when the load balancer would
+refuse the request (the answer is printed, e.g. 400 Bad Request: ...).
+
+USAGE:
+    loadbalancer check [--config PATH] [--algorithm NAME] [--request REQUEST [--header FIELD]...]
+
+FLAGS:
+    --config PATH      config file (default: $LB_CONFIG, else ./config.json)
+    --algorithm NAME   overrides the file's \"algorithm\", as when serving (default: $LB_ALGORITHM)
+    --request REQUEST  \"METHOD TARGET\" or \"METHOD TARGET HTTP/1.x\" (default version HTTP/1.1),
+                       the target in origin form (/v1/users) or absolute form
+                       (http://api.example.com/v1/users); header fields may follow, each
+                       after a newline or the two characters \\n:
+                       \"GET /v1/users\\nHost: api.example.com\"
+    --header FIELD     one more header field, \"Name: value\" (repeatable), e.g.
+                       --header \"Host: api.example.com\" --header \"X-Api: 1\"
+    --help             print this help
+";
+
 /// What the command line asks for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
     /// Run the load balancer (the default).
     Serve(Options),
+    /// `loadbalancer check`: validate the config and print what it does.
+    Check(CheckOptions),
     /// `loadbalancer compare`: run every algorithm on the same load and report.
     Compare(CompareOptions),
 }
 
 impl Command {
-    /// Reads `args` (without the program name): `compare` as the first argument selects that
-    /// command, anything else is the load balancer's own flags. The error is one line naming the flag.
+    /// Reads `args` (without the program name): `check` or `compare` as the first argument selects
+    /// that command, anything else is the load balancer's own flags. The error is one line naming
+    /// the flag.
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
         let mut args = args.into_iter().peekable();
-        if args.peek().is_some_and(|first| first == "compare") {
-            args.next();
-            return CompareOptions::parse(args).map(Command::Compare);
+        match args.peek().map(String::as_str) {
+            Some("check") => {
+                args.next();
+                CheckOptions::parse(args).map(Command::Check)
+            }
+            Some("compare") => {
+                args.next();
+                CompareOptions::parse(args).map(Command::Compare)
+            }
+            _ => Options::parse(args).map(Command::Serve),
         }
-        Options::parse(args).map(Command::Serve)
+    }
+}
+
+/// Flags of `loadbalancer check`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckOptions {
+    pub config_path: Option<Override>,
+    pub algorithm: Option<String>,
+    /// `--request`: the request line, perhaps followed by header lines.
+    pub request: Option<String>,
+    /// `--header`: more header fields, each `Name: value`.
+    pub headers: Vec<String>,
+    pub help: bool,
+}
+
+impl CheckOptions {
+    /// Reads the flags after `check`. The error is one line naming the flag.
+    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<CheckOptions, String> {
+        let mut options = CheckOptions::default();
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            let (flag, inline_value) = split_inline_value(&arg);
+            let mut value = |name: &str| {
+                inline_value.clone().or_else(|| args.next()).ok_or_else(|| format!("{name}: needs a value"))
+            };
+            match flag.as_str() {
+                "--config" => {
+                    options.config_path =
+                        Some(Override { value: value("--config")?, source: Source::Flag("--config") });
+                }
+                "--algorithm" => options.algorithm = Some(value("--algorithm")?),
+                "--request" => {
+                    let request = value("--request")?;
+                    if request.trim().is_empty() {
+                        return Err("--request: needs a request, like \"GET /path\"".to_string());
+                    }
+                    options.request = Some(request);
+                }
+                "--header" => {
+                    let field = value("--header")?;
+                    if field.split_once(':').is_none_or(|(name, _)| name.trim().is_empty()) {
+                        return Err(format!("--header: must be \"Name: value\", got {field:?}"));
+                    }
+                    options.headers.push(field);
+                }
+                "--help" | "-h" => options.help = true,
+                other => return Err(format!("{other}: unknown flag for check (try loadbalancer check --help)")),
+            }
+        }
+        if options.request.is_none() && !options.headers.is_empty() {
+            return Err("--header: only with --request, the request it belongs to".to_string());
+        }
+        Ok(options)
+    }
+
+    /// The flags that choose and override the config, read exactly as serving reads them.
+    pub fn serving(&self) -> Options {
+        Options { config_path: self.config_path.clone(), algorithm: self.algorithm.clone(), ..Options::default() }
     }
 }
 
@@ -321,5 +423,63 @@ mod tests {
         );
         let time_limit = crate::compare::TIME_LIMIT_PER_ALGORITHM.as_secs();
         assert!(COMPARE_USAGE.contains(&format!("runs for at most {time_limit} s")));
+    }
+
+    fn check(args: &[&str]) -> Result<CheckOptions, String> {
+        let mut all = vec!["check"];
+        all.extend_from_slice(args);
+        match command(&all)? {
+            Command::Check(options) => Ok(options),
+            other => panic!("not check: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn check_is_a_command_with_the_config_flags_of_serving() {
+        assert_eq!(command(&["check"]).unwrap(), Command::Check(CheckOptions::default()));
+        let options = check(&["--config=lb.json", "--algorithm", "maglev"]).unwrap();
+        assert_eq!(options.config_path.as_ref().unwrap().value, "lb.json");
+        let env = |name: &str| (name == "LB_ALGORITHM").then(|| "ip_hash".to_string());
+        let serving = options.serving();
+        assert_eq!(serving.config_path(env), "lb.json");
+        assert_eq!(serving.overrides(env).algorithm.unwrap().value, "maglev");
+        let bare = check(&[]).unwrap().serving();
+        assert_eq!(bare.config_path(|name| (name == "LB_CONFIG").then(|| "env.json".to_string())), "env.json");
+        assert_eq!(bare.overrides(env).algorithm.unwrap().source, Source::Env("LB_ALGORITHM"));
+        assert!(check(&["-h"]).unwrap().help);
+        assert_eq!(command(&["--demo", "check"]).unwrap_err(), "check: unknown flag (try --help)");
+    }
+
+    #[test]
+    fn check_takes_a_request_and_its_header_fields() {
+        let options =
+            check(&["--request", "POST /v1/x", "--header", "Host: api.example.com", "--header=X-Api: 1"]).unwrap();
+        assert_eq!(options.request.as_deref(), Some("POST /v1/x"));
+        assert_eq!(options.headers, ["Host: api.example.com", "X-Api: 1"]);
+        let inline = check(&["--request=GET http://a.example/x"]).unwrap();
+        assert_eq!(inline.request.as_deref(), Some("GET http://a.example/x"));
+    }
+
+    #[test]
+    fn bad_check_flags_are_one_line_naming_the_flag() {
+        let cases: [(&[&str], &str); 7] = [
+            (&["--listen", ":80"], "--listen: unknown flag for check (try loadbalancer check --help)"),
+            (&["--demo"], "--demo: unknown flag for check (try loadbalancer check --help)"),
+            (&["--request"], "--request: needs a value"),
+            (&["--request", " "], "--request: needs a request, like \"GET /path\""),
+            (&["--request", "GET /", "--header", "X-Api 1"], "--header: must be \"Name: value\", got \"X-Api 1\""),
+            (&["--request", "GET /", "--header", ": 1"], "--header: must be \"Name: value\", got \": 1\""),
+            (&["--header", "Host: a"], "--header: only with --request, the request it belongs to"),
+        ];
+        for (args, expected) in cases {
+            assert_eq!(check(args).unwrap_err(), expected, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn usage_mentions_check_and_its_placeholder_client() {
+        assert!(USAGE.contains("loadbalancer check [--config PATH]"));
+        assert!(CHECK_USAGE.contains(&crate::check::PLACEHOLDER_CLIENT.to_string()));
+        assert!(CHECK_USAGE.contains("--header FIELD"));
     }
 }

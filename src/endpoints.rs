@@ -40,34 +40,80 @@ pub enum Listener {
     Admin,
 }
 
-/// The answer to `head` if it is for one of the load balancer's own endpoints on this listener;
-/// `None` if the request is not (the public listener then proxies it; the admin listener says 404).
-pub fn answer(shared: &Shared, config: &Config, head: &RequestHead, listener: Listener) -> Option<Reply> {
+/// One of the load balancer's own endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `GET metricsPath`: the JSON metrics.
+    Metrics,
+    /// `GET {metricsPath}/prometheus`.
+    Prometheus,
+    /// `GET /lb-status`.
+    StatusPage,
+    /// `GET /lb-health`.
+    Health,
+    /// `/lb-reload`, on the admin listener (a method other than `POST` is answered 405).
+    Reload,
+}
+
+impl Endpoint {
+    /// What it is, for a person reading `loadbalancer check --request`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Endpoint::Metrics => "the JSON metrics (metricsPath)",
+            Endpoint::Prometheus => "the Prometheus metrics (metricsPath + /prometheus)",
+            Endpoint::StatusPage => "the status page",
+            Endpoint::Health => "the readiness answer (200 while any backend is available, else 503)",
+            Endpoint::Reload => "a config reload",
+        }
+    }
+}
+
+/// Which of the load balancer's own endpoints `head` is for on this listener, if any; `None` if
+/// it is for none (the public listener then routes it; the admin listener says 404). Pure: the
+/// same test for serving and for `loadbalancer check`.
+pub fn endpoint(config: &Config, head: &RequestHead, listener: Listener) -> Option<Endpoint> {
     if listener == Listener::Public && config.admin_listen.is_some() {
         return None;
     }
     let read_only = matches!(head.method.as_str(), "GET" | "HEAD");
     let path = head.path();
     if read_only && path == config.metrics_path {
-        return Some(Reply::json(shared.metrics().to_json()));
+        return Some(Endpoint::Metrics);
     }
     if read_only && path == status_page::PATH {
-        return Some(Reply::content(status_page::CONTENT_TYPE, status_page::render(&config.metrics_path)));
+        return Some(Endpoint::StatusPage);
     }
     if read_only && path.strip_prefix(config.metrics_path.trim_end_matches('/')) == Some(PROMETHEUS_SUFFIX) {
-        let text = prometheus::render(&shared.metrics());
-        return Some(Reply::content(prometheus::CONTENT_TYPE, text.into_bytes()));
+        return Some(Endpoint::Prometheus);
     }
     if read_only && path == HEALTH_PATH {
-        let query = head.target.split_once('?').map(|(_, query)| query);
-        let pool = query.and_then(|query| query.split('&').find_map(|pair| pair.strip_prefix("pool=")));
-        return Some(readiness(shared, pool));
+        return Some(Endpoint::Health);
     }
     if listener == Listener::Admin && path == RELOAD_PATH {
-        if head.method != "POST" {
-            return Some(Reply::error(405, Some("Method Not Allowed: use POST")).with_field("Allow", "POST".into()));
+        return Some(Endpoint::Reload);
+    }
+    None
+}
+
+/// The answer to `head` if it is for one of the load balancer's own endpoints on this listener;
+/// `None` if the request is not (the public listener then proxies it; the admin listener says 404).
+pub fn answer(shared: &Shared, config: &Config, head: &RequestHead, listener: Listener) -> Option<Reply> {
+    Some(match endpoint(config, head, listener)? {
+        Endpoint::Metrics => Reply::json(shared.metrics().to_json()),
+        Endpoint::StatusPage => Reply::content(status_page::CONTENT_TYPE, status_page::render(&config.metrics_path)),
+        Endpoint::Prometheus => {
+            let text = prometheus::render(&shared.metrics());
+            Reply::content(prometheus::CONTENT_TYPE, text.into_bytes())
         }
-        return Some(match reload::reload(shared, true) {
+        Endpoint::Health => {
+            let query = head.target.split_once('?').map(|(_, query)| query);
+            let pool = query.and_then(|query| query.split('&').find_map(|pair| pair.strip_prefix("pool=")));
+            readiness(shared, pool)
+        }
+        Endpoint::Reload if head.method != "POST" => {
+            Reply::error(405, Some("Method Not Allowed: use POST")).with_field("Allow", "POST".into())
+        }
+        Endpoint::Reload => match reload::reload(shared, true) {
             reload::Outcome::Applied(summary) => {
                 Reply::content(TEXT, format!("config reloaded: {summary}\n").into_bytes())
             }
@@ -75,9 +121,8 @@ pub fn answer(shared: &Shared, config: &Config, head: &RequestHead, listener: Li
             reload::Outcome::Refused(problem) => {
                 Reply::error(500, Some(&format!("config not reloaded, the running config stays: {problem}\n")))
             }
-        });
-    }
-    None
+        },
+    })
 }
 
 /// Readiness for an orchestrator or a load balancer in front: 200 while at least one backend can

@@ -39,6 +39,7 @@
 //! - `fault` (debug builds only): panics on purpose in a pair job, for the tests;
 //! - [`timestamp`]: RFC 3339 times, for the metrics and the logs;
 //! - [`config`], [`cli`], [`duration`]: configuration; [`demo`] and [`echo`]: the bundled backends;
+//! - [`check`]: `loadbalancer check`, a config described, and one request's path through the routes;
 //! - [`compare`]: `loadbalancer compare`, every algorithm on the same load, as a table and a chart.
 
 pub mod acceptor;
@@ -47,6 +48,7 @@ pub mod admin;
 pub mod atomic_instant;
 pub mod backend;
 pub mod balance;
+pub mod check;
 pub mod cli;
 pub mod client_ip;
 pub mod compare;

@@ -1,11 +1,13 @@
 //! The `loadbalancer` binary, on the `main` thread: flags and environment → config → logging →
 //! signal handlers ([`signals`]) → [`Server::start`] → wait for signals: SIGHUP rereads the config
 //! file (as `POST /lb-reload` does), SIGTERM or SIGINT starts a graceful shutdown → exit code.
-//! Or, with `compare` first, [`compare::run`] and its exit code.
+//! Or, with `check` first, the config loaded as for serving and described ([`check`]); with
+//! `compare` first, [`compare::run`] and its exit code.
 //!
-//! Exit codes: 0 after a clean shutdown (or a finished comparison), 2 for a bad command line or
-//! config (nothing listens), 1 when the server cannot start (the port is taken, say) or a
-//! comparison fails.
+//! Exit codes: 0 after a clean shutdown (or a finished comparison, or a valid config for
+//! `check`), 2 for a bad command line or config (nothing listens), 1 when the server cannot start
+//! (the port is taken, say), a comparison fails, or `check --request` names a request the load
+//! balancer would refuse.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -13,18 +15,19 @@ use std::process::ExitCode;
 use env_logger::TimestampPrecision;
 use env_logger::fmt::ConfigurableFormat;
 use loadbalancer::access_log;
-use loadbalancer::cli::{COMPARE_USAGE, Command, CompareOptions, Options, USAGE};
+use loadbalancer::cli::{CHECK_USAGE, COMPARE_USAGE, CheckOptions, Command, CompareOptions, Options, USAGE};
 use loadbalancer::config::file::ConfigFile;
 use loadbalancer::config::{Config, ConfigError};
 use loadbalancer::reload;
 use loadbalancer::server::{SHUTDOWN_GRACE, Server};
 use loadbalancer::shared::Shared;
 use loadbalancer::signals::{self, Signal};
-use loadbalancer::{compare, demo};
+use loadbalancer::{check, compare, demo};
 
 fn main() -> ExitCode {
     let options = match Command::parse(std::env::args().skip(1)) {
         Ok(Command::Serve(options)) => options,
+        Ok(Command::Check(options)) => return run_check(&options),
         Ok(Command::Compare(options)) => return run_compare(&options),
         Err(problem) => {
             eprintln!("{problem}");
@@ -120,6 +123,39 @@ fn reload_on_hang_up(shared: &Shared) {
             let _ = reload::reload(shared, true);
         }
         None => log::warn!("SIGHUP: the config did not come from a file, so there is nothing to reread"),
+    }
+}
+
+/// `loadbalancer check`: the config read exactly as for serving, then described on stdout; a bad
+/// config is the same one line on stderr and exit status 2. Nothing binds or listens.
+fn run_check(options: &CheckOptions) -> ExitCode {
+    if options.help {
+        print!("{CHECK_USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    // Warnings only, such as a server name that does not resolve, on stderr.
+    init_logging(log::LevelFilter::Warn);
+    let env = |name: &str| std::env::var(name).ok();
+    let serving = options.serving();
+    let config_path = serving.config_path(env);
+    let config = match Config::load(&config_path, &serving.overrides(env)) {
+        Ok(config) => config,
+        Err(error) => return config_failure(&error),
+    };
+    let Some(request) = &options.request else {
+        print!("{}", check::summary(&config, &config_path));
+        return ExitCode::SUCCESS;
+    };
+    print!("{}", check::ok_line(&config));
+    match check::explain_request(&config, &check::request_bytes(request, &options.headers)) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(text) => {
+            print!("{text}");
+            ExitCode::from(1)
+        }
     }
 }
 

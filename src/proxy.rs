@@ -25,18 +25,18 @@ use crate::config::{Config, Limits};
 use crate::ejection::{EjectionEvent, PassiveHealthSettings, Standing};
 use crate::http::buffer::{Inbound, Outbound};
 use crate::http::cookie;
-use crate::http::edits::{HeaderEdits, NO_EDITS};
+use crate::http::edits::HeaderEdits;
 use crate::http::framing::{CopyError, copy_body, copy_chunked_prefix};
 use crate::http::head::{BodyFraming, RequestHead};
 use crate::http::is_idempotent;
 use crate::http::reply::Reply;
-use crate::http::rewrite::{Forwarded, RouteRewrite, request_for_backend};
+use crate::http::rewrite::{Forwarded, request_for_backend};
 use crate::metrics::{Defence, Outcome};
 use crate::min_rate::{RateClock, is_below_floor};
 use crate::pair::PairRunner;
 use crate::pipe::{ForwardError, ForwardJob, ReverseError, ReverseJob};
 use crate::ratelimit::Decision;
-use crate::routing::{Decision as Route, forwarded_target};
+use crate::routing::{Decision as Route, RouteChanges};
 use crate::shared::Shared;
 use crate::tunnel::upgrade_pair;
 
@@ -212,6 +212,13 @@ pub fn handle(
     exchange
 }
 
+/// Whether `head` announces a body longer than `maxBodyBytes`: such a request is answered `413`
+/// before it is routed.
+pub fn declares_too_large_a_body(head: &RequestHead, limits: &Limits) -> bool {
+    let max_body = limits.max_body_bytes.unwrap_or(u64::MAX);
+    matches!(head.framing, BodyFraming::Length(length) if length > max_body)
+}
+
 /// [`handle`], counting in `traffic` the bytes that bypass the client's outbound buffer.
 #[allow(clippy::too_many_arguments)]
 fn serve(
@@ -248,9 +255,7 @@ fn serve(
     }
 
     let max_body = config.limits.max_body_bytes.unwrap_or(u64::MAX);
-    if let BodyFraming::Length(length) = head.framing
-        && length > max_body
-    {
+    if declares_too_large_a_body(head, &config.limits) {
         return own(Reply::error(413, None), false, None, 0, Outcome::Failed);
     }
 
@@ -277,12 +282,8 @@ fn serve(
     let settings = &pool.config;
     traffic.pool = Some(pool.shared_name());
     traffic.route = route.map(|route| Arc::clone(&route.name));
-    let stripped = route.and_then(|route| forwarded_target(route, head));
-    let rewrite = RouteRewrite {
-        target: stripped.as_ref().map(|(target, _)| target.as_str()),
-        forwarded_prefix: stripped.as_ref().map(|(_, prefix)| prefix.as_str()),
-        fields: route.map_or(&NO_EDITS, |route| &route.request_headers),
-    };
+    let changes = RouteChanges::new(route, head);
+    let rewrite = changes.rewrite();
     let response_edits = route.filter(|route| !route.response_headers.is_empty()).map(|route| &route.response_headers);
     traffic.response_edits = response_edits.cloned();
 

@@ -12,8 +12,10 @@
 //! A request whose target is `*` (`OPTIONS *`) has no path: it matches no `path` or `pathPrefix`
 //! condition.
 
-use crate::config::routes::{HeaderCondition, RouteAction, RouteConfig, RouteMatch};
+use crate::config::routes::{HeaderCondition, HeaderEdits, RouteAction, RouteConfig, RouteMatch};
+use crate::http::edits::NO_EDITS;
 use crate::http::head::{Fields, RequestHead};
+use crate::http::rewrite::RouteRewrite;
 use crate::http::target::{prefix_matches, strip_prefix};
 
 /// The routes of one config, with each pool route's pool looked up once.
@@ -233,6 +235,36 @@ pub fn forwarded_target(route: &RouteConfig, head: &RequestHead) -> Option<(Stri
     }
     let forwarded_prefix = prefix.strip_suffix('/').filter(|rest| !rest.is_empty()).unwrap_or(prefix);
     Some((target, forwarded_prefix.to_string()))
+}
+
+/// What the route a request took changes in the head its backend receives, owned for as long as
+/// that head is being written: the stripped target and its `X-Forwarded-Prefix`
+/// ([`forwarded_target`]) and the route's `requestHeaders`. With no route (the default pool took
+/// the request) nothing changes.
+///
+/// The one reading of a route's rewrite, for the proxy and for `loadbalancer check --request` alike.
+#[derive(Debug, Clone)]
+pub struct RouteChanges<'a> {
+    stripped: Option<(String, String)>,
+    fields: &'a HeaderEdits,
+}
+
+impl<'a> RouteChanges<'a> {
+    pub fn new(route: Option<&'a RouteConfig>, head: &RequestHead) -> RouteChanges<'a> {
+        RouteChanges {
+            stripped: route.and_then(|route| forwarded_target(route, head)),
+            fields: route.map_or(&NO_EDITS, |route| &route.request_headers),
+        }
+    }
+
+    /// The changes in the form [`crate::http::rewrite::request_for_backend`] takes.
+    pub fn rewrite(&self) -> RouteRewrite<'_> {
+        RouteRewrite {
+            target: self.stripped.as_ref().map(|(target, _)| target.as_str()),
+            forwarded_prefix: self.stripped.as_ref().map(|(_, prefix)| prefix.as_str()),
+            fields: self.fields,
+        }
+    }
 }
 
 /// Expands a redirect template for this request: `{host}` is the request's normalised host (empty
