@@ -6,11 +6,13 @@
 #   1. install_tools      wrk, nginx, HAProxy, curl from Debian's packages if missing
 #   2. build              cargo build --release
 #   3. spawn_join_bench   cargo bench --bench spawn_join, if that target exists
-#   4. write_configs      three nginx backends, the nginx and HAProxy proxies, our two configs
+#   4. write_configs      three nginx backends, the nginx and HAProxy proxies, our configs (two
+#                         modes, and pooled with 10 routes in front)
 #   5. start_backends     one nginx process serving three identical backends on loopback
 #   6. smoke_test         each target answers 200 with the right body sizes before any load
-#   7. run_scenarios      every scenario against the five targets, interleaved, N rounds;
-#                         a fresh proxy process per run (so peak RSS is per run)
+#   7. run_scenarios      every scenario against the targets, interleaved, N rounds; a fresh
+#                         proxy process per run (so peak RSS is per run). `routed` (pooled with
+#                         10 routes) runs in the keep-alive scenarios only
 #   8. idle_10k           our load balancer's RSS with 10,000 idle keep-alive connections
 #   9. pool_sizes         ours at several `workers` counts: RSS and threads at start, ka50 and
 #                         ka200 req/s and p99, peak RSS
@@ -57,8 +59,12 @@ SLOW_PRESSURE=$((SLOW_LORIS + SLOW_UPLOADS + SLOW_READERS))
 # Ports: three backends, then one per proxy. `direct` is the first backend itself.
 BACKEND_PORTS=($((PORT_BASE + 1)) $((PORT_BASE + 2)) $((PORT_BASE + 3)))
 declare -A PORT=([direct]=$((PORT_BASE + 1)) [spawn]=$((PORT_BASE + 81)) [pooled]=$((PORT_BASE + 82))
-                 [nginx]=$((PORT_BASE + 83)) [haproxy]=$((PORT_BASE + 84)))
-TARGETS=(direct spawn pooled nginx haproxy)
+                 [nginx]=$((PORT_BASE + 83)) [haproxy]=$((PORT_BASE + 84)) [routed]=$((PORT_BASE + 85)))
+# `routed` is ours in pooled mode with 10 routes in front of the same pool: a cost check of
+# routing beside `pooled`, not a third mode. It runs right after `pooled` in each round, and only
+# in ROUTED_SCENARIOS.
+TARGETS=(direct spawn pooled routed nginx haproxy)
+ROUTED_SCENARIOS="ka10 ka50 ka200"
 
 # Scenarios: id | title | unit | connections | path | wrk script | idle connections held |
 # slow clients held
@@ -344,6 +350,7 @@ EOF
       [[ $n == 0 ]] || write_lb_config "$mode" "$n" "$WORK/lb-$mode-w$n.json"
     done
   done
+  write_lb_routed_config "$WORK/lb-routed.json"
 
   "$NGINX" -t -q -e "$WORK/nginx-backend/error.log" -p "$WORK/nginx-backend/" -c "$WORK/nginx-backend/nginx.conf"
   "$NGINX" -t -q -e "$WORK/nginx-proxy/error.log" -p "$WORK/nginx-proxy/" -c "$WORK/nginx-proxy/nginx.conf"
@@ -357,11 +364,14 @@ EOF
 # measured run opens its own. The other slow-client settings (headerReadTimeout,
 # bodyReadTimeout, the minimum rates) keep their defaults; the slow1000 attackers come from 200
 # addresses, a handful each, which the default cap would not touch either.
+#
+# write_lb_config MODE WORKERS FILE TARGET EXTRA: the same for TARGET's port, with EXTRA (more
+# top-level keys, each line ending in a comma) before `servers`.
 write_lb_config() {
-  local mode=$1 workers=$2 file=$3
+  local mode=$1 workers=$2 file=$3 target=${4:-$1} extra=${5:-}
   cat >"$file" <<EOF
 {
-  "listenPort": "127.0.0.1:${PORT[$mode]}",
+  "listenPort": "127.0.0.1:${PORT[$target]}",
   "algorithm": "round_robin",
   "workers": $workers,
   "pairThreads": "$mode",
@@ -369,7 +379,7 @@ write_lb_config() {
   "maxConnectionsPerClient": 0,
   "healthCheckInterval": "10s",
   "idleTimeout": "75s",
-  "servers": [
+${extra}  "servers": [
     "http://127.0.0.1:${BACKEND_PORTS[0]}",
     "http://127.0.0.1:${BACKEND_PORTS[1]}",
     "http://127.0.0.1:${BACKEND_PORTS[2]}"
@@ -378,13 +388,57 @@ write_lb_config() {
 EOF
 }
 
+# write_lb_routed_config FILE: the pooled config, plus three small pools over the same three
+# backends (a server may be in several pools) and 10 routes in front of pool `default` (the
+# top-level `servers`). wrk's `GET /` with `Host: 127.0.0.1:PORT` fails the first nine, each
+# on a different kind of condition (an exact host, a `*.` host, a list of hosts, a path prefix,
+# an exact path, a method and header fields), and is taken by the tenth, `site`, which sends it to
+# `default` with no header edits and no prefix stripped: what differs from `pooled` is the walk
+# down the list. The smoke test asks for a few of the other routes too.
+write_lb_routed_config() {
+  local file=$1 b1="http://127.0.0.1:${BACKEND_PORTS[0]}" b2="http://127.0.0.1:${BACKEND_PORTS[1]}"
+  local b3="http://127.0.0.1:${BACKEND_PORTS[2]}" extra
+  extra=$(cat <<EOF
+  "pools": {
+    "api": {"algorithm": "least_conn", "servers": ["$b1", "$b2"]},
+    "static": {"servers": ["$b3"]},
+    "admin": {"servers": ["$b2"], "maxRetries": 0}
+  },
+  "routes": [
+    {"name": "old-host", "match": {"host": "old.example.com"},
+     "redirect": {"location": "https://www.example.com{path}{query}", "status": 301}},
+    {"name": "api", "match": {"host": "api.example.com"}, "pool": "api",
+     "requestHeaders": {"set": {"X-Api-Gateway": "lb"}}},
+    {"name": "static", "match": {"host": "*.static.example.com"}, "pool": "static",
+     "responseHeaders": {"set": {"Cache-Control": "public, max-age=3600"}}},
+    {"name": "shop", "match": {"host": ["shop.example.com", "www.shop.example.com", "*.shop.example.org"]},
+     "pool": "static"},
+    {"name": "api-v1", "match": {"pathPrefix": "/v1"}, "pool": "api", "stripPrefix": true},
+    {"name": "admin", "match": {"pathPrefix": "/admin/", "methods": ["GET", "POST"]}, "pool": "admin",
+     "requestHeaders": {"remove": ["X-Debug"]}},
+    {"name": "webhooks", "match": {"methods": ["POST"],
+                                   "headers": {"Content-Type": "application/json", "X-Hook-Signature": true}},
+     "pool": "api"},
+    {"name": "ping", "match": {"path": "/lb-ping", "methods": ["GET", "HEAD"]},
+     "respond": {"status": 200, "body": "ok\\n"}},
+    {"name": "internal", "match": {"pathPrefix": "/internal/"},
+     "respond": {"status": 403, "body": "forbidden\\n"}},
+    {"name": "site", "match": {"pathPrefix": "/"}, "pool": "default"}
+  ],
+EOF
+)
+  write_lb_config pooled "$LB_WORKERS" "$file" routed "$extra
+"
+}
+
 # ---------------------------------------------------------------------------------------------
 # 5. Backends and proxies
 
 BACKEND_PID=
 start_backends() {
   local p
-  for p in "${BACKEND_PORTS[@]}" "${PORT[spawn]}" "${PORT[pooled]}" "${PORT[nginx]}" "${PORT[haproxy]}"; do
+  for p in "${BACKEND_PORTS[@]}" "${PORT[spawn]}" "${PORT[pooled]}" "${PORT[routed]}" "${PORT[nginx]}" \
+    "${PORT[haproxy]}"; do
     if port_in_use "$p"; then
       echo "port $p on 127.0.0.1 is already in use: set BENCH_PORT_BASE to a free range" >&2
       exit 1
@@ -407,7 +461,7 @@ start_target() {
   PROXY_PID=
   case $target in
     direct) return 0 ;;
-    spawn | pooled)
+    spawn | pooled | routed)
       start_bg "$target" "$log" env RUST_LOG=warn "$LB" --config "${2:-$WORK/lb-$target.json}" ;;
     nginx)
       : >"$WORK/nginx-proxy/error.log"   # per run, so its warnings can be counted
@@ -437,7 +491,7 @@ stop_target() {
 log_problems() {
   local target=$1 file pattern lines
   case $target in
-    spawn | pooled) file=$WORK/logs/$target.log pattern=' (WARN|ERROR) ' ;;
+    spawn | pooled | routed) file=$WORK/logs/$target.log pattern=' (WARN|ERROR) ' ;;
     nginx) file=$WORK/nginx-proxy/error.log pattern='\[(warn|error|crit|alert|emerg)\]' ;;
     haproxy) file=$WORK/logs/haproxy.log pattern='\[(WARNING|ALERT)\]' ;;
     *) printf '0\t\n'; return 0 ;;
@@ -468,9 +522,31 @@ smoke_test() {
         exit 1
       fi
     done
+    [[ $target == routed ]] && smoke_routes "$port"
     stop_target
   done
   log "smoke test passed: every target answers /, /1m and POST /upload as expected"
+}
+
+# smoke_routes PORT: the routed config's other routes answer as written (so its routes are the
+# ones loaded, and wrk's requests reach `site` only after the nine others).
+smoke_routes() {
+  local port=$1 check host path expect got
+  for check in "old.example.com /a?b=1 301 https://www.example.com/a?b=1" "127.0.0.1 /lb-ping 200 3" \
+    "127.0.0.1 /internal/x 403 10" "api.example.com / 200 64" "a.static.example.com / 200 64" \
+    "127.0.0.1 /v1 200 64"; do
+    read -r host path expect <<<"$check"
+    got=$(curl -s -o /dev/null --max-time 5 -H "Host: $host" -w '%{http_code} %{size_download} %{redirect_url}' \
+      "http://127.0.0.1:$port$path")
+    got=${got% }
+    case $expect in
+      301*) got="${got%% *} ${got##* }" ;;   # status and Location
+    esac
+    if [[ $got != "$expect" ]]; then
+      echo "smoke test: routed, Host $host, $path answered '$got', expected '$expect'" >&2
+      exit 1
+    fi
+  done
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -570,6 +646,7 @@ run_scenarios() {
     log "scenario $id: $title ($ROUNDS rounds of ${WARMUP}s warm-up + ${DURATION}s)"
     for ((round = 1; round <= ROUNDS; round++)); do
       for target in "${TARGETS[@]}"; do
+        [[ $target != routed || " $ROUTED_SCENARIOS " == *" $id "* ]] || continue
         run_one "$id" "$title" "$unit" "$conns" "$path" "$script" "$idle" "$slow" "$target" "$round"
       done
     done
@@ -690,8 +767,16 @@ write_method() {
   cat >"$WORK/meta/method.md" <<EOF
 - **Targets**, each on its own port on 127.0.0.1: the backend directly (the ceiling: wrk against
   one backend, no proxy), \`loadbalancer\` with \`"pairThreads": "spawn"\`, \`loadbalancer\` with
-  \`"pairThreads": "pooled"\`, nginx, HAProxy. The proxies balance round robin over the same three
-  backends.
+  \`"pairThreads": "pooled"\`, \`loadbalancer\` pooled with 10 routes (keep-alive scenarios only),
+  nginx, HAProxy. The proxies balance round robin over the same three backends.
+- **Pooled with 10 routes** (\`routed\`): the pooled config plus three small pools over the same
+  backends and 10 routes in front of pool \`default\` (\`write_lb_routed_config\` in
+  \`bench/run.sh\`); wrk's \`GET /\` fails the first nine (exact, \`*.\` and listed hosts, path
+  prefixes, an exact path, methods, header fields) and is taken by the last, \`site\`
+  (\`pathPrefix "/"\` to \`default\`), which edits no header fields and strips no prefix, so what
+  differs from pooled is the routing alone. The issue's expectation is that its keep-alive
+  throughput stays within 5% of pooled's; it is shown as a ratio to pooled in the same rounds, a
+  measurement, not a pass or fail.
 - **Backends**: one nginx process (\`worker_processes $BACKEND_WORKERS\`) with three \`server\`
   blocks on three ports, each answering \`/\` with a 64-byte body, \`/1m\` with a 1 MiB file
   (sendfile) and \`POST /upload\` with a 3-byte 200 (nginx reads and discards the body;
@@ -715,7 +800,8 @@ write_method() {
   keep-alive timeout 75 s, no logging.
 - **Load**: \`wrk -t$WRK_THREADS\`, a ${WARMUP} s warm-up then a ${DURATION} s measured run, wrk's
   \`--timeout 3s\`. Interleaved: in each round every target runs once, in the order above
-  (A B C D E A B C D E …), $ROUNDS rounds per scenario. Figures are medians over rounds; ratios
+  (A B C … A B C …; the routed one, where it runs, right after pooled), $ROUNDS rounds per
+  scenario. Figures are medians over rounds; ratios
   are medians of per-round ratios. wrk, the proxy and the backend share the $(nproc) cores, so
   run-to-run noise is ±10–25% and only ratios inside one run mean much.
 - **Fresh process per run**: each proxy is started before each of its runs and stopped after it,

@@ -14,6 +14,9 @@ of the backend during the measured run, a probe request made mid-run on a fresh 
 for the idle-pressure scenario the idle connections' fate, for the slow-clients scenario the
 attackers' counts (bench/lib/slow_clients.py). Figures in tables are medians over
 rounds; ratios are medians of the per-round ratios (each round's runs are close in time).
+
+The `routed` target (ours, pooled, with 10 routes in front of the same pool) is a cost check of
+routing, not a third mode: it is compared with `pooled` only, never with the peers.
 """
 
 import argparse
@@ -25,10 +28,13 @@ TARGETS = [
     ("direct", "backend directly (ceiling)"),
     ("spawn", "loadbalancer, pairThreads spawn"),
     ("pooled", "loadbalancer, pairThreads pooled"),
+    ("routed", "loadbalancer, pooled, 10 routes"),
     ("nginx", "nginx"),
     ("haproxy", "HAProxy"),
 ]
 LABEL = dict(TARGETS)
+SHORT = {"direct": "backend directly", "spawn": "ours spawn", "pooled": "ours pooled",
+         "routed": "ours pooled, 10 routes", "nginx": "nginx", "haproxy": "HAProxy"}
 OURS = [("spawn", "ours, spawn"), ("pooled", "ours, pooled")]
 PEERS = [("nginx", "nginx"), ("haproxy", "HAProxy")]
 MIB = 1024 * 1024
@@ -352,7 +358,43 @@ def scenario_markdown(recs, scenario):
                            f"{rate_head} ÷ nginx", f"{rate_head} ÷ HAProxy",
                            "p99 ÷ nginx", "p99 ÷ HAProxy"], ratio_rows)]
         out += ["", f"Higher is better for {rate_head} ratios, lower is better for p99 ratios."]
+    if "routed" in runs and "pooled" in runs:
+        out += ["", routed_markdown(runs, rate_head)]
     return "\n".join(out) + "\n"
+
+
+def fmt_ratio3(x):
+    return "–" if x is None else f"{x:.3f}×"
+
+
+def routed_ratios(runs, fn):
+    """The per-round ratios fn(routed) / fn(pooled), in round order."""
+    out = []
+    for rnd in sorted(runs.get("routed", {})):
+        mine, theirs = runs["routed"][rnd], runs.get("pooled", {}).get(rnd)
+        if theirs is None:
+            continue
+        a, b = fn(mine), fn(theirs)
+        if a is not None and b:
+            out.append(a / b)
+    return out
+
+
+def routed_markdown(runs, rate_head):
+    """Ours with 10 routes against ours without, in the same rounds: what routing costs."""
+    rates = routed_ratios(runs, throughput)
+    row = ["ours, pooled, 10 routes ÷ ours, pooled",
+           fmt_ratio3(median(rates)),
+           fmt_ratio3(median(routed_ratios(runs, p99))),
+           fmt_ratio3(median(routed_ratios(runs, lambda r: cpu_us_per_req(r, "proxy_ticks")))),
+           " / ".join(f"{x:.3f}" for x in rates) or "–"]
+    flagged = [rnd for t in ("routed", "pooled") for rnd, r in runs.get(t, {}).items() if run_problems(r)]
+    note = ("Same rounds, `routed` run right after `pooled`. Higher is better for the"
+            f" {rate_head} ratio, lower for p99 and CPU; 1.000× is no cost."
+            + (" ⚠ Some of these runs were flagged (see the checks column above)." if flagged else ""))
+    return table(["pooled with 10 routes ÷ pooled (median of per-round ratios)", f"{rate_head} ÷ pooled",
+                  "p99 ÷ pooled", "proxy CPU µs/req ÷ pooled", f"{rate_head} ratio per round"],
+                 [row]) + "\n\n" + note
 
 
 def fmt_cpu(x):
@@ -447,15 +489,17 @@ def slow_markdown(recs, scenario):
 
 def summary_markdown(recs):
     """One headline line per scenario: the median throughput and p99 of every target."""
-    headers = ["scenario"] + [LABEL[t].split(" (")[0].replace("loadbalancer, pairThreads ", "ours ")
-                              for t, _ in TARGETS] + ["spawn ÷ best peer", "pooled ÷ best peer"]
+    routed = any(r["target"] == "routed" for r in recs)
+    shown = [t for t, _ in TARGETS if t != "routed" or routed]
+    headers = (["scenario"] + [SHORT[t] for t in shown] + ["spawn ÷ best peer", "pooled ÷ best peer"]
+               + (["10 routes ÷ pooled"] if routed else []))
     rows = []
     for sc in scenario_ids(recs):
         runs = by_target_round(recs, sc)
         rs = [r for r in recs if r["scenario"] == sc]
         unit = rs[0]["unit"]
         row = [rs[0]["title"] + f" ({unit}, p99 ms)"]
-        for t, _ in TARGETS:
+        for t in shown:
             tr = list(runs.get(t, {}).values())
             rate = median([throughput(r) for r in tr])
             lat = median([p99(r) for r in tr])
@@ -468,6 +512,8 @@ def summary_markdown(recs):
                 if peer_rate is not None and (best is None or peer_rate > best[1]):
                     best = (peer, peer_rate)
             row.append(fmt_ratio(per_round_ratio(runs, ours, best[0], throughput)) if best else "–")
+        if routed:
+            row.append(fmt_ratio3(per_round_ratio(runs, "routed", "pooled", throughput)))
         rows.append(row)
     return table(headers, rows, ["l"] + ["r"] * (len(headers) - 1))
 
@@ -581,8 +627,10 @@ def cmd_markdown(a):
         "",
         "## Summary",
         "",
-        "Median over rounds of each target's throughput (and p99 latency in ms); the last two columns"
-        " are our throughput divided by the faster peer's, median of the per-round ratios."
+        "Median over rounds of each target's throughput (and p99 latency in ms); the \"÷ best peer\""
+        " columns are our throughput divided by the faster peer's, median of the per-round ratios"
+        " (\"10 routes ÷ pooled\", where the routed target ran, is its throughput divided by"
+        " pooled's, likewise)."
         " ⚠ marks a target with a flagged run (see its scenario's checks column).",
         "",
         summary_markdown(recs),
