@@ -70,12 +70,9 @@ impl fmt::Display for CertError {
             CertError::BadCertificate { file, problem } => {
                 write!(f, "{}: the certificate cannot be read: {problem}", file.display())
             }
-            CertError::KeyMismatch { cert_file, key_file } => write!(
-                f,
-                "{} and {}: the key does not match the certificate",
-                cert_file.display(),
-                key_file.display()
-            ),
+            CertError::KeyMismatch { cert_file, key_file } => {
+                write!(f, "{} and {}: the key does not match the certificate", cert_file.display(), key_file.display())
+            }
             CertError::NoDnsName { file } => write!(f, "{}: certificate covers no DNS name", file.display()),
         }
     }
@@ -163,11 +160,10 @@ pub fn dns_names(cert: &[u8]) -> Result<Vec<String>, &'static str> {
     const SUBJECT_ALT_NAME: &[u8] = &[0x55, 0x1d, 0x11];
 
     let mut input = cert;
-    let certificate = expect(&mut input, SEQUENCE)?;
-    let mut certificate = certificate;
+    let mut certificate = expect(&mut input, SEQUENCE)?;
     let mut tbs = expect(&mut certificate, SEQUENCE)?;
     // The fields before the extensions are all SEQUENCEs, INTEGERs or other context tags.
-    let extensions = loop {
+    let mut extensions = loop {
         if tbs.is_empty() {
             return Ok(Vec::new());
         }
@@ -176,7 +172,6 @@ pub fn dns_names(cert: &[u8]) -> Result<Vec<String>, &'static str> {
             break content;
         }
     };
-    let mut extensions = extensions;
     let mut list = expect(&mut extensions, SEQUENCE)?;
     let mut names = Vec::new();
     while !list.is_empty() {
@@ -192,7 +187,6 @@ pub fn dns_names(cert: &[u8]) -> Result<Vec<String>, &'static str> {
         if id != SUBJECT_ALT_NAME {
             continue;
         }
-        let mut value = value;
         let mut general_names = expect(&mut value, SEQUENCE)?;
         while !general_names.is_empty() {
             let (tag, content) = tlv(&mut general_names)?;
@@ -271,7 +265,11 @@ mod tests {
     fn the_names_come_from_the_subject_alt_name_lower_cased() {
         let (cert, key) = pair(&["Example.COM", "*.example.com", "api.example.net.", "127.0.0.1"]);
         let loaded = parse(&cert, &key).unwrap();
-        assert_eq!(loaded.names, ["example.com", "*.example.com", "api.example.net"], "the IP address is not a DNS name");
+        assert_eq!(
+            loaded.names,
+            ["example.com", "*.example.com", "api.example.net"],
+            "the IP address is not a DNS name"
+        );
     }
 
     #[test]
@@ -288,6 +286,16 @@ mod tests {
                 parse(&cert.pem(), &pem).unwrap();
             }
         }
+    }
+
+    #[test]
+    fn a_pkcs1_rsa_key_block_is_read_as_a_key() {
+        // ring cannot make RSA keys, so no real one: a block of the PKCS#1 kind with contents
+        // that are not a key is recognised as a key, and refused by the provider.
+        let (cert, _) = pair(&["a.test"]);
+        let error = parse(&cert, &pem_block("RSA PRIVATE KEY", &[0x30, 0x03, 0x02, 0x01, 0x00])).unwrap_err();
+        assert!(matches!(error, CertError::UnusableKey { .. }), "{error}");
+        assert!(error.to_string().starts_with("key.pem: the key cannot be used: "), "{error}");
     }
 
     /// The SEC1 `ECPrivateKey` inside a PKCS#8 `PrivateKeyInfo`: its `privateKey` OCTET STRING.

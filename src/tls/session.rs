@@ -59,7 +59,8 @@ const WRITE_CHUNK: usize = 16 * 1024;
 pub enum TlsError {
     /// The socket failed.
     Io(io::Error),
-    /// The client broke the protocol, or asked for what is not offered; an alert was sent.
+    /// The client broke the protocol, or asked for what is not offered. rustls has queued an alert
+    /// for most of these (not for a record it cannot even frame).
     Tls(rustls::Error),
     /// The client closed the connection before the handshake was done.
     Closed,
@@ -286,7 +287,7 @@ impl TlsSession {
 
     /// Reads plaintext without waiting: `WouldBlock` when the client has sent nothing more.
     pub fn read_now(&self, into: &mut [u8]) -> io::Result<usize> {
-        self.read_with(into, |stream, buffer| crate::connection::read_now(stream, buffer))
+        self.read_with(into, crate::connection::read_now)
     }
 
     fn read_with(
@@ -454,5 +455,456 @@ impl Write for &TlsSession {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{SocketAddr, TcpListener};
+    use std::path::Path;
+    use std::sync::mpsc;
+    use std::thread;
+    use std::time::Duration;
+
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use rustls::{ClientConfig, ClientConnection, RootCertStore, SupportedProtocolVersion};
+
+    use super::*;
+    use crate::tls::certs::{self, LoadedCert};
+    use crate::tls::config::{self, ALPN_HTTP_1_1, Resumption};
+    use crate::tls::sni::CertStore;
+
+    const LONG: Duration = Duration::from_secs(10);
+
+    /// A certificate authority made for the test, and certificates it issues.
+    struct TestCa {
+        issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    }
+
+    impl TestCa {
+        fn new() -> TestCa {
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            TestCa { issuer: rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap() }
+        }
+
+        fn issue(&self, names: &[&str]) -> LoadedCert {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
+            let cert = rcgen::CertificateParams::new(names).unwrap().signed_by(&key, &self.issuer).unwrap();
+            let chain = format!("{}{}", cert.pem(), self.issuer.pem());
+            let file = Path::new("test.pem");
+            certs::from_pem(file, chain.as_bytes(), file, key.serialize_pem().as_bytes(), &config::provider()).unwrap()
+        }
+
+        fn client(&self, versions: &[&'static SupportedProtocolVersion]) -> Arc<ClientConfig> {
+            let mut roots = RootCertStore::empty();
+            roots.add(self.issuer.der().clone()).unwrap();
+            let mut client = ClientConfig::builder_with_provider(config::provider())
+                .with_protocol_versions(versions)
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            client.alpn_protocols = vec![ALPN_HTTP_1_1.to_vec()];
+            Arc::new(client)
+        }
+    }
+
+    const BOTH: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+    fn server(certs: Vec<LoadedCert>) -> (Arc<CertStore>, Arc<ServerConfig>) {
+        let store = Arc::new(CertStore::new(certs));
+        let config = config::server_config(Arc::clone(&store), &Resumption::new().unwrap()).unwrap();
+        (store, config)
+    }
+
+    fn listen() -> (TcpListener, SocketAddr) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        (listener, address)
+    }
+
+    fn accept(listener: &TcpListener, config: &Arc<ServerConfig>) -> Result<TlsSession, TlsError> {
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(LONG)).unwrap();
+        stream.set_write_timeout(Some(LONG)).unwrap();
+        handshake(stream, Arc::clone(config), Instant::now() + LONG)
+    }
+
+    /// Serves one client that says `ping`: answers `pong` and ends the session.
+    fn serve_ping(listener: &TcpListener, config: &Arc<ServerConfig>) -> SessionDetails {
+        let session = accept(listener, config).unwrap();
+        let mut ping = [0u8; 4];
+        (&session).read_exact(&mut ping).unwrap();
+        assert_eq!(&ping, b"ping");
+        session.write_all(b"pong").unwrap();
+        session.shutdown().unwrap();
+        session.details()
+    }
+
+    struct ClientView {
+        kind: Option<HandshakeKind>,
+        version: Option<ProtocolVersion>,
+        certificate: CertificateDer<'static>,
+    }
+
+    /// Connects as `name`, says `ping`, expects `pong` and then `close_notify`.
+    fn ping(address: SocketAddr, config: Arc<ClientConfig>, name: &str) -> thread::JoinHandle<ClientView> {
+        let name = ServerName::try_from(name.to_string()).unwrap();
+        thread::spawn(move || {
+            let tcp = TcpStream::connect(address).unwrap();
+            tcp.set_read_timeout(Some(LONG)).unwrap();
+            let mut tls = rustls::StreamOwned::new(ClientConnection::new(config, name).unwrap(), tcp);
+            tls.write_all(b"ping").unwrap();
+            let mut answer = Vec::new();
+            tls.read_to_end(&mut answer).unwrap();
+            assert_eq!(answer, b"pong", "the answer, then a clean end");
+            ClientView {
+                kind: tls.conn.handshake_kind(),
+                version: tls.conn.protocol_version(),
+                certificate: tls.conn.peer_certificates().unwrap()[0].clone().into_owned(),
+            }
+        })
+    }
+
+    #[test]
+    fn tls_1_2_and_1_3_negotiate_http_1_1_and_resume_across_a_certificate_reload() {
+        let ca = TestCa::new();
+        for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+            let first = ca.issue(&["localhost"]);
+            let (store, config) = server(vec![first.clone()]);
+            let (listener, address) = listen();
+            let client = ca.client(&[version]);
+
+            let seen = ping(address, Arc::clone(&client), "localhost");
+            let details = serve_ping(&listener, &config);
+            let seen = seen.join().unwrap();
+            assert_eq!(details.version, Some(version.version));
+            assert_eq!(seen.version, Some(version.version));
+            assert_eq!(details.alpn.as_deref(), Some(ALPN_HTTP_1_1));
+            assert_eq!(details.server_name.as_deref(), Some("localhost"));
+            assert_eq!((details.kind, seen.kind), (Some(HandshakeKind::Full), Some(HandshakeKind::Full)));
+            assert_eq!(seen.certificate, first.key.cert[0]);
+
+            let seen = ping(address, Arc::clone(&client), "localhost");
+            let details = serve_ping(&listener, &config);
+            assert_eq!(seen.join().unwrap().kind, Some(HandshakeKind::Resumed), "{version:?}");
+            assert_eq!(details.kind, Some(HandshakeKind::Resumed));
+
+            // A renewed certificate: a returning client still resumes, a new one gets it.
+            let renewed = ca.issue(&["localhost"]);
+            store.replace(vec![renewed.clone()]);
+            let seen = ping(address, Arc::clone(&client), "localhost");
+            serve_ping(&listener, &config);
+            assert_eq!(seen.join().unwrap().kind, Some(HandshakeKind::Resumed), "{version:?} after the reload");
+            let seen = ping(address, ca.client(&[version]), "localhost");
+            serve_ping(&listener, &config);
+            let seen = seen.join().unwrap();
+            assert_eq!((seen.kind, seen.certificate), (Some(HandshakeKind::Full), renewed.key.cert[0].clone()));
+        }
+    }
+
+    #[test]
+    fn the_certificate_is_chosen_by_the_name_the_client_asks_for() {
+        let ca = TestCa::new();
+        let (default, wildcard) = (ca.issue(&["localhost"]), ca.issue(&["*.example.test"]));
+        let (_store, config) = server(vec![default.clone(), wildcard.clone()]);
+        let (listener, address) = listen();
+        for (name, expected) in [("api.example.test", &wildcard), ("localhost", &default)] {
+            let seen = ping(address, ca.client(BOTH), name);
+            let details = serve_ping(&listener, &config);
+            assert_eq!(seen.join().unwrap().certificate, expected.key.cert[0], "{name}");
+            assert_eq!(details.server_name.as_deref(), Some(name));
+        }
+    }
+
+    #[test]
+    fn a_client_without_alpn_http_1_1_is_refused() {
+        let ca = TestCa::new();
+        let (_store, config) = server(vec![ca.issue(&["localhost"])]);
+        let (listener, address) = listen();
+        let mut client = (*ca.client(BOTH)).clone();
+        client.alpn_protocols = vec![b"h2".to_vec()];
+        let client = Arc::new(client);
+        let refused = thread::spawn(move || {
+            let tcp = TcpStream::connect(address).unwrap();
+            tcp.set_read_timeout(Some(LONG)).unwrap();
+            let name = ServerName::try_from("localhost").unwrap();
+            let mut tls = rustls::StreamOwned::new(ClientConnection::new(client, name).unwrap(), tcp);
+            tls.write_all(b"ping").unwrap_err()
+        });
+        assert!(matches!(accept(&listener, &config), Err(TlsError::Tls(rustls::Error::NoApplicationProtocol))));
+        let error = refused.join().unwrap().to_string();
+        assert!(error.contains("NoApplicationProtocol"), "{error}");
+    }
+
+    #[test]
+    fn plain_http_or_garbage_is_a_clean_error_with_an_alert() {
+        let ca = TestCa::new();
+        let (_store, config) = server(vec![ca.issue(&["localhost"])]);
+        let (listener, address) = listen();
+        let inputs: [&[u8]; 3] = [
+            b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n",
+            // A handshake record holding a ClientHello cut short.
+            &[0x16, 0x03, 0x01, 0x00, 0x08, 0x01, 0x00, 0x00, 0x04, 0x03, 0x03, 0x00, 0x00],
+            &[0xff; 64],
+        ];
+        for input in inputs {
+            let client = thread::spawn(move || {
+                let mut tcp = TcpStream::connect(address).unwrap();
+                tcp.set_read_timeout(Some(LONG)).unwrap();
+                tcp.write_all(input).unwrap();
+                let mut answer = Vec::new();
+                let _ = tcp.read_to_end(&mut answer);
+                answer
+            });
+            let error = accept(&listener, &config).unwrap_err();
+            assert!(matches!(error, TlsError::Tls(_)), "{error}");
+            let answer = client.join().unwrap();
+            assert_eq!(answer.first(), Some(&0x15), "an alert record for {input:02x?}, not {answer:02x?}");
+        }
+    }
+
+    #[test]
+    fn a_client_that_closes_or_stalls_ends_the_handshake() {
+        let ca = TestCa::new();
+        let (_store, config) = server(vec![ca.issue(&["localhost"])]);
+        let (listener, address) = listen();
+        drop(TcpStream::connect(address).unwrap());
+        assert!(matches!(accept(&listener, &config), Err(TlsError::Closed)));
+        let _quiet = TcpStream::connect(address).unwrap();
+        let (stream, _) = listener.accept().unwrap();
+        let started = Instant::now();
+        let result = handshake(stream, config, started + Duration::from_millis(200));
+        assert!(matches!(result, Err(TlsError::TimedOut)));
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    /// Drives a handshake in memory: the client's bytes go to [`Handshake::feed`] and the
+    /// server's come from [`Handshake::write_pending`]. Once the client is done it sends
+    /// `behind` straight after its `Finished`, in the same flight.
+    fn handshake_in_memory(client: &mut ClientConnection, server: &mut Handshake, behind: &[u8]) {
+        let mut sent_behind = false;
+        for _ in 0..10 {
+            let mut wire = Vec::new();
+            if !client.is_handshaking() && !sent_behind {
+                client.writer().write_all(behind).unwrap();
+                sent_behind = true;
+            }
+            while client.wants_write() {
+                client.write_tls(&mut wire).unwrap();
+            }
+            if server.feed(&wire).unwrap() == HandshakeState::Done {
+                assert!(sent_behind);
+                return;
+            }
+            let mut wire = Vec::new();
+            server.write_pending(&mut wire).unwrap();
+            client.read_tls(&mut &wire[..]).unwrap();
+            client.process_new_packets().unwrap();
+        }
+        panic!("the handshake did not finish");
+    }
+
+    #[test]
+    fn plaintext_right_behind_the_clients_finished_is_kept_for_the_first_reads() {
+        let ca = TestCa::new();
+        let (_store, config) = server(vec![ca.issue(&["localhost"])]);
+        for size in [40, 100 * 1024] {
+            let behind: Vec<u8> = (0..size).map(|index| (index % 251) as u8).collect();
+            let mut client = ClientConnection::new(
+                ca.client(&[&rustls::version::TLS13]),
+                ServerName::try_from("localhost").unwrap(),
+            )
+            .unwrap();
+            client.set_buffer_limit(None);
+            let mut server = Handshake::new(Arc::clone(&config)).unwrap();
+            handshake_in_memory(&mut client, &mut server, &behind);
+
+            let (_outside, inside) = crate::tests_support::socket_pair();
+            // Nothing will come on the socket: a read that reached it would fail, not hang.
+            inside.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+            let session = server.into_session(inside);
+            assert!(session.has_buffered());
+            let mut received = vec![0u8; size];
+            (&session).read_exact(&mut received).unwrap();
+            assert!(received == behind, "{size} bytes behind the Finished arrive whole and in order");
+        }
+    }
+
+    /// A client on a non-blocking socket, in one thread: sends `send` bytes and receives
+    /// `expect` bytes at the same time, asking for a key update halfway; returns what it got.
+    fn duplex_client(address: SocketAddr, config: Arc<ClientConfig>, send: usize, expect: usize) -> Vec<u8> {
+        let tcp = TcpStream::connect(address).unwrap();
+        tcp.set_nonblocking(true).unwrap();
+        let mut conn = ClientConnection::new(config, ServerName::try_from("localhost").unwrap()).unwrap();
+        let payload: Vec<u8> = (0..send).map(|index| (index % 251) as u8).collect();
+        let (mut sent, mut received, mut buffer) = (0, Vec::new(), vec![0u8; 64 * 1024]);
+        let mut key_updated = false;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            assert!(Instant::now() < deadline, "the client stalled: sent {sent}, received {}", received.len());
+            let mut progress = false;
+            if !conn.is_handshaking() && sent < send {
+                let end = send.min(sent + 16 * 1024);
+                let taken = conn.writer().write(&payload[sent..end]).unwrap();
+                sent += taken;
+                progress |= taken > 0;
+                if sent >= send / 2 && !key_updated && conn.protocol_version() == Some(ProtocolVersion::TLSv1_3) {
+                    conn.refresh_traffic_keys().unwrap();
+                    key_updated = true;
+                }
+            }
+            while conn.wants_write() {
+                match conn.write_tls(&mut &tcp) {
+                    Ok(written) => progress |= written > 0,
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(error) => panic!("client write: {error}"),
+                }
+            }
+            match conn.read_tls(&mut &tcp) {
+                Ok(0) => panic!("the server closed early"),
+                Ok(_) => {
+                    conn.process_new_packets().unwrap();
+                    progress = true;
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(error) if error.kind() == io::ErrorKind::Other => {} // plaintext buffer full
+                Err(error) => panic!("client read: {error}"),
+            }
+            loop {
+                match conn.reader().read(&mut buffer) {
+                    Ok(0) => break,
+                    Ok(count) => {
+                        received.extend_from_slice(&buffer[..count]);
+                        progress = true;
+                    }
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(error) => panic!("client plaintext: {error}"),
+                }
+            }
+            if sent == send && received.len() >= expect && !conn.wants_write() {
+                return received;
+            }
+            if !progress {
+                thread::sleep(Duration::from_micros(200));
+            }
+        }
+    }
+
+    #[test]
+    fn one_thread_reads_while_another_writes_without_deadlock() {
+        const SIZE: usize = 1024 * 1024;
+        let ca = TestCa::new();
+        let (_store, config) = server(vec![ca.issue(&["localhost"])]);
+        let (listener, address) = listen();
+        for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+            let client = ca.client(&[version]);
+            let client = thread::spawn(move || duplex_client(address, client, SIZE, SIZE));
+            let session = Arc::new(accept(&listener, &config).unwrap());
+
+            let (done, finished) = mpsc::channel();
+            let reader = {
+                let (session, done) = (Arc::clone(&session), done.clone());
+                thread::spawn(move || {
+                    let mut received = vec![0u8; SIZE];
+                    let mut buffer = vec![0u8; 7 * 1024]; // not a record's size, on purpose
+                    let mut filled = 0;
+                    while filled < SIZE {
+                        let count = session.read(&mut buffer).unwrap();
+                        assert!(count > 0, "the client ended early");
+                        received[filled..filled + count].copy_from_slice(&buffer[..count]);
+                        filled += count;
+                    }
+                    let _ = done.send("reader");
+                    received
+                })
+            };
+            let writer = {
+                let session = Arc::clone(&session);
+                thread::spawn(move || {
+                    let payload: Vec<u8> = (0..SIZE).map(|index| (index % 251) as u8).collect();
+                    for piece in payload.chunks(10_000) {
+                        session.write_all(piece).unwrap();
+                    }
+                    let _ = done.send("writer");
+                })
+            };
+            for _ in 0..2 {
+                finished.recv_timeout(Duration::from_secs(30)).expect("the reader and the writer finish");
+            }
+            let received = reader.join().unwrap();
+            writer.join().unwrap();
+            assert!(received.iter().enumerate().all(|(index, &byte)| byte == (index % 251) as u8), "{version:?}");
+            let got = client.join().unwrap();
+            assert_eq!(got.len(), SIZE);
+            assert!(got.iter().enumerate().all(|(index, &byte)| byte == (index % 251) as u8), "{version:?}");
+        }
+    }
+
+    #[test]
+    fn a_broken_record_in_the_session_is_an_error_and_an_alert() {
+        let ca = TestCa::new();
+        let (_store, config) = server(vec![ca.issue(&["localhost"])]);
+        let (listener, address) = listen();
+        let client = ca.client(BOTH);
+        let client = thread::spawn(move || {
+            let mut tcp = TcpStream::connect(address).unwrap();
+            tcp.set_read_timeout(Some(LONG)).unwrap();
+            let mut conn = ClientConnection::new(client, ServerName::try_from("localhost").unwrap()).unwrap();
+            while conn.is_handshaking() {
+                conn.complete_io(&mut tcp).unwrap();
+            }
+            // An application-data record whose contents are not sealed with the session's key.
+            tcp.write_all(&[0x17, 0x03, 0x03, 0x00, 0x20]).unwrap();
+            tcp.write_all(&[0xab; 0x20]).unwrap();
+            let mut answer = Vec::new();
+            let _ = tcp.read_to_end(&mut answer);
+            // The session tickets may come first; then the alert, sealed with the session's keys.
+            let mut answer = &answer[..];
+            while !answer.is_empty() {
+                conn.read_tls(&mut answer).unwrap();
+                conn.process_new_packets()?;
+            }
+            Ok(())
+        });
+        let session = accept(&listener, &config).unwrap();
+        let error = session.read(&mut [0u8; 100]).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(session.read(&mut [0u8; 100]).unwrap_err().kind(), io::ErrorKind::InvalidData, "and stays failed");
+        session.stream().shutdown(std::net::Shutdown::Both).unwrap();
+        assert_eq!(client.join().unwrap(), Err(rustls::Error::AlertReceived(rustls::AlertDescription::BadRecordMac)));
+    }
+
+    #[test]
+    fn the_session_ends_on_close_notify_and_on_a_bare_tcp_close_alike() {
+        let ca = TestCa::new();
+        let (_store, config) = server(vec![ca.issue(&["localhost"])]);
+        let (listener, address) = listen();
+        for close_notify in [true, false] {
+            let client = ca.client(BOTH);
+            let client = thread::spawn(move || {
+                let mut tcp = TcpStream::connect(address).unwrap();
+                let mut conn = ClientConnection::new(client, ServerName::try_from("localhost").unwrap()).unwrap();
+                while conn.is_handshaking() {
+                    conn.complete_io(&mut tcp).unwrap();
+                }
+                conn.writer().write_all(b"last words").unwrap();
+                if close_notify {
+                    conn.send_close_notify();
+                }
+                while conn.wants_write() {
+                    conn.write_tls(&mut tcp).unwrap();
+                }
+                tcp.shutdown(std::net::Shutdown::Write).unwrap();
+                tcp
+            });
+            let session = accept(&listener, &config).unwrap();
+            let mut received = Vec::new();
+            (&session).read_to_end(&mut received).unwrap();
+            assert_eq!(received, b"last words", "close_notify: {close_notify}");
+            assert_eq!(session.read(&mut [0u8; 16]).unwrap(), 0, "and the end stays the end");
+            drop(client.join().unwrap());
+        }
     }
 }
