@@ -37,6 +37,7 @@
 //! - [`reload`]: applying a changed config file;
 //! - [`access_log`]: the line written for each request, as text or JSON;
 //! - `fault` (debug builds only): panics on purpose in a pair job, for the tests;
+//! - [`tls`]: HTTPS: certificates, their choice by SNI, and a TLS session shared by the pair;
 //! - [`timestamp`]: RFC 3339 times, for the metrics and the logs;
 //! - [`config`], [`cli`], [`duration`]: configuration; [`demo`] and [`echo`]: the bundled backends;
 //! - [`check`]: `loadbalancer check`, a config described, and one request's path through the routes;
@@ -79,6 +80,7 @@ pub mod shared;
 pub mod signals;
 pub mod status_page;
 pub mod timestamp;
+pub mod tls;
 pub mod tunnel;
 pub mod watcher;
 pub mod worker;

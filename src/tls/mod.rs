@@ -1,0 +1,53 @@
+//! HTTPS: the certificates, their choice by SNI, the rustls configuration, and a client's TLS
+//! session as it moves between the threads.
+//!
+//! - [`certs`]: reading a `certificates` entry (`certFile`, `keyFile`) into a key ready to serve,
+//!   with the names it covers; a bad file is an error naming it.
+//! - [`sni`]: [`CertStore`], the set being served and the choice by the name the client asks
+//!   for; replaced whole on a reload.
+//! - [`config`]: the rustls `ServerConfig` (TLS 1.2 and 1.3, ALPN `http/1.1`, the ring provider,
+//!   resumption with a ticket key kept for the life of the process).
+//! - [`session`]: the handshake, and [`TlsSession`], read and written by two threads at once.
+//!
+//! # The lifecycle of a TLS connection
+//!
+//! One owner at a time, as for a plain connection ([`crate::connection`]), except during a
+//! request, when two threads share the session and the rules in [`session`] apply.
+//!
+//! 1. **Accepted** by the `acceptor`, which only counts it and hands the socket on, as for plain
+//!    HTTP: it reads nothing and writes nothing (a refusal there is a TCP close, since a `503`
+//!    cannot be sent before a handshake).
+//! 2. **Handshake**, owned by whoever holds the connection: a worker feeds a [`Handshake`] what
+//!    the socket has without waiting, and if the client's flight is not all there it parks the
+//!    connection with the `watcher`, which feeds it as bytes arrive, writes rustls's answers, and
+//!    gives up at `headerReadTimeout`. The certificate is chosen from the [`CertStore`] as the
+//!    ClientHello is read. A client that breaks the handshake gets an alert and a close.
+//! 3. **Session**: the finished handshake becomes a [`TlsSession`], holding any plaintext that
+//!    came behind the client's `Finished`. The worker, and the watcher while the connection is
+//!    idle or sending a head, read through it with `read_now`; the worker writes its own answers
+//!    through it. One owner, so no contention.
+//! 4. **A request**: the session is shared by `Arc` between `req-N-fwd`, which alone reads it
+//!    (the request body), and `req-N-rev`, which writes it (the response). The socket is written
+//!    only by whoever holds the session's write lock, in the order rustls sealed the records; the
+//!    reader never waits for that lock, and leaves what it has to send (an alert, a `KeyUpdate`
+//!    reply) for the holder when it is taken. After the pair, the worker owns it alone again.
+//! 5. **Close**: [`TlsSession::shutdown`] sends `close_notify` after everything written before
+//!    it, then the socket is shut as for plain HTTP. A session ends on the client's
+//!    `close_notify` or TCP close alike (requests are framed, so truncation shows there).
+//!
+//! A certificate reload replaces the [`CertStore`]'s set: handshakes from then on get the new
+//! certificates, sessions already made keep theirs, and the ticket key in [`Resumption`] is
+//! unchanged, so clients keep resuming.
+//!
+//! The listener is not wired yet: nothing here is reached from the acceptor, the watcher, the
+//! workers or the pair so far; the tests drive it over loopback sockets.
+
+pub mod certs;
+pub mod config;
+pub mod session;
+pub mod sni;
+
+pub use certs::{CertError, LoadedCert};
+pub use config::{Resumption, server_config};
+pub use session::{Handshake, HandshakeState, TlsError, TlsSession, handshake};
+pub use sni::CertStore;
