@@ -465,19 +465,22 @@ mod tests {
         Balancer::new(algorithm, BalanceSettings::default(), backends)
     }
 
-    fn mark_down(backend: &Backend) {
+    /// Marks a backend down by failed probes, as the health thread would.
+    pub(crate) fn mark_down(backend: &Backend) {
         while backend.is_healthy() {
             backend.record_probe(false, 1, 1);
         }
     }
 
-    fn mark_up(backend: &Backend) {
+    /// Marks a backend up by passed probes.
+    pub(crate) fn mark_up(backend: &Backend) {
         while !backend.is_healthy() {
             backend.record_probe(true, 1, 1);
         }
     }
 
-    fn client(number: u32) -> IpAddr {
+    /// Client number `number`, as an address in 10.0.0.0/8.
+    pub(crate) fn client(number: u32) -> IpAddr {
         IpAddr::from((0x0a00_0000 + number).to_be_bytes())
     }
 

@@ -165,10 +165,10 @@ impl TieredBalancer {
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
-    use std::net::IpAddr;
 
     use super::*;
     use crate::backend::{test_backend, test_backup};
+    use crate::balance::tests::{client, mark_down, mark_up};
 
     /// Primaries at 0, 2 and 4 and backups at 1 and 3, interleaved so the index maps matter.
     fn pool() -> Vec<Arc<Backend>> {
@@ -186,22 +186,6 @@ mod tests {
 
     fn tiered(algorithm: Algorithm, backends: &[Arc<Backend>], all_backups: bool) -> TieredBalancer {
         TieredBalancer::new(algorithm, BalanceSettings::default(), backends, all_backups)
-    }
-
-    fn mark_down(backend: &Backend) {
-        while backend.is_healthy() {
-            backend.record_probe(false, 1, 1);
-        }
-    }
-
-    fn mark_up(backend: &Backend) {
-        while !backend.is_healthy() {
-            backend.record_probe(true, 1, 1);
-        }
-    }
-
-    fn client(number: u32) -> IpAddr {
-        IpAddr::from((0x0a00_0000 + number).to_be_bytes())
     }
 
     /// Where each of `keys` keys goes (key `k` as client 10.x.y.z and as `/item/k`), after `tried`.
