@@ -78,11 +78,7 @@ impl Reply {
     pub fn respond(status: u16, body: &str, fields: &[(String, String)]) -> Reply {
         let mut reply = Reply::error(status, Some(body));
         for (name, value) in fields {
-            if name.eq_ignore_ascii_case("content-type") {
-                reply.content_type = Cow::Owned(value.clone());
-            } else {
-                reply = reply.with_field(name.clone(), value.clone());
-            }
+            reply.add_field(name, value);
         }
         reply
     }
@@ -91,11 +87,16 @@ impl Reply {
     /// replaces the reply's own.
     pub fn add_fields(&mut self, edits: &HeaderEdits) {
         for (name, value) in edits.additions() {
-            if name.eq_ignore_ascii_case("content-type") {
-                self.content_type = Cow::Owned(value.to_string());
-            } else {
-                self.extra_fields.push((Cow::Owned(name.to_string()), value.to_string()));
-            }
+            self.add_field(name, value);
+        }
+    }
+
+    /// Adds a field from the config; a `Content-Type` replaces the reply's own, as a reply has one.
+    fn add_field(&mut self, name: &str, value: &str) {
+        if name.eq_ignore_ascii_case("content-type") {
+            self.content_type = Cow::Owned(value.to_string());
+        } else {
+            self.extra_fields.push((Cow::Owned(name.to_string()), value.to_string()));
         }
     }
 
