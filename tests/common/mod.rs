@@ -322,11 +322,18 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
     stream
 }
 
-/// Sends `raw` on a new connection and reads one response.
+/// Sends `raw` on a new connection and reads one response. A response marked
+/// `Connection: close` is followed to the close: the load balancer counts a request before it
+/// closes the connection (but the pair may deliver the last byte earlier), so metrics read after
+/// this call always include the request.
 pub fn request(addr: SocketAddr, raw: &str) -> Response {
     let mut client = Client::connect(addr);
     client.send(raw.as_bytes());
-    client.response(false)
+    let response = client.response(false);
+    if response.header("connection").is_some_and(|value| value.eq_ignore_ascii_case("close")) {
+        client.is_closed();
+    }
+    response
 }
 
 /// A raw HTTP/1.1 client on one connection, reading responses exactly as framed.
