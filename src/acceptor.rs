@@ -47,12 +47,12 @@ pub fn run(shared: &Shared, listener: &TcpListener, workers: Sender<ClientConnec
         let permit = match shared.connections.admit(peer.ip(), limits.max_connections, per_client_cap) {
             Ok(permit) => permit,
             Err(Refusal::TooManyConnections) => {
-                refuse(stream, "Service Unavailable: too many connections");
+                refuse(&stream, "Service Unavailable: too many connections");
                 continue;
             }
             Err(Refusal::TooManyFromClient) => {
                 shared.stats.record_slow_client(Defence::PerClientCap);
-                refuse(stream, "Service Unavailable: too many connections from your address");
+                refuse(&stream, "Service Unavailable: too many connections from your address");
                 continue;
             }
         };
@@ -61,7 +61,7 @@ pub fn run(shared: &Shared, listener: &TcpListener, workers: Sender<ClientConnec
         match workers.try_send(ClientConnection::new(stream, peer, permit)) {
             Ok(()) => {}
             Err(TrySendError::Full(connection)) => {
-                refuse(connection.stream, "Service Unavailable: the load balancer is at capacity");
+                refuse(connection.stream.socket(), "Service Unavailable: the load balancer is at capacity");
             }
             Err(TrySendError::Disconnected(_)) => break,
         }
@@ -70,7 +70,7 @@ pub fn run(shared: &Shared, listener: &TcpListener, workers: Sender<ClientConnec
 }
 
 /// Answers `503` at once and closes: cheap, and the client learns why.
-fn refuse(mut stream: TcpStream, why: &str) {
+fn refuse(mut stream: &TcpStream, why: &str) {
     log::warn!("refusing a connection with 503: {why}");
     let reply = Reply::error(503, Some(why));
     let _ = stream.set_write_timeout(Some(BUSY_REPLY_TIMEOUT));

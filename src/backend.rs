@@ -20,6 +20,7 @@ use crate::atomic_instant::AtomicInstant;
 use crate::config::ServerConfig;
 use crate::connection::{Readiness, readiness};
 use crate::ejection::{Ejection, Standing};
+use crate::stream::Stream;
 
 /// How many idle keep-alive connections each backend keeps for reuse.
 pub const IDLE_CONNECTIONS_PER_BACKEND: usize = 16;
@@ -91,7 +92,7 @@ struct ProbeHistory {
 
 #[derive(Debug)]
 struct IdleConnection {
-    stream: TcpStream,
+    stream: Stream,
     since: std::time::Instant,
 }
 
@@ -315,7 +316,7 @@ impl Backend {
 
     /// Connects to the first address that answers within `timeout`. Every later read and write
     /// on the connection may block for at most `io_timeout`; set once here, for its whole life.
-    pub fn connect(&self, timeout: Duration, io_timeout: Duration) -> io::Result<TcpStream> {
+    pub fn connect(&self, timeout: Duration, io_timeout: Duration) -> io::Result<Stream> {
         let addresses = self.addresses();
         let why_none = addresses.error.as_deref().unwrap_or("backend has no address");
         let mut last_error = io::Error::new(io::ErrorKind::NotFound, why_none);
@@ -325,7 +326,7 @@ impl Backend {
                     stream.set_nodelay(true)?;
                     stream.set_read_timeout(Some(io_timeout))?;
                     stream.set_write_timeout(Some(io_timeout))?;
-                    return Ok(stream);
+                    return Ok(Stream::Plain(stream));
                 }
                 Err(error) => last_error = error,
             }
@@ -334,7 +335,7 @@ impl Backend {
     }
 
     /// Takes the most recently used idle connection that still looks open, if any.
-    pub fn take_idle(&self) -> Option<TcpStream> {
+    pub fn take_idle(&self) -> Option<Stream> {
         loop {
             let idle = self.idle.lock().pop()?;
             if idle.since.elapsed() < IDLE_CONNECTION_MAX_AGE && looks_open(&idle.stream) {
@@ -354,7 +355,7 @@ impl Backend {
     }
 
     /// Offers a connection whose last response ended cleanly for reuse; drops it if the pool is full.
-    pub fn put_idle(&self, stream: TcpStream) {
+    pub fn put_idle(&self, stream: Stream) {
         if !self.is_healthy() {
             return;
         }
@@ -368,8 +369,8 @@ impl Backend {
 
 /// An idle keep-alive connection that the backend has closed, or that holds unexpected bytes,
 /// cannot carry a request. One non-blocking peek tells, without consuming anything.
-fn looks_open(stream: &TcpStream) -> bool {
-    readiness(stream) == Readiness::Idle
+fn looks_open(stream: &Stream) -> bool {
+    !stream.has_buffered() && readiness(stream.socket()) == Readiness::Idle
 }
 
 /// Marks one request in flight on a backend; the count drops when this does, even on panic.

@@ -23,10 +23,12 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
+use crate::stream::Stream;
+
 /// An accepted client connection and what was read from it so far.
 #[derive(Debug)]
 pub struct ClientConnection {
-    pub stream: TcpStream,
+    pub stream: Stream,
     /// The peer address, IPv4-mapped IPv6 addresses turned back into IPv4.
     pub peer: SocketAddr,
     /// Bytes read and not yet used; empty while the connection is idle.
@@ -41,13 +43,19 @@ pub struct ClientConnection {
 impl ClientConnection {
     pub fn new(stream: TcpStream, peer: SocketAddr, permit: ConnectionPermit) -> ClientConnection {
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+        let stream = Stream::Plain(stream);
         ClientConnection { stream, peer, carried: Vec::new(), request_started: None, requests: 0, permit }
     }
 
     /// Reads what the client has sent, without waiting: `Ok(0)` is the end of the connection,
     /// `WouldBlock` means nothing is there yet.
     pub fn read_now(&self, into: &mut [u8]) -> io::Result<usize> {
-        read_now(&self.stream, into)
+        self.stream.read_now(into)
+    }
+
+    /// The socket, for polling it and shutting it down.
+    pub fn socket(&self) -> &TcpStream {
+        self.stream.socket()
     }
 }
 
@@ -81,15 +89,6 @@ pub fn readiness(stream: &TcpStream) -> Readiness {
         Ok(_) => Readiness::Readable,
         Err(error) if error == rustix::io::Errno::AGAIN || error == rustix::io::Errno::INTR => Readiness::Idle,
         Err(_) => Readiness::Closed,
-    }
-}
-
-/// A reader over a socket that never blocks (`WouldBlock` when nothing is there).
-pub struct ReadNow<'a>(pub &'a TcpStream);
-
-impl io::Read for ReadNow<'_> {
-    fn read(&mut self, into: &mut [u8]) -> io::Result<usize> {
-        read_now(self.0, into)
     }
 }
 

@@ -126,8 +126,8 @@ fn probe_and_record(backend: &Backend, settings: &HealthSettings) {
 /// backends of a reload are admitted by this same probe, so by the same rule.
 pub fn probe(backend: &Backend, settings: &HealthSettings) -> Result<u16, String> {
     let deadline = Instant::now() + settings.timeout;
-    let mut stream =
-        backend.connect(settings.timeout, settings.timeout).map_err(|error| format!("connect: {error}"))?;
+    let stream = backend.connect(settings.timeout, settings.timeout).map_err(|error| format!("connect: {error}"))?;
+    let mut stream = &stream;
     let request = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: loadbalancer-health-check\r\nConnection: close\r\n\r\n",
         settings.path, backend.host_header
@@ -143,7 +143,7 @@ pub fn probe(backend: &Backend, settings: &HealthSettings) -> Result<u16, String
         if remaining.is_zero() || head.len() > 4096 {
             return Err(format!("no status line within {} ms", settings.timeout.as_millis()));
         }
-        stream.set_read_timeout(Some(remaining)).map_err(|error| error.to_string())?;
+        stream.socket().set_read_timeout(Some(remaining)).map_err(|error| error.to_string())?;
         match stream.read(&mut chunk) {
             Ok(0) => return Err("closed without a response".to_string()),
             Ok(count) => head.extend_from_slice(&chunk[..count]),

@@ -79,6 +79,7 @@ pub mod server;
 pub mod shared;
 pub mod signals;
 pub mod status_page;
+pub mod stream;
 pub mod timestamp;
 pub mod tls;
 pub mod tunnel;

@@ -14,8 +14,8 @@
 //! (`bodyReadTimeout` or `writeTimeout`), so a transfer well above the floor makes no extra system
 //! call. A client below the floor gets a `TimedOut` error, as a stalled one would.
 
+use crate::stream::Stream;
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 /// A minimum transfer rate: `bytes_per_second` on average, after `grace`.
@@ -67,7 +67,7 @@ pub enum Direction {
 
 /// A socket whose reads (or writes) must keep up with a [`RateClock`]'s floor.
 pub struct Floored<'a> {
-    stream: &'a TcpStream,
+    stream: &'a Stream,
     clock: &'a mut RateClock,
     direction: Direction,
     /// The socket's usual timeout for this direction, restored when this is dropped.
@@ -77,7 +77,7 @@ pub struct Floored<'a> {
 }
 
 impl<'a> Floored<'a> {
-    pub fn new(stream: &'a TcpStream, clock: &'a mut RateClock, direction: Direction, usual: Duration) -> Self {
+    pub fn new(stream: &'a Stream, clock: &'a mut RateClock, direction: Direction, usual: Duration) -> Self {
         Floored { stream, clock, direction, usual, applied: usual }
     }
 
@@ -98,8 +98,8 @@ impl<'a> Floored<'a> {
 
     fn set_timeout(&self, timeout: Duration) -> io::Result<()> {
         match self.direction {
-            Direction::Reading => self.stream.set_read_timeout(Some(timeout)),
-            Direction::Writing => self.stream.set_write_timeout(Some(timeout)),
+            Direction::Reading => self.stream.socket().set_read_timeout(Some(timeout)),
+            Direction::Writing => self.stream.socket().set_write_timeout(Some(timeout)),
         }
     }
 }
@@ -183,8 +183,9 @@ mod tests {
     #[test]
     fn a_reader_below_the_floor_times_out_and_the_usual_timeout_comes_back() {
         let (mut outside, inside) = crate::tests_support::socket_pair();
+        let inside = Stream::Plain(inside);
         let usual = Duration::from_secs(30);
-        inside.set_read_timeout(Some(usual)).unwrap();
+        inside.socket().set_read_timeout(Some(usual)).unwrap();
         let rate = MinRate { bytes_per_second: 1000, grace: Duration::from_millis(100) };
         let mut clock = RateClock::new(Some(rate));
         let started = Instant::now();
@@ -208,6 +209,6 @@ mod tests {
             assert!(is_below_floor(&failure), "{failure:?}");
         }
         assert!(started.elapsed() < Duration::from_secs(5), "cut at the floor, not the usual timeout");
-        assert_eq!(inside.read_timeout().unwrap(), Some(usual));
+        assert_eq!(inside.socket().read_timeout().unwrap(), Some(usual));
     }
 }

@@ -7,7 +7,7 @@
 //! then sends the last bytes the reverse thread gathered, so a client that has its whole response
 //! always finds it counted in the metrics.
 //!
-//! Each job owns what it uses (shared sockets as `Arc<TcpStream>`, its buffers) and hands it back
+//! Each job owns what it uses (shared streams as `Arc<Stream>`, its buffers) and hands it back
 //! in its report, so the worker can reuse the buffers and decide what happens to each connection.
 //!
 //! When one side fails, it unblocks the other instead of leaving it to a timeout: forward failing on
@@ -16,7 +16,7 @@
 //! the client's read side. A panic in either thread does the same on its way out.
 
 use std::io;
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -28,13 +28,14 @@ use crate::http::framing::{CopyError, copy_body, is_timeout};
 use crate::http::head::{BodyFraming, ResponseHead, parse_response};
 use crate::http::rewrite::response_for_client;
 use crate::min_rate::{Direction, Floored, MinRate, RateClock};
+use crate::stream::Stream;
 use crate::tunnel::{self, UpgradeSignal, UpgradeWait};
 
 /// What the forward thread needs: the head to send and the body still to stream.
 pub struct ForwardJob {
-    pub client: Arc<TcpStream>,
+    pub client: Arc<Stream>,
     pub client_inbound: Inbound,
-    pub backend: Arc<TcpStream>,
+    pub backend: Arc<Stream>,
     /// The rewritten head, followed by the body when it was read in advance.
     pub head: Vec<u8>,
     /// The part of the body still to copy from the client (`Empty` if none or already in `head`).
@@ -75,9 +76,9 @@ pub enum ForwardError {
 
 /// What the reverse thread needs to relay the response.
 pub struct ReverseJob {
-    pub backend: Arc<TcpStream>,
+    pub backend: Arc<Stream>,
     pub backend_inbound: Inbound,
-    pub client: Arc<TcpStream>,
+    pub client: Arc<Stream>,
     pub outbound: Outbound,
     pub request_is_head: bool,
     pub client_minor_version: u8,
@@ -158,19 +159,19 @@ impl ReverseError {
 }
 
 /// Shuts the sockets a pair thread may be blocked on, so that it ends promptly.
-pub fn abort_both(client: &TcpStream, backend: &TcpStream) {
-    let _ = backend.shutdown(Shutdown::Both);
-    let _ = client.shutdown(Shutdown::Read);
+pub fn abort_both(client: &Stream, backend: &Stream) {
+    let _ = backend.socket().shutdown(Shutdown::Both);
+    let _ = client.socket().shutdown(Shutdown::Read);
 }
 
 /// Unblocks the other thread of the pair if this one unwinds.
 struct AbortOnPanic {
-    client: Arc<TcpStream>,
-    backend: Arc<TcpStream>,
+    client: Arc<Stream>,
+    backend: Arc<Stream>,
 }
 
 impl AbortOnPanic {
-    fn new(client: &Arc<TcpStream>, backend: &Arc<TcpStream>) -> AbortOnPanic {
+    fn new(client: &Arc<Stream>, backend: &Arc<Stream>) -> AbortOnPanic {
         AbortOnPanic { client: Arc::clone(client), backend: Arc::clone(backend) }
     }
 }
@@ -188,7 +189,7 @@ pub fn forward(mut job: ForwardJob) -> ForwardReport {
     let guard = AbortOnPanic::new(&job.client, &job.backend);
     #[cfg(debug_assertions)]
     crate::fault::strike(job.fault, crate::fault::Fault::PanicForward);
-    let backend: &TcpStream = &job.backend;
+    let backend: &Stream = &job.backend;
     let mut body_bytes = 0;
     let mut upload_clock = RateClock::new(job.body_rate);
     let client = Floored::new(&job.client, &mut upload_clock, Direction::Reading, job.body_read_timeout);
@@ -213,7 +214,7 @@ pub fn forward(mut job: ForwardJob) -> ForwardReport {
     match &result {
         // The backend would wait for the rest of the body forever: end the attempt.
         Err(ForwardError::Client(_)) => {
-            let _ = backend.shutdown(Shutdown::Both);
+            let _ = backend.socket().shutdown(Shutdown::Both);
         }
         // Any unsent bytes are useless now; the reverse side still reads what the backend says.
         Err(ForwardError::Backend(_)) => job.outbound = Outbound::new(),
@@ -228,9 +229,9 @@ pub fn reverse(mut job: ReverseJob) -> ReverseReport {
     let guard = AbortOnPanic::new(&job.client, &job.backend);
     let result = relay_response(&mut job);
     if result.is_err() {
-        let _ = job.backend.shutdown(Shutdown::Both);
+        let _ = job.backend.socket().shutdown(Shutdown::Both);
         if job.body_streams_from_client {
-            let _ = job.client.shutdown(Shutdown::Read);
+            let _ = job.client.socket().shutdown(Shutdown::Read);
         }
     }
     drop(guard);
@@ -245,7 +246,7 @@ pub fn reverse(mut job: ReverseJob) -> ReverseReport {
 
 fn relay_response(job: &mut ReverseJob) -> Result<Relayed, ReverseError> {
     let (backend, client) = (Arc::clone(&job.backend), Arc::clone(&job.client));
-    let backend: &TcpStream = &backend;
+    let backend: &Stream = &backend;
     // Every write to the client keeps up with `minResponseRate`.
     let mut clock = job.response_clock;
     let mut client = Floored::new(&client, &mut clock, Direction::Writing, job.write_timeout);
@@ -257,7 +258,7 @@ fn relay_response(job: &mut ReverseJob) -> Result<Relayed, ReverseError> {
 
 fn relay_response_to(
     job: &mut ReverseJob,
-    backend: &TcpStream,
+    backend: &Stream,
     mut client: &mut Floored<'_>,
 ) -> Result<Relayed, ReverseError> {
     let deadline = Instant::now() + job.response_timeout;
@@ -320,7 +321,7 @@ fn switch_protocols(
     let Some(upgrade) = &job.upgrade else {
         return Err(ReverseError::BadResponse("101 Switching Protocols to a request without Upgrade"));
     };
-    let client: &TcpStream = &job.client;
+    let client: &Stream = &job.client;
     response_for_client(head, job.client_minor_version, false, b"", &NO_EDITS, &mut job.head_buffer);
     job.response_started.store(true, Ordering::Release);
     job.outbound
@@ -336,7 +337,7 @@ fn switch_protocols(
 /// Reads and parses one response head from the backend, within `deadline`.
 fn read_response_head(job: &mut ReverseJob, deadline: Instant) -> Result<ResponseHead, ReverseError> {
     let backend = Arc::clone(&job.backend);
-    let backend: &TcpStream = &backend;
+    let backend: &Stream = &backend;
     loop {
         if !job.backend_inbound.is_empty() {
             match parse_response(job.backend_inbound.buffered(), job.request_is_head) {

@@ -13,7 +13,7 @@
 //! times. A failure caused by the backend is recorded on it; one caused by the client is not.
 
 use std::mem::take;
-use std::net::{IpAddr, TcpStream};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::thread;
@@ -38,6 +38,7 @@ use crate::pipe::{ForwardError, ForwardJob, ReverseError, ReverseJob};
 use crate::ratelimit::Decision;
 use crate::routing::{Decision as Route, RouteChanges};
 use crate::shared::Shared;
+use crate::stream::Stream;
 use crate::tunnel::upgrade_pair;
 
 pub use crate::http::complete::MAX_KEPT_BODY;
@@ -139,7 +140,7 @@ struct Traffic {
 
 /// Everything about the client a request needs.
 pub struct Client<'a> {
-    pub stream: &'a Arc<TcpStream>,
+    pub stream: &'a Arc<Stream>,
     /// The socket's peer address.
     pub ip: IpAddr,
     /// Who the request is for: `ip`, or the address a trusted proxy forwarded it for
@@ -559,7 +560,7 @@ fn broken(status: u16, backend: &Backend, attempts: u32) -> Exchange {
 /// waits for the client: a chunked body is kept up to `chunked_budget`, whole chunks only.
 fn keep_body(
     head: &RequestHead,
-    stream: &TcpStream,
+    stream: &Stream,
     buffers: &mut RequestBuffers,
     timeout: Duration,
     max_body: u64,
@@ -568,7 +569,7 @@ fn keep_body(
     if head.framing == BodyFraming::Empty {
         return Ok((0, BodyFraming::Empty));
     }
-    let _ = stream.set_read_timeout(Some(timeout));
+    let _ = stream.socket().set_read_timeout(Some(timeout));
     if head.expects_continue() {
         return Ok((0, head.framing));
     }

@@ -9,7 +9,7 @@
 //! both connections are shut and both threads end.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::http::buffer::Inbound;
 use crate::http::framing::is_timeout;
+use crate::stream::Stream;
 
 /// When either direction of a tunnel last moved bytes.
 #[derive(Debug)]
@@ -72,9 +73,9 @@ pub fn upgrade_pair(idle_timeout: Duration) -> (UpgradeWait, UpgradeSignal) {
 /// tunnel has been idle both ways for `idle_timeout` (then shuts both). Bytes already read past
 /// the HTTP head (`pending`) go first. Returns the bytes copied.
 pub fn relay(
-    from: &TcpStream,
+    from: &Stream,
     pending: &mut Inbound,
-    mut to: &TcpStream,
+    mut to: &Stream,
     idle_timeout: Duration,
     activity: &Activity,
 ) -> u64 {
@@ -87,13 +88,13 @@ pub fn relay(
         copied += pending.buffered().len() as u64;
         pending.consume(pending.buffered().len());
     }
-    let _ = from.set_read_timeout(Some(idle_timeout));
+    let _ = from.socket().set_read_timeout(Some(idle_timeout));
     let mut reader = from;
     let mut buffer = [0u8; 16 * 1024];
     loop {
         match reader.read(&mut buffer) {
             Ok(0) => {
-                let _ = to.shutdown(Shutdown::Write);
+                to.finish_sending();
                 return copied;
             }
             Ok(count) => {
@@ -113,9 +114,9 @@ pub fn relay(
     }
 }
 
-fn shut_both(from: &TcpStream, to: &TcpStream) {
-    let _ = from.shutdown(Shutdown::Both);
-    let _ = to.shutdown(Shutdown::Both);
+fn shut_both(from: &Stream, to: &Stream) {
+    let _ = from.socket().shutdown(Shutdown::Both);
+    let _ = to.socket().shutdown(Shutdown::Both);
 }
 
 #[cfg(test)]
@@ -133,13 +134,14 @@ mod tests {
         let up = {
             let (from, to, activity) =
                 (client_inside.try_clone().unwrap(), backend_inside.try_clone().unwrap(), activity.clone());
-            thread::spawn(move || relay(&from, &mut Inbound::new(), &to, idle, &activity))
+            thread::spawn(move || relay(&Stream::Plain(from), &mut Inbound::new(), &Stream::Plain(to), idle, &activity))
         };
         let down = {
             let mut pending = Inbound::new();
             pending.fill(&b"early"[..]).unwrap();
             let activity = activity.clone();
-            thread::spawn(move || relay(&backend_inside, &mut pending, &client_inside, idle, &activity))
+            let (from, to) = (Stream::Plain(backend_inside), Stream::Plain(client_inside));
+            thread::spawn(move || relay(&from, &mut pending, &to, idle, &activity))
         };
         client.write_all(b"hello").unwrap();
         let mut got = [0u8; 5];
@@ -168,9 +170,10 @@ mod tests {
         let up = {
             let (from, to, activity) =
                 (client_inside.try_clone().unwrap(), backend_inside.try_clone().unwrap(), activity.clone());
-            thread::spawn(move || relay(&from, &mut Inbound::new(), &to, idle, &activity))
+            thread::spawn(move || relay(&Stream::Plain(from), &mut Inbound::new(), &Stream::Plain(to), idle, &activity))
         };
-        let down = thread::spawn(move || relay(&backend_inside, &mut Inbound::new(), &client_inside, idle, &activity));
+        let (from, to) = (Stream::Plain(backend_inside), Stream::Plain(client_inside));
+        let down = thread::spawn(move || relay(&from, &mut Inbound::new(), &to, idle, &activity));
         up.join().unwrap();
         down.join().unwrap();
         assert!(started.elapsed() >= idle);

@@ -27,7 +27,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{Shutdown, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -389,8 +389,7 @@ impl Watcher {
     /// (after a lingering close, while the client may still be sending).
     fn answer(&self, mut parked: Parked, cut: Cut, host: &impl WatcherHost) {
         let bytes = cut.reply().to_bytes(1, false, false);
-        let flags = rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL;
-        let sent = rustix::net::send(&parked.connection.stream, &bytes, flags).unwrap_or(0);
+        let sent = parked.connection.stream.send_without_waiting(&bytes);
         // Counted, and its bytes given back, before the client can see the end of the answer.
         host.cut(parked.connection.peer, cut, sent as u64);
         if sent == 0 || host.is_shutting_down() {
@@ -399,7 +398,7 @@ impl Watcher {
         let held = parked.connection.carried.capacity();
         parked.connection.carried = Vec::new();
         self.parked.lock().bytes -= held;
-        let _ = parked.connection.stream.shutdown(Shutdown::Write);
+        parked.connection.stream.finish_sending();
         parked.waiting = Waiting::Closing { until: Instant::now() + LINGERING_CLOSE };
         self.rearm(parked);
     }

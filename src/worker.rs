@@ -28,7 +28,7 @@
 //! request, so with more busy clients than workers each is served in turn.
 
 use std::io::{self, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,7 +39,7 @@ use crossbeam_channel::Receiver;
 use crate::access_log::{self, AccessEntry, RequestLine};
 use crate::client_ip::client_address;
 use crate::config::Config;
-use crate::connection::{ClientConnection, ReadNow};
+use crate::connection::ClientConnection;
 use crate::endpoints::{self, Listener};
 use crate::http::buffer::Inbound;
 use crate::http::complete::{KeptBody, kept_body};
@@ -50,6 +50,7 @@ use crate::min_rate::{Direction, Floored, is_below_floor};
 use crate::pair::PairRunner;
 use crate::proxy::{self, Client, Exchange, RequestBuffers};
 use crate::shared::Shared;
+use crate::stream::{ReadNow, Stream};
 use crate::watcher::{Cut, ParkRefused, Waiting};
 
 /// How long a worker keeps waiting on its own connection for more bytes, when other workers
@@ -209,7 +210,7 @@ fn serve_connection(
 /// worker). Returns what becomes of the connection then.
 fn serve_requests(
     shared: &Shared,
-    stream: &Arc<TcpStream>,
+    stream: &Arc<Stream>,
     peer: SocketAddr,
     progress: &mut Progress,
     buffers: &mut RequestBuffers,
@@ -238,7 +239,7 @@ fn serve_requests(
                     return Next::Close;
                 }
                 Gathered::Cut(cut) => {
-                    let mut stream: &TcpStream = stream;
+                    let mut stream: &Stream = stream;
                     let bytes = cut.reply().to_bytes(1, false, false);
                     let sent = if stream.write_all(&bytes).is_ok() { bytes.len() as u64 } else { 0 };
                     shared.record_cut(peer, cut, sent);
@@ -300,7 +301,7 @@ fn serve_requests(
 fn gather_request(
     shared: &Shared,
     config: &Config,
-    stream: &TcpStream,
+    stream: &Stream,
     inbound: &mut Inbound,
     progress: &mut Progress,
 ) -> Gathered {
@@ -353,7 +354,10 @@ fn gather_request(
 /// Called only while another worker is free to take new work, so the wait costs no one a
 /// worker: a client that sends its next request (or the rest of this one) within the linger is
 /// served by the same thread, without the two wake-ups of a trip through the watcher.
-fn readable_within(stream: &TcpStream, wait: Duration) -> bool {
+fn readable_within(stream: &Stream, wait: Duration) -> bool {
+    if stream.has_buffered() {
+        return true;
+    }
     let linger = rustix::event::Timespec { tv_sec: 0, tv_nsec: wait.as_nanos() as i64 };
     let mut interest = [rustix::event::PollFd::new(stream, rustix::event::PollFlags::IN)];
     matches!(rustix::event::poll(&mut interest, Some(&linger)), Ok(ready) if ready > 0)
@@ -394,7 +398,7 @@ fn guard_panics(
 /// Counts, answers and logs a request that could not be read.
 fn refuse(shared: &Shared, config: &Config, client: &Client<'_>, peer: SocketAddr, reply: &Reply) {
     shared.stats.record_request(Outcome::Failed, Duration::ZERO);
-    let mut stream: &TcpStream = client.stream;
+    let mut stream: &Stream = client.stream;
     let bytes = reply.to_bytes(1, false, false);
     let bytes_out = if stream.write_all(&bytes).is_ok() { bytes.len() as u64 } else { 0 };
     access_log::write_line(config.access_log, &AccessEntry::unread(peer.ip(), reply.status, bytes_out));
@@ -407,7 +411,7 @@ fn send_reply(client: &Client<'_>, head: &RequestHead, reply: &Reply, keep_alive
         return 0;
     }
     let bytes = reply.to_bytes(head.minor_version, keep_alive, head.method == "HEAD");
-    let mut stream: &TcpStream = client.stream;
+    let mut stream: &Stream = client.stream;
     if stream.write_all(&bytes).is_ok() { bytes.len() as u64 } else { 0 }
 }
 
@@ -442,7 +446,7 @@ mod tests {
     }
 
     /// A connected pair of sockets: (the load balancer's side, the client's side).
-    fn socket_pair() -> (TcpStream, TcpStream) {
+    fn socket_pair() -> (std::net::TcpStream, std::net::TcpStream) {
         let (client, server) = crate::tests_support::socket_pair();
         (server, client)
     }
@@ -472,7 +476,7 @@ mod tests {
     #[test]
     fn the_500_is_sent_only_if_no_response_byte_was() {
         let (server, mut client_side) = socket_pair();
-        let server = Arc::new(server);
+        let server = Arc::new(Stream::Plain(server));
         let started = Arc::new(AtomicBool::new(false));
         let client = Client {
             stream: &server,
@@ -484,7 +488,7 @@ mod tests {
         send_reply(&client, &head(), &Reply::error(500, None), false);
         // A response is under way now: a second reply must not be mixed into it.
         send_reply(&client, &head(), &Reply::error(502, None), false);
-        server.shutdown(std::net::Shutdown::Write).unwrap();
+        server.finish_sending();
         let mut received = String::new();
         client_side.read_to_string(&mut received).unwrap();
         assert!(received.starts_with("HTTP/1.1 500 Internal Server Error\r\n"), "{received}");

@@ -650,7 +650,20 @@ fn a_low_open_file_limit_lowers_max_connections_with_a_warning() {
     let mut open: Vec<Client> = Vec::new();
     for batch in 1..=8 {
         open.extend((0..16).map(|_| Client::connect(lb.addr())));
-        wait_until(DEADLINE, "the batch to be counted", || admin_metrics(admin)["open_connections"] == 16 * batch);
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let counted = admin_metrics(admin)["open_connections"].clone();
+            if counted == 16 * batch {
+                break;
+            }
+            let log = lb.log.all().join("\n");
+            assert!(
+                Instant::now() < deadline,
+                "batch {batch}: {counted} connections counted, not {}\n{log}",
+                16 * batch
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
     let mut refused = Client::connect(lb.addr());
     assert_refused(&mut refused, 503, "Service Unavailable: too many connections");
