@@ -7,6 +7,8 @@
 //!   for; replaced whole on a reload.
 //! - [`config`]: the rustls `ServerConfig` (TLS 1.2 and 1.3, ALPN `http/1.1`, the ring provider,
 //!   resumption with a ticket key kept for the life of the process).
+//! - [`selfsigned`]: the `--demo` mode's certificate for `localhost`, made at start-up (never for
+//!   production).
 //! - [`session`]: the handshake, and [`TlsSession`], read and written by two threads at once.
 //!
 //! # The lifecycle of a TLS connection
@@ -44,6 +46,7 @@
 
 pub mod certs;
 pub mod config;
+pub mod selfsigned;
 pub mod session;
 pub mod sni;
 
