@@ -8,11 +8,13 @@
 //! The load balancer's own endpoints (`metricsPath` and its neighbours) are not logged here: a
 //! probe every few seconds would drown the requests that matter; `LB_DEBUG=1` shows them.
 //!
-//! `text` is the historical line, with the pool (and the route, when one matched) at the end:
+//! `text` is the historical line, with the pool (and the route, when one matched) at the end, and
+//! `listener=https` after them for a request that came through the HTTPS listener:
 //!
 //! ```text
 //! 127.0.0.1 "GET /a?b=1 HTTP/1.1" 200 http://127.0.0.1:3001 3ms attempts=1 pool=default
 //! 127.0.0.1 "GET /v1/users HTTP/1.1" 200 http://127.0.0.1:4001 2ms attempts=1 route=api pool=api
+//! 127.0.0.1 "GET / HTTP/1.1" 200 http://127.0.0.1:3001 1ms attempts=1 pool=default listener=https
 //! 127.0.0.1 "-" 400 - 0ms
 //! ```
 //!
@@ -20,7 +22,7 @@
 //! (quotes, backslashes, control bytes) is escaped and the line stays one valid JSON value:
 //!
 //! ```text
-//! {"time":"2026-11-22T06:30:00.123Z","client":"127.0.0.1","method":"GET","path":"/a?b=1","status":200,"backend":"http://127.0.0.1:3001","bytes_in":0,"bytes_out":215,"latency_ms":2.517,"attempts":1,"route":null,"pool":"default"}
+//! {"time":"2026-11-22T06:30:00.123Z","client":"127.0.0.1","method":"GET","path":"/a?b=1","status":200,"backend":"http://127.0.0.1:3001","bytes_in":0,"bytes_out":215,"latency_ms":2.517,"attempts":1,"route":null,"pool":"default","listener":"http"}
 //! ```
 //!
 //! A JSON line is only useful bare: a log prefix such as `[time INFO access]` in front of it would
@@ -37,6 +39,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+use crate::connection::Scheme;
 use crate::timestamp::rfc3339_millis;
 
 /// The `log` target of every access line.
@@ -108,12 +111,14 @@ pub struct AccessEntry<'a> {
     pub route: Option<&'a str>,
     /// The pool the request was routed to, if any.
     pub pool: Option<&'a str>,
+    /// The listener the request came through.
+    pub scheme: Scheme,
 }
 
 impl AccessEntry<'static> {
     /// A connection answered before a request head could be read (refused, or cut as too slow):
     /// no request line, no backend, `bytes_out` sent.
-    pub fn unread(client: IpAddr, status: u16, bytes_out: u64) -> AccessEntry<'static> {
+    pub fn unread(client: IpAddr, scheme: Scheme, status: u16, bytes_out: u64) -> AccessEntry<'static> {
         AccessEntry {
             time: SystemTime::now(),
             client,
@@ -126,6 +131,7 @@ impl AccessEntry<'static> {
             attempts: 0,
             route: None,
             pool: None,
+            scheme,
         }
     }
 }
@@ -168,6 +174,9 @@ pub fn text_line(entry: &AccessEntry<'_>) -> String {
         line.push_str(" pool=");
         line.push_str(pool);
     }
+    if entry.scheme == Scheme::Https {
+        line.push_str(" listener=https");
+    }
     line
 }
 
@@ -186,6 +195,7 @@ struct JsonLine<'a> {
     attempts: u32,
     route: Option<&'a str>,
     pool: Option<&'a str>,
+    listener: &'static str,
 }
 
 /// One JSON object on one line (no newline): `method` and `path` are `null` when the head could
@@ -205,6 +215,7 @@ pub fn json_line(entry: &AccessEntry<'_>) -> String {
         attempts: entry.attempts,
         route: entry.route,
         pool: entry.pool,
+        listener: entry.scheme.name(),
     };
     // Serializing plain strings and numbers cannot fail.
     serde_json::to_string(&line).unwrap_or_default()
@@ -228,6 +239,7 @@ mod tests {
             attempts: 2,
             route: Some("api"),
             pool: Some("api"),
+            scheme: Scheme::Http,
         }
     }
 
@@ -254,6 +266,8 @@ mod tests {
         let own_answer = AccessEntry { backend: None, status: 503, attempts: 0, route: None, pool: None, ..proxied() };
         assert_eq!(text_line(&own_answer), "192.0.2.7 \"POST /upload?id=3 HTTP/1.1\" 503 - 2ms attempts=0");
         assert_eq!(text_line(&refused()), "192.0.2.7 \"-\" 400 - 0ms");
+        let over_tls = AccessEntry { scheme: Scheme::Https, ..proxied() };
+        assert!(text_line(&over_tls).ends_with(" route=api pool=api listener=https"), "{}", text_line(&over_tls));
     }
 
     #[test]
@@ -263,7 +277,7 @@ mod tests {
             concat!(
                 r#"{"time":"2026-11-22T06:30:00.123Z","client":"192.0.2.7","method":"POST","path":"/upload?id=3","#,
                 r#""status":201,"backend":"http://10.0.0.5:8080","bytes_in":11,"bytes_out":215,"#,
-                r#""latency_ms":2.517,"attempts":2,"route":"api","pool":"api"}"#
+                r#""latency_ms":2.517,"attempts":2,"route":"api","pool":"api","listener":"http"}"#
             )
         );
     }
@@ -293,7 +307,7 @@ mod tests {
         let value: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(value["path"], nasty, "the target comes back exactly");
         assert_eq!(value["client"], "2001:db8::1");
-        assert_eq!(value.as_object().unwrap().len(), 12);
+        assert_eq!(value.as_object().unwrap().len(), 13);
     }
 
     #[test]

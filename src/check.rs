@@ -32,7 +32,17 @@ pub const PLACEHOLDER_CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
 pub fn summary(config: &Config, file: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "config: {file}");
-    let _ = writeln!(out, "listen: {}", config.listen);
+    if let Some(listen) = &config.listen {
+        let redirect = if config.redirect_to_https { " (answers 308 to https://)" } else { "" };
+        let _ = writeln!(out, "listen: {listen}{redirect}");
+    }
+    if let Some(tls) = &config.tls {
+        let _ = writeln!(out, "tlsListen: {}", tls.listen);
+        for (index, cert) in tls.loaded.iter().enumerate() {
+            let default = if index == 0 { " (default)" } else { "" };
+            let _ = writeln!(out, "  certificate {}: {}{default}", cert.cert_file.display(), cert.names.join(", "));
+        }
+    }
     for pool in &config.pools {
         describe_pool(&mut out, pool);
     }
@@ -350,7 +360,12 @@ fn describe_backend_head(out: &mut String, config: &Config, route: Option<&Route
     let client = client_address(PLACEHOLDER_CLIENT, &head.fields, &config.trusted_proxies);
     let changes = RouteChanges::new(route, head);
     let mut bytes = Vec::new();
-    request_for_backend(head, Forwarded { peer: PLACEHOLDER_CLIENT, client }, &changes.rewrite(), &mut bytes);
+    request_for_backend(
+        head,
+        Forwarded { peer: PLACEHOLDER_CLIENT, client, tls: false },
+        &changes.rewrite(),
+        &mut bytes,
+    );
     let _ = writeln!(out, "the backend receives ({PLACEHOLDER_CLIENT} stands for the client's address):");
     for line in String::from_utf8_lossy(&bytes).split("\r\n").filter(|line| !line.is_empty()) {
         let _ = writeln!(out, "  {line}");

@@ -9,10 +9,12 @@
 //! `maxConnectionsPerClient` per peer address. Dropping the connection, on whatever thread and for
 //! whatever reason, drops the permit and gives the place back, so the counts cannot drift.
 //!
-//! Reading goes through [`ClientConnection::read_now`], which never blocks. That is the one seam a
-//! TLS listener needs: there the connection also owns its TLS session, `read_now` feeds it the
-//! socket's bytes and yields plaintext, and a handshake still under way is one more state a
-//! connection can wait in with the watcher, so a stalled handshake costs no worker either.
+//! Reading goes through [`ClientConnection::read_now`], which never blocks. A connection from the
+//! HTTPS listener carries its TLS state: while its [`handshake`](ClientConnection::handshake) is
+//! under way, `stream` is the bare socket, `carried` holds the client's TLS bytes not yet fed to
+//! the handshake, and whoever holds the connection (a worker, or the watcher while the client is
+//! slow) reads only that; once it is done, `stream` is the TLS session and `read_now` yields
+//! plaintext, exactly as for plain HTTP. So a stalled handshake costs no worker either.
 
 use std::collections::HashMap;
 use std::io;
@@ -24,11 +26,33 @@ use std::time::Instant;
 use parking_lot::Mutex;
 
 use crate::stream::Stream;
+use crate::tls::PendingHandshake;
+
+/// Which listener a connection came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
 
 /// An accepted client connection and what was read from it so far.
 #[derive(Debug)]
 pub struct ClientConnection {
     pub stream: Stream,
+    pub scheme: Scheme,
+    /// The TLS handshake, while it is under way (then `stream` is the bare socket).
+    pub handshake: Option<Box<PendingHandshake>>,
+    /// When the connection was accepted: the TLS handshake's deadline runs from here.
+    pub accepted: Instant,
     /// The peer address, IPv4-mapped IPv6 addresses turned back into IPv4.
     pub peer: SocketAddr,
     /// Bytes read and not yet used; empty while the connection is idle.
@@ -44,7 +68,30 @@ impl ClientConnection {
     pub fn new(stream: TcpStream, peer: SocketAddr, permit: ConnectionPermit) -> ClientConnection {
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         let stream = Stream::Plain(stream);
-        ClientConnection { stream, peer, carried: Vec::new(), request_started: None, requests: 0, permit }
+        ClientConnection {
+            stream,
+            scheme: Scheme::Http,
+            handshake: None,
+            accepted: Instant::now(),
+            peer,
+            carried: Vec::new(),
+            request_started: None,
+            requests: 0,
+            permit,
+        }
+    }
+
+    /// A connection from the HTTPS listener, its handshake to be driven by `handshake`.
+    pub fn tls(
+        stream: TcpStream,
+        peer: SocketAddr,
+        permit: ConnectionPermit,
+        handshake: PendingHandshake,
+    ) -> ClientConnection {
+        let mut connection = ClientConnection::new(stream, peer, permit);
+        connection.scheme = Scheme::Https;
+        connection.handshake = Some(Box::new(handshake));
+        connection
     }
 
     /// Reads what the client has sent, without waiting: `Ok(0)` is the end of the connection,

@@ -10,9 +10,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::connection::Scheme;
 use crate::histogram::{HistogramSnapshot, LatencyHistogram};
 use crate::pool::{Pool, Pools};
 use crate::timestamp::rfc3339;
+use crate::tls::HandshakeFailure;
 use crate::watcher::WaitingCounts;
 
 /// Whole-server request counters.
@@ -29,6 +31,13 @@ pub struct Stats {
     config_reload_failures: AtomicU64,
     /// Clients cut or refused by each slow-client defence, indexed by [`Defence`].
     defences: [AtomicU64; Defence::ALL.len()],
+    /// Requests counted per listener, indexed by [`Scheme`].
+    listener_requests: [AtomicU64; 2],
+    /// TLS handshakes completed: full, and resumed from a ticket or a cached session.
+    tls_full_handshakes: AtomicU64,
+    tls_resumed_handshakes: AtomicU64,
+    /// TLS handshakes failed, indexed by [`HandshakeFailure`].
+    tls_failures: [AtomicU64; HandshakeFailure::ALL.len()],
 }
 
 /// A defence against slow or greedy clients, for counting what each one stopped.
@@ -95,9 +104,10 @@ pub enum Outcome {
 }
 
 impl Stats {
-    /// Counts one request by outcome and records its duration in the histogram.
-    pub fn record_request(&self, outcome: Outcome, latency: Duration) {
+    /// Counts one request by outcome and listener, and records its duration in the histogram.
+    pub fn record_request(&self, outcome: Outcome, latency: Duration, scheme: Scheme) {
         self.total_requests.fetch_add(1, Ordering::Relaxed);
+        self.listener_requests[scheme as usize].fetch_add(1, Ordering::Relaxed);
         let counter = match outcome {
             Outcome::Success => &self.success_requests,
             Outcome::Failed => &self.failed_requests,
@@ -117,6 +127,17 @@ impl Stats {
     /// Counts one client cut or refused by a slow-client defence.
     pub fn record_slow_client(&self, defence: Defence) {
         self.defences[defence as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a finished TLS handshake.
+    pub fn record_handshake(&self, resumed: bool) {
+        let counter = if resumed { &self.tls_resumed_handshakes } else { &self.tls_full_handshakes };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a failed TLS handshake.
+    pub fn record_handshake_failure(&self, failure: HandshakeFailure) {
+        self.tls_failures[failure as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one attempt to apply a changed config file: applied, or refused as invalid.
@@ -148,6 +169,10 @@ pub struct Snapshot {
     pub waiting_connections: WaitingCounts,
     /// Clients cut or refused by each slow-client defence since start-up, by [`Defence::name`].
     pub slow_clients: BTreeMap<&'static str, u64>,
+    /// Requests counted per listener: `http` and `https`.
+    pub listener_requests: BTreeMap<&'static str, u64>,
+    /// The HTTPS listener's handshakes (all zero without one).
+    pub tls: TlsSnapshot,
     /// Each pool, with its own backends and their totals.
     pub pools: Vec<PoolSnapshot>,
     /// Every backend of every pool, pool by pool (each names its pool).
@@ -155,6 +180,17 @@ pub struct Snapshot {
     /// Request durations, for the Prometheus exposition only (the JSON has the average).
     #[serde(skip)]
     pub latency: HistogramSnapshot,
+}
+
+/// TLS handshakes since start-up.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TlsSnapshot {
+    /// Full handshakes (a key exchange and a signature each).
+    pub full_handshakes: u64,
+    /// Handshakes that resumed an earlier session.
+    pub resumed_handshakes: u64,
+    /// Failed handshakes by [`HandshakeFailure::name`].
+    pub handshake_failures: BTreeMap<&'static str, u64>,
 }
 
 /// Every state a backend snapshot can report, so that the Prometheus exposition has a series for
@@ -269,6 +305,18 @@ impl Snapshot {
                 .iter()
                 .map(|&defence| (defence.name(), stats.defences[defence as usize].load(Ordering::Relaxed)))
                 .collect(),
+            listener_requests: [Scheme::Http, Scheme::Https]
+                .iter()
+                .map(|&scheme| (scheme.name(), stats.listener_requests[scheme as usize].load(Ordering::Relaxed)))
+                .collect(),
+            tls: TlsSnapshot {
+                full_handshakes: stats.tls_full_handshakes.load(Ordering::Relaxed),
+                resumed_handshakes: stats.tls_resumed_handshakes.load(Ordering::Relaxed),
+                handshake_failures: HandshakeFailure::ALL
+                    .iter()
+                    .map(|&failure| (failure.name(), stats.tls_failures[failure as usize].load(Ordering::Relaxed)))
+                    .collect(),
+            },
             pools: pool_snapshots,
             backends,
             latency,
@@ -289,9 +337,9 @@ mod tests {
     #[test]
     fn counts_and_average_latency() {
         let stats = Stats::default();
-        stats.record_request(Outcome::Success, Duration::from_millis(10));
-        stats.record_request(Outcome::Failed, Duration::from_millis(20));
-        stats.record_request(Outcome::RateLimited, Duration::from_micros(0));
+        stats.record_request(Outcome::Success, Duration::from_millis(10), Scheme::Http);
+        stats.record_request(Outcome::Failed, Duration::from_millis(20), Scheme::Http);
+        stats.record_request(Outcome::RateLimited, Duration::from_micros(0), Scheme::Http);
         stats.record_retry();
         let snapshot = Snapshot::take(&stats, Duration::from_secs(3), &Pools::empty());
         assert_eq!((snapshot.total_requests, snapshot.success_requests, snapshot.failed_requests), (3, 1, 2));

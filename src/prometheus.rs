@@ -74,11 +74,12 @@ fn server_gauges(out: &mut Exposition, snapshot: &Snapshot) {
     out.family(
         "lb_waiting_connections",
         Kind::Gauge,
-        "Client connections held by the watcher now, by what they wait for: idle (their next request), \
-         reading_head or reading_body (the rest of a request a worker can act on), closing (answered, \
-         draining before the close).",
+        "Client connections held by the watcher now, by what they wait for: handshaking (a TLS client's \
+         next handshake bytes), idle (their next request), reading_head or reading_body (the rest of a \
+         request a worker can act on), closing (answered, draining before the close).",
     );
     let states = [
+        ("handshaking", waiting.handshaking),
         ("idle", waiting.idle),
         ("reading_head", waiting.reading_head),
         ("reading_body", waiting.reading_body),
@@ -102,6 +103,30 @@ fn server_gauges(out: &mut Exposition, snapshot: &Snapshot) {
     );
     for (defence, count) in &snapshot.slow_clients {
         out.sample("lb_slow_clients_total", &[("defence", defence)], *count);
+    }
+    out.family(
+        "lb_listener_requests_total",
+        Kind::Counter,
+        "Requests counted (as in lb_requests_total), by the listener they came through: http or https.",
+    );
+    for (listener, count) in &snapshot.listener_requests {
+        out.sample("lb_listener_requests_total", &[("listener", listener)], *count);
+    }
+    out.family(
+        "lb_tls_handshakes_total",
+        Kind::Counter,
+        "TLS handshakes completed on the HTTPS listener: full (a key exchange and a signature) or resumed.",
+    );
+    out.sample("lb_tls_handshakes_total", &[("kind", "full")], snapshot.tls.full_handshakes);
+    out.sample("lb_tls_handshakes_total", &[("kind", "resumed")], snapshot.tls.resumed_handshakes);
+    out.family(
+        "lb_tls_handshake_failures_total",
+        Kind::Counter,
+        "TLS handshakes failed, by reason: timeout (tlsHandshakeTimeout), plain_http (an HTTP request \
+         sent to the TLS port), protocol (a broken, garbage or unsupported hello), closed (the client left).",
+    );
+    for (reason, count) in &snapshot.tls.handshake_failures {
+        out.sample("lb_tls_handshake_failures_total", &[("reason", reason)], *count);
     }
 }
 
@@ -256,6 +281,7 @@ fn escape_help(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use crate::connection::Scheme;
     use std::collections::HashMap;
     use std::time::Duration;
 
@@ -323,14 +349,23 @@ mod tests {
     /// A snapshot with three requests (one rate-limited) and two backends in pool `default`.
     fn sample_snapshot() -> Snapshot {
         let stats = Stats::default();
-        stats.record_request(Outcome::Success, Duration::from_millis(3));
-        stats.record_request(Outcome::Success, Duration::from_millis(40));
-        stats.record_request(Outcome::RateLimited, Duration::ZERO);
+        stats.record_request(Outcome::Success, Duration::from_millis(3), Scheme::Http);
+        stats.record_request(Outcome::Success, Duration::from_millis(40), Scheme::Http);
+        stats.record_request(Outcome::RateLimited, Duration::ZERO, Scheme::Https);
         stats.record_retry();
         stats.record_slow_client(crate::metrics::Defence::SlowReader);
         let mut snapshot = Snapshot::take(&stats, Duration::from_secs(7), &Pools::empty());
-        snapshot.waiting_connections =
-            crate::watcher::WaitingCounts { idle: 6, reading_head: 2, reading_body: 1, closing: 3, bytes: 900 };
+        snapshot.waiting_connections = crate::watcher::WaitingCounts {
+            handshaking: 4,
+            idle: 6,
+            reading_head: 2,
+            reading_body: 1,
+            closing: 3,
+            bytes: 900,
+        };
+        stats.record_handshake(true);
+        stats.record_handshake_failure(crate::tls::HandshakeFailure::PlainHttp);
+        snapshot.tls = Snapshot::take(&stats, Duration::ZERO, &Pools::empty()).tls;
         set_backends(
             &mut snapshot,
             vec![backend("http://a:1", "a", "healthy"), backend("http://b:2", "b", "unhealthy")],
@@ -367,7 +402,14 @@ mod tests {
             ("lb_waiting_connections{state=\"reading_head\"}", "2"),
             ("lb_waiting_connections{state=\"reading_body\"}", "1"),
             ("lb_waiting_connections{state=\"closing\"}", "3"),
+            ("lb_waiting_connections{state=\"handshaking\"}", "4"),
             ("lb_waiting_bytes", "900"),
+            ("lb_listener_requests_total{listener=\"http\"}", "2"),
+            ("lb_listener_requests_total{listener=\"https\"}", "1"),
+            ("lb_tls_handshakes_total{kind=\"full\"}", "0"),
+            ("lb_tls_handshakes_total{kind=\"resumed\"}", "1"),
+            ("lb_tls_handshake_failures_total{reason=\"plain_http\"}", "1"),
+            ("lb_tls_handshake_failures_total{reason=\"timeout\"}", "0"),
             ("lb_slow_clients_total{defence=\"slow_reader\"}", "1"),
             ("lb_slow_clients_total{defence=\"head_timeout\"}", "0"),
             ("lb_slow_clients_total{defence=\"per_client_cap\"}", "0"),
@@ -524,7 +566,7 @@ mod tests {
     fn histogram_invariants_hold_for_any_recorded_durations() {
         let stats = Stats::default();
         for step in 0..500u64 {
-            stats.record_request(Outcome::Success, Duration::from_micros(step * step * 97 % 20_000_000));
+            stats.record_request(Outcome::Success, Duration::from_micros(step * step * 97 % 20_000_000), Scheme::Http);
         }
         let snapshot = Snapshot::take(&stats, Duration::ZERO, &Pools::empty());
         let text = render(&snapshot);
@@ -575,7 +617,7 @@ mod tests {
             };
             assert!(belongs, "{series} is not in the family declared above it ({family})");
         }
-        assert_eq!(families.len(), 23, "{families:?}");
+        assert_eq!(families.len(), 26, "{families:?}");
         assert!(text.ends_with('\n'));
     }
 }

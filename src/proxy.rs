@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use crate::backend::Backend;
 use crate::balance::{Algorithm, PickRequest};
 use crate::config::{Config, Limits};
+use crate::connection::Scheme;
 use crate::ejection::{EjectionEvent, PassiveHealthSettings, Standing};
 use crate::http::buffer::{Inbound, Outbound};
 use crate::http::cookie;
@@ -141,6 +142,8 @@ struct Traffic {
 /// Everything about the client a request needs.
 pub struct Client<'a> {
     pub stream: &'a Arc<Stream>,
+    /// The listener it came through: `https` once its TLS session is made.
+    pub scheme: Scheme,
     /// The socket's peer address.
     pub ip: IpAddr,
     /// Who the request is for: `ip`, or the address a trusted proxy forwarded it for
@@ -247,6 +250,21 @@ fn serve(
         route: None,
     };
 
+    // `redirectToHttps`: every plain request goes to the same host and target over TLS (the
+    // load balancer's own endpoints, answered before this, excepted).
+    if config.redirect_to_https
+        && client.scheme == Scheme::Http
+        && let Some(tls) = &config.tls
+    {
+        let (reply, outcome) = match https_location(head, tls.port()) {
+            Some(location) => (Reply::redirect(308, location), Outcome::Success),
+            None => {
+                (Reply::error(400, Some("Bad Request: the request names no host to go to over HTTPS")), Outcome::Failed)
+            }
+        };
+        return own(reply, keep_alive_wanted && no_body, None, 0, outcome);
+    }
+
     if let Some(limiter) = shared.rate_limiter()
         && let Decision::Limited { retry_after } = limiter.check(client.address, Instant::now())
     {
@@ -292,7 +310,7 @@ fn serve(
     // small (so the request can be replayed, and a malformed or oversized small body is refused
     // before anything reaches a backend), else what fits, with the rest streamed by forward.
     buffers.request_head.clear();
-    let forwarded = Forwarded { peer: client.ip, client: client.address };
+    let forwarded = Forwarded { peer: client.ip, client: client.address, tls: client.scheme == Scheme::Https };
     request_for_backend(head, forwarded, &rewrite, &mut buffers.request_head);
     let kept = keep_body(head, client.stream, buffers, config.timeouts.body_read, max_body, chunked_budget);
     let (kept_bytes, streamed_body) = match kept {
@@ -549,6 +567,16 @@ fn broken(status: u16, backend: &Backend, attempts: u32) -> Exchange {
         pool: None,
         route: None,
     }
+}
+
+/// The `https://` URL of the same host and target, with the TLS port unless it is 443; `None` for
+/// a request that names no host.
+fn https_location(head: &RequestHead, tls_port: u16) -> Option<String> {
+    if head.host.is_empty() {
+        return None;
+    }
+    let port = if tls_port == 443 { String::new() } else { format!(":{tls_port}") };
+    Some(crate::routing::redirect_location(&format!("https://{{host}}{port}{{path}}{{query}}"), head))
 }
 
 /// Reads the body, or its start, behind the head in `buffers.request_head`, re-framed for the

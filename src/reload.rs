@@ -19,8 +19,17 @@
 //! - removed backends leave the pool at once: requests already on them finish, since a request
 //!   holds the pool it started with;
 //! - the algorithm, weights, limits, timeouts, health, retry and rate-limit settings change;
-//! - `listenPort`, `adminListen`, `workers` and `pairThreads` are fixed at start-up: a change is
-//!   logged as needing a restart and otherwise ignored.
+//! - the HTTPS certificates are replaced: handshakes from then on get the new ones, sessions
+//!   already made keep theirs, and the session-ticket key stays, so clients go on resuming;
+//! - `listenPort`, `tlsListen`, `adminListen`, `workers` and `pairThreads` are fixed at start-up: a
+//!   change is logged as needing a restart and otherwise ignored (a config that starts serving
+//!   HTTPS, or stops, needs a restart too).
+//!
+//! The certificate and key files are watched too, on the same `reloadInterval`: when one changes
+//! on disk (an ACME client renewing it), the certificates alone are read again and, if every one
+//! loads, replace the running ones as a reload would; if one does not (a renewal caught half
+//! written, say), one ERROR line names it and the running certificates stay until the files
+//! change again.
 
 use std::sync::Arc;
 use std::thread;
@@ -30,6 +39,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::backend::Backend;
 use crate::balance::hash::fnv1a;
+use crate::config::tls::load_certificates;
 use crate::config::{Config, HealthSettings};
 use crate::health;
 use crate::pool::{Pool, Pools};
@@ -49,6 +59,7 @@ pub enum Outcome {
 
 /// The watcher thread's loop, until `stop` is dropped.
 pub fn watch(shared: &Shared, stop: &Receiver<()>) {
+    let mut certificates_seen = certificate_fingerprint(&shared.config());
     loop {
         let interval = shared.config().reload_interval;
         let wait = if interval.is_zero() { IDLE_CHECK } else { interval };
@@ -58,6 +69,7 @@ pub fn watch(shared: &Shared, stop: &Receiver<()>) {
         }
         if !interval.is_zero() && !shared.is_shutting_down() {
             reload(shared, false);
+            refresh_certificates(shared, &mut certificates_seen);
         }
     }
 }
@@ -96,6 +108,42 @@ pub fn reload(shared: &Shared, forced: bool) -> Outcome {
     }
 }
 
+/// A hash of every certificate and key file's contents (and of which files they are), `None`
+/// without HTTPS. A file that cannot be read counts as empty: its coming back is a change.
+fn certificate_fingerprint(config: &Config) -> Option<u64> {
+    let tls = config.tls.as_ref()?;
+    let mut all = Vec::new();
+    for files in &tls.certificates {
+        for path in [&files.cert_file, &files.key_file] {
+            all.extend_from_slice(path.as_os_str().as_encoded_bytes());
+            all.push(0);
+            all.extend_from_slice(&std::fs::read(path).unwrap_or_default());
+            all.push(0);
+        }
+    }
+    Some(fnv1a(&all))
+}
+
+/// Rereads the certificates if their files changed since `seen`, and serves them if they load.
+fn refresh_certificates(shared: &Shared, seen: &mut Option<u64>) {
+    let config = shared.config();
+    let now = certificate_fingerprint(&config);
+    if now == *seen {
+        return;
+    }
+    *seen = now;
+    let (Some(server), Some(tls)) = (&shared.tls, &config.tls) else { return };
+    match load_certificates(&tls.certificates) {
+        Ok(certs) => {
+            log::info!("certificates reloaded from disk: {}", crate::server::certificate_list(&certs));
+            server.replace_certificates(certs);
+        }
+        Err((index, problem)) => {
+            log::error!("certificates[{index}]: {problem} (not reloaded; the running certificates stay)");
+        }
+    }
+}
+
 fn refuse(shared: &Shared, problem: String) -> Outcome {
     shared.stats.record_reload(false);
     log::error!("{problem} (config not reloaded; the running config stays)");
@@ -106,6 +154,9 @@ fn refuse(shared: &Shared, problem: String) -> Outcome {
 fn apply(shared: &Shared, mut config: Config) -> String {
     let running = shared.config();
     keep_fixed_settings(&running, &mut config);
+    if let (Some(server), Some(tls)) = (&shared.tls, &config.tls) {
+        server.replace_certificates(tls.loaded.clone());
+    }
     let old_pools = shared.pools();
     let mut added: Vec<(Arc<Backend>, &HealthSettings)> = Vec::new();
     let mut kept_count = 0;
@@ -197,6 +248,22 @@ fn keep_fixed_settings(running: &Config, config: &mut Config) {
     if config.listen != running.listen {
         needs_restart("listenPort", &running.listen, &config.listen);
         config.listen = running.listen.clone();
+    }
+    match (&running.tls, &mut config.tls) {
+        (Some(running_tls), Some(tls)) if tls.listen != running_tls.listen => {
+            needs_restart("tlsListen", &running_tls.listen, &tls.listen);
+            tls.listen = running_tls.listen.clone();
+        }
+        (Some(_), Some(_)) | (None, None) => {}
+        (None, Some(tls)) => {
+            needs_restart("tlsListen", &None::<String>, &Some(&tls.listen));
+            config.tls = None;
+            config.redirect_to_https = false;
+        }
+        (Some(running_tls), None) => {
+            needs_restart("tlsListen", &Some(&running_tls.listen), &None::<String>);
+            config.tls = running.tls.clone();
+        }
     }
     if config.admin_listen != running.admin_listen {
         needs_restart("adminListen", &running.admin_listen, &config.admin_listen);

@@ -24,8 +24,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::acceptor::Listening;
 use crate::config::Config;
 use crate::config::file::ConfigFile;
+use crate::connection::Scheme;
 use crate::connection::{ClientConnection, client_connection_ceiling};
 use crate::pair::PairRunner;
 use crate::reload;
@@ -41,7 +43,9 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// A running load balancer.
 pub struct Server {
     shared: Arc<Shared>,
-    local_addr: SocketAddr,
+    /// The plain HTTP listener's address, and the HTTPS one's.
+    http_addr: Option<SocketAddr>,
+    https_addr: Option<SocketAddr>,
     admin: Option<(SocketAddr, JoinHandle<()>)>,
     acceptor: JoinHandle<()>,
     workers: Vec<JoinHandle<()>>,
@@ -61,9 +65,21 @@ impl Server {
     /// Starts as [`Server::start`]; with `config_file`, the file is also watched for changes
     /// (every `reloadInterval`) and `POST /lb-reload` rereads it on the admin listener.
     pub fn start_watching(config: Config, config_file: Option<ConfigFile>) -> io::Result<Server> {
-        let listener = bind_listener(&config.listen)
-            .map_err(|error| io::Error::new(error.kind(), format!("cannot listen on {}: {error}", config.listen)))?;
-        let local_addr = listener.local_addr()?;
+        let bind = |address: &str, key: &str| {
+            bind_listener(address)
+                .map_err(|error| io::Error::new(error.kind(), format!("cannot listen on {address} ({key}): {error}")))
+        };
+        let mut listeners = Vec::new();
+        if let Some(address) = &config.listen {
+            listeners.push(Listening { listener: bind(address, "listenPort")?, scheme: Scheme::Http });
+        }
+        if let Some(tls) = &config.tls {
+            listeners.push(Listening { listener: bind(&tls.listen, "tlsListen")?, scheme: Scheme::Https });
+        }
+        let address_of = |scheme: Scheme| {
+            listeners.iter().find(|listening| listening.scheme == scheme).and_then(|l| l.listener.local_addr().ok())
+        };
+        let (http_addr, https_addr) = (address_of(Scheme::Http), address_of(Scheme::Https));
         let open_files = raise_open_file_limit();
         let admin_listener = match &config.admin_listen {
             Some(address) => Some(bind_listener(address).map_err(|error| {
@@ -101,7 +117,7 @@ impl Server {
 
         let acceptor = spawn_named("acceptor", {
             let shared = Arc::clone(&shared);
-            move || acceptor::run(&shared, &listener, connections)
+            move || acceptor::run(&shared, &listeners, connections)
         })?;
 
         let admin = match admin_listener {
@@ -144,18 +160,34 @@ impl Server {
                 format!("pool {} ({}): {}", pool.name(), pool.config.algorithm.name(), backends.join(", "))
             })
             .collect();
+        if let Some(tls) = &shared.tls {
+            log::info!("HTTPS certificates: {}", certificate_list(&tls.certificates()));
+        }
+        let listening = match (http_addr, https_addr) {
+            (Some(http), Some(https)) => {
+                format!("{http}{}, HTTPS on {https}{}", both_families(http), both_families(https))
+            }
+            (Some(http), None) => format!("{http}{}", both_families(http)),
+            (None, Some(https)) => format!("{https}{} (HTTPS only)", both_families(https)),
+            (None, None) => unreachable!("the config always has a listener"),
+        };
         log::info!(
-            "listening on {local_addr}{}, {worker_count} workers ({} pair threads), {}",
-            both_families(local_addr),
+            "listening on {listening}, {worker_count} workers ({} pair threads), {}",
             config.pair_threads.name(),
             pool_list.join("; ")
         );
         log_connection_limit(&shared, &config, open_files);
-        Ok(Server { shared, local_addr, admin, acceptor, workers, watcher, health, health_stop, reloader })
+        Ok(Server { shared, http_addr, https_addr, admin, acceptor, workers, watcher, health, health_stop, reloader })
     }
 
+    /// The plain HTTP listener's address, or the HTTPS one's when there is no plain listener.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.http_addr.or(self.https_addr).expect("a server has a listener")
+    }
+
+    /// The HTTPS listener's address, with `tlsListen`.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https_addr
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
@@ -167,7 +199,7 @@ impl Server {
     pub fn shutdown(self, grace: Duration) -> bool {
         let deadline = Instant::now() + grace;
         self.shared.begin_shutdown();
-        acceptor::wake(self.local_addr);
+        acceptor::wake(self.local_addr());
         let _ = self.acceptor.join();
         if let Some((address, admin)) = self.admin {
             acceptor::wake(address);
@@ -227,6 +259,13 @@ fn bind_dual_stack(port: u16) -> io::Result<TcpListener> {
     bind(&socket, &SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)))?;
     listen(&socket, LISTEN_BACKLOG)?;
     Ok(TcpListener::from(socket))
+}
+
+/// `cert.pem (localhost, *.example.com); other.pem (...)`, for the log.
+pub fn certificate_list(certs: &[crate::tls::LoadedCert]) -> String {
+    let described: Vec<String> =
+        certs.iter().map(|cert| format!("{} ({})", cert.cert_file.display(), cert.names.join(", "))).collect();
+    described.join("; ")
 }
 
 /// `" (IPv6 and IPv4)"` for a listener bound by [`bind_listener`] on `[::]`, else nothing.

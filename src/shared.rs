@@ -20,11 +20,12 @@ use parking_lot::RwLock;
 use crate::access_log::{self, AccessEntry};
 use crate::config::Config;
 use crate::config::file::ConfigFile;
-use crate::connection::{ClientConnection, ConnectionCounts};
+use crate::connection::{ClientConnection, ConnectionCounts, Scheme};
 use crate::http::head::HeadLimits;
 use crate::metrics::{Defence, Snapshot, Stats};
 use crate::pool::Pools;
 use crate::ratelimit::RateLimiter;
+use crate::tls::{HandshakeFailure, TlsServer};
 use crate::watcher::{Cut, WaitPolicy, Watcher, WatcherHost};
 
 /// State shared by every thread of one running load balancer.
@@ -46,6 +47,8 @@ pub struct Shared {
     waiting_workers: AtomicUsize,
     /// Client connections waiting for (the rest of) a request.
     pub watcher: Watcher,
+    /// The HTTPS listener's TLS configuration and certificates, with `tlsListen`.
+    pub tls: Option<TlsServer>,
 }
 
 /// A worker counted as waiting for work (see [`Shared::wait_for_work`]).
@@ -64,6 +67,13 @@ impl Shared {
     /// The shared state, and the channel on which the watcher returns readable connections.
     pub fn new(config: Config, config_file: Option<ConfigFile>) -> io::Result<(Shared, Receiver<ClientConnection>)> {
         let (watcher, returned) = Watcher::new()?;
+        let tls = match &config.tls {
+            Some(listen) => Some(
+                TlsServer::new(listen.loaded.clone())
+                    .map_err(|error| io::Error::other(format!("cannot set up TLS: {error}")))?,
+            ),
+            None => None,
+        };
         let shared = Shared {
             pools: RwLock::new(Arc::new(Pools::new(&config))),
             rate_limiter: RwLock::new(config.rate_limit.map(|settings| Arc::new(RateLimiter::new(settings)))),
@@ -76,6 +86,7 @@ impl Shared {
             connections: Arc::new(ConnectionCounts::default()),
             waiting_workers: AtomicUsize::new(0),
             watcher,
+            tls,
         };
         Ok((shared, returned))
     }
@@ -86,14 +97,14 @@ impl Shared {
 
     /// Counts and logs a client the watcher (or a worker, for the same reasons) answered itself
     /// and closed: a stalled request, or one refused for want of room to wait.
-    pub fn record_cut(&self, peer: SocketAddr, cut: Cut, bytes_out: u64) {
+    pub fn record_cut(&self, peer: SocketAddr, scheme: Scheme, cut: Cut, bytes_out: u64) {
         let reply = cut.reply();
-        self.stats.record_request(crate::metrics::Outcome::Failed, Duration::ZERO);
+        self.stats.record_request(crate::metrics::Outcome::Failed, Duration::ZERO, scheme);
         if let Some(defence) = Defence::of_cut(cut) {
             self.stats.record_slow_client(defence);
         }
         log::debug!("{}: {} ({cut:?})", peer.ip(), reply.status);
-        let entry = AccessEntry::unread(peer.ip(), reply.status, bytes_out);
+        let entry = AccessEntry::unread(peer.ip(), scheme, reply.status, bytes_out);
         access_log::write_line(self.config().access_log, &entry);
     }
 
@@ -150,6 +161,12 @@ impl Shared {
         self.next_request_id.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Counts and logs (at debug: a public port sees plenty) a TLS handshake that failed.
+    pub fn record_handshake_failure(&self, peer: SocketAddr, failure: HandshakeFailure) {
+        self.stats.record_handshake_failure(failure);
+        log::debug!("{}: TLS handshake failed ({})", peer.ip(), failure.name());
+    }
+
     pub fn metrics(&self) -> Snapshot {
         let pools = self.pools();
         let mut snapshot = Snapshot::take(&self.stats, self.started.elapsed(), &pools);
@@ -176,8 +193,12 @@ impl WatcherHost for Shared {
         }
     }
 
-    fn cut(&self, peer: SocketAddr, cut: Cut, bytes_out: u64) {
-        self.record_cut(peer, cut, bytes_out);
+    fn cut(&self, peer: SocketAddr, scheme: Scheme, cut: Cut, bytes_out: u64) {
+        self.record_cut(peer, scheme, cut, bytes_out);
+    }
+
+    fn handshake_failed(&self, peer: SocketAddr, failure: HandshakeFailure) {
+        self.record_handshake_failure(peer, failure);
     }
 }
 

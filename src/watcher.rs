@@ -10,7 +10,11 @@
 //! new ones, only once its bytes hold a request ready to act on ([`crate::http::complete`]): a
 //! complete head, and the whole body when the body is one the load balancer keeps.
 //!
-//! A parked connection is in one of four states, each with its own deadline:
+//! A parked connection is in one of five states, each with its own deadline:
+//! - *handshaking*: a TLS client whose next handshake bytes have not come; closed (and counted)
+//!   unless the handshake is done `tlsHandshakeTimeout` after the connection was accepted. The
+//!   watcher does none of the handshake's work: it reads what the client sends and hands the
+//!   connection back to a worker as soon as any bytes arrive ([`crate::tls::accept`]);
 //! - *idle*: nothing read; closed silently after `idleTimeout` (or `headerReadTimeout`, for a new
 //!   connection whose first request never came);
 //! - *reading head*: `408` and close unless the head is complete `headerReadTimeout` after its
@@ -36,11 +40,12 @@ use parking_lot::Mutex;
 use rustix::event::epoll;
 use serde::Serialize;
 
-use crate::connection::ClientConnection;
+use crate::connection::{ClientConnection, Scheme};
 use crate::http::complete::{Completeness, MAX_KEPT_BODY_BUFFER, assess};
 use crate::http::head::HeadLimits;
 use crate::http::reply::Reply;
 use crate::min_rate::MinRate;
+use crate::tls::HandshakeFailure;
 
 /// How often the watcher wakes with nothing to report, to close expired connections and to
 /// notice shutdown.
@@ -53,6 +58,8 @@ const READ_CHUNK: usize = 16 * 1024;
 /// What a parked connection waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Waiting {
+    /// The client's next TLS handshake bytes. Closed at `until`.
+    Handshake { until: Instant },
     /// Its next request (or its first): nothing is buffered. Closed silently at `until`.
     Idle { until: Instant },
     /// The rest of a request head.
@@ -116,12 +123,16 @@ pub trait WatcherHost {
     fn is_shutting_down(&self) -> bool;
     fn wait_policy(&self) -> WaitPolicy;
     /// The watcher answered and closed a connection (counting and logging it is the host's job).
-    fn cut(&self, peer: SocketAddr, cut: Cut, bytes_out: u64);
+    fn cut(&self, peer: SocketAddr, scheme: Scheme, cut: Cut, bytes_out: u64);
+    /// A TLS handshake failed while the watcher held the connection (it is closed).
+    fn handshake_failed(&self, peer: SocketAddr, failure: HandshakeFailure);
 }
 
 /// Connections with the watcher now, by state, and the bytes they hold.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct WaitingCounts {
+    /// TLS clients in the middle of their handshake.
+    pub handshaking: usize,
     pub idle: usize,
     pub reading_head: usize,
     pub reading_body: usize,
@@ -132,7 +143,7 @@ pub struct WaitingCounts {
 
 impl WaitingCounts {
     pub fn total(&self) -> usize {
-        self.idle + self.reading_head + self.reading_body + self.closing
+        self.handshaking + self.idle + self.reading_head + self.reading_body + self.closing
     }
 }
 
@@ -156,7 +167,7 @@ impl Parked {
     fn deadline(&self, policy: &WaitPolicy) -> Instant {
         let started = self.connection.request_started.unwrap_or(self.last_byte);
         match self.waiting {
-            Waiting::Idle { until } | Waiting::Closing { until } => until,
+            Waiting::Handshake { until } | Waiting::Idle { until } | Waiting::Closing { until } => until,
             Waiting::Head => started + policy.header_read,
             Waiting::Body => {
                 let silent = self.last_byte + policy.body_read;
@@ -211,7 +222,7 @@ impl Watcher {
     ) -> Result<(), Box<(ClientConnection, ParkRefused)>> {
         let fd = connection.stream.as_raw_fd();
         let held = connection.carried.capacity();
-        let interest = epoll::EventFlags::IN | epoll::EventFlags::RDHUP | epoll::EventFlags::ONESHOT;
+        let interest = interest(&connection);
         // Registered and recorded under one lock, so the watcher never sees an event for a
         // connection it cannot find.
         let mut parking = self.parked.lock();
@@ -232,6 +243,7 @@ impl Watcher {
         let mut counts = WaitingCounts { bytes: parking.bytes, ..WaitingCounts::default() };
         for parked in parking.connections.values() {
             match parked.waiting {
+                Waiting::Handshake { .. } => counts.handshaking += 1,
                 Waiting::Idle { .. } => counts.idle += 1,
                 Waiting::Head => counts.reading_head += 1,
                 Waiting::Body => counts.reading_body += 1,
@@ -288,6 +300,10 @@ impl Watcher {
                 break;
             }
             match parked.connection.read_now(&mut scratch[..room]) {
+                Ok(0) if parked.connection.handshake.is_some() => {
+                    host.handshake_failed(parked.connection.peer, HandshakeFailure::Closed);
+                    return self.forget(parked);
+                }
                 Ok(0) => {
                     // The client is done sending: serve what it sent, if that is a whole request.
                     let complete = assess(&parked.connection.carried, &policy.head_limits, policy.max_body);
@@ -321,6 +337,16 @@ impl Watcher {
                 Err(_) => return self.forget(parked),
             }
         }
+        if parked.connection.handshake.is_some() {
+            // Whatever came is the worker's to feed to the handshake.
+            if !parked.connection.carried.is_empty() {
+                return self.hand_back(parked);
+            }
+            if parked.deadline(policy) <= Instant::now() {
+                return self.expire(parked, host);
+            }
+            return self.rearm(parked);
+        }
         parked.waiting = match assess(&parked.connection.carried, &policy.head_limits, policy.max_body) {
             Completeness::Ready => return self.hand_back(parked),
             Completeness::Head if parked.connection.carried.is_empty() => parked.waiting,
@@ -337,7 +363,7 @@ impl Watcher {
     fn rearm(&self, parked: Parked) {
         let stream = &parked.connection.stream;
         let fd = stream.as_raw_fd();
-        let interest = epoll::EventFlags::IN | epoll::EventFlags::RDHUP | epoll::EventFlags::ONESHOT;
+        let interest = interest(&parked.connection);
         let mut parking = self.parked.lock();
         if epoll::modify(&self.epoll, stream, epoll::EventData::new_u64(fd as u64), interest).is_err() {
             drop(parking);
@@ -379,6 +405,10 @@ impl Watcher {
     /// told why first.
     fn expire(&self, parked: Parked, host: &impl WatcherHost) {
         match parked.waiting {
+            Waiting::Handshake { .. } => {
+                host.handshake_failed(parked.connection.peer, HandshakeFailure::Timeout);
+                self.forget(parked)
+            }
             Waiting::Idle { .. } | Waiting::Closing { .. } => self.forget(parked),
             Waiting::Head => self.answer(parked, Cut::HeadTimeout, host),
             Waiting::Body => self.answer(parked, Cut::BodyTimeout, host),
@@ -391,7 +421,7 @@ impl Watcher {
         let bytes = cut.reply().to_bytes(1, false, false);
         let sent = parked.connection.stream.send_without_waiting(&bytes);
         // Counted, and its bytes given back, before the client can see the end of the answer.
-        host.cut(parked.connection.peer, cut, sent as u64);
+        host.cut(parked.connection.peer, parked.connection.scheme, cut, sent as u64);
         if sent == 0 || host.is_shutting_down() {
             return self.forget(parked);
         }
@@ -419,6 +449,14 @@ impl Watcher {
     }
 }
 
+/// What to watch a connection for: its socket becoming readable, and, for a TLS session that
+/// already holds bytes the socket will not announce again, writable too, which is at once, so
+/// that the watcher reads those bytes without waiting for more.
+fn interest(connection: &ClientConnection) -> epoll::EventFlags {
+    let readable = epoll::EventFlags::IN | epoll::EventFlags::RDHUP | epoll::EventFlags::ONESHOT;
+    if connection.stream.has_buffered() { readable | epoll::EventFlags::OUT } else { readable }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,9 +480,10 @@ mod tests {
         fn wait_policy(&self) -> WaitPolicy {
             self.policy
         }
-        fn cut(&self, _peer: SocketAddr, cut: Cut, _bytes_out: u64) {
+        fn cut(&self, _peer: SocketAddr, _scheme: Scheme, cut: Cut, _bytes_out: u64) {
             self.cuts.lock().push(cut);
         }
+        fn handshake_failed(&self, _peer: SocketAddr, _failure: HandshakeFailure) {}
     }
 
     struct Running {

@@ -28,7 +28,7 @@
 //! request, so with more busy clients than workers each is served in turn.
 
 use std::io::{self, Write};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,7 +39,7 @@ use crossbeam_channel::Receiver;
 use crate::access_log::{self, AccessEntry, RequestLine};
 use crate::client_ip::client_address;
 use crate::config::Config;
-use crate::connection::ClientConnection;
+use crate::connection::{ClientConnection, Scheme};
 use crate::endpoints::{self, Listener};
 use crate::http::buffer::Inbound;
 use crate::http::complete::{KeptBody, kept_body};
@@ -51,6 +51,7 @@ use crate::pair::PairRunner;
 use crate::proxy::{self, Client, Exchange, RequestBuffers};
 use crate::shared::Shared;
 use crate::stream::{ReadNow, Stream};
+use crate::tls::{Advanced, HandshakeFailure};
 use crate::watcher::{Cut, ParkRefused, Waiting};
 
 /// How long a worker keeps waiting on its own connection for more bytes, when other workers
@@ -154,12 +155,19 @@ enum Gathered {
 /// whether it went back in line.
 fn serve_connection(
     shared: &Shared,
-    connection: ClientConnection,
+    mut connection: ClientConnection,
     buffers: &mut RequestBuffers,
     pair: &PairRunner,
     backlog: &Backlog,
 ) -> bool {
-    let ClientConnection { stream, peer, carried, request_started, requests, permit } = connection;
+    if connection.handshake.is_some() {
+        match establish(shared, connection) {
+            Some(established) => connection = established,
+            None => return false,
+        }
+    }
+    let ClientConnection { stream, scheme, handshake: _, accepted, peer, carried, request_started, requests, permit } =
+        connection;
     buffers.client_inbound.clear();
     buffers.client_outbound.discard();
     if !carried.is_empty() {
@@ -170,7 +178,13 @@ fn serve_connection(
     let mut progress = Progress { request_started, requests };
     let next = serve_requests(shared, &stream, peer, &mut progress, buffers, pair, backlog);
     let waiting = match next {
-        Next::Close => return false,
+        Next::Close => {
+            // A TLS client learns the session ended on purpose (`close_notify`), not by accident.
+            if stream.is_tls() {
+                stream.finish_sending();
+            }
+            return false;
+        }
         Next::Wait(waiting) => Some(waiting),
         Next::Requeue => None,
     };
@@ -178,32 +192,86 @@ fn serve_connection(
     let carried = buffers.client_inbound.take_buffered();
     let connection = ClientConnection {
         stream,
+        scheme,
+        handshake: None,
+        accepted,
         peer,
         carried,
         request_started: progress.request_started,
         requests: progress.requests,
         permit,
     };
-    let Some(waiting) = waiting else {
-        shared.watcher.requeue(connection);
-        return true;
-    };
+    match waiting {
+        Some(waiting) => park(shared, connection, waiting),
+        None => {
+            shared.watcher.requeue(connection);
+            return true;
+        }
+    }
+    false
+}
+
+/// Drives a new HTTPS connection's handshake with what the client has sent ([`crate::tls::accept`]),
+/// lingering as for a request head while other workers are free. Returns the connection once its
+/// session is made; `None` when it failed (counted, and closed) or waits with the watcher.
+fn establish(shared: &Shared, mut connection: ClientConnection) -> Option<ClientConnection> {
+    let config = shared.config();
+    let timeout =
+        config.tls.as_ref().map_or(crate::config::tls::DEFAULT_TLS_HANDSHAKE_TIMEOUT, |tls| tls.handshake_timeout);
+    let deadline = connection.accepted + timeout;
+    let linger_ends = Instant::now() + LINGER_PER_REQUEST;
+    loop {
+        let pending = connection.handshake.take()?;
+        let Stream::Plain(socket) = connection.stream else { return None };
+        match pending.advance(socket, &mut connection.carried) {
+            Advanced::Established(session) => {
+                let resumed = session.details().kind == Some(rustls::HandshakeKind::Resumed);
+                shared.stats.record_handshake(resumed);
+                connection.stream = Stream::Tls(session);
+                connection.carried = Vec::new();
+                return Some(connection);
+            }
+            Advanced::Failed(failure) => {
+                shared.record_handshake_failure(connection.peer, failure);
+                return None;
+            }
+            Advanced::Pending(pending, socket) => {
+                connection.stream = Stream::Plain(socket);
+                connection.handshake = Some(pending);
+            }
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            shared.record_handshake_failure(connection.peer, HandshakeFailure::Timeout);
+            return None;
+        }
+        let left = linger_ends.saturating_duration_since(now).min(LINGER);
+        if left.is_zero() || !shared.a_worker_is_waiting() || !readable_within(&connection.stream, left) {
+            park(shared, connection, Waiting::Handshake { until: deadline });
+            return None;
+        }
+    }
+}
+
+/// Hands a connection to the watcher, or, if it has no room, answers and closes it.
+fn park(shared: &Shared, connection: ClientConnection, waiting: Waiting) {
     let limit = shared.config().limits.max_waiting_bytes;
     let Err(refused) = shared.watcher.park(connection, waiting, limit) else {
         // The watcher holds it now, and closing it is the watcher's business.
-        return false;
+        return;
     };
     match *refused {
-        (connection, ParkRefused::MemoryFull) => {
+        (connection, ParkRefused::MemoryFull) if connection.handshake.is_none() => {
             let reply = Cut::MemoryFull.reply();
             let mut stream = &connection.stream;
             let bytes = reply.to_bytes(1, false, false);
             let sent = if stream.write_all(&bytes).is_ok() { bytes.len() as u64 } else { 0 };
-            shared.record_cut(connection.peer, Cut::MemoryFull, sent);
+            shared.record_cut(connection.peer, connection.scheme, Cut::MemoryFull, sent);
         }
+        // A handshake cannot be answered in HTTP: the close is the answer.
+        (_, ParkRefused::MemoryFull) => {}
         (_, ParkRefused::Epoll) => log::warn!("cannot watch a client connection: closing it"),
     }
-    false
 }
 
 /// Serves requests on `stream` while they keep coming (and no other connection waits for a
@@ -220,6 +288,7 @@ fn serve_requests(
     let response_started = Arc::new(AtomicBool::new(false));
     let mut client = Client {
         stream,
+        scheme: if stream.is_tls() { Scheme::Https } else { Scheme::Http },
         ip: peer.ip(),
         address: peer.ip(),
         response_started: &response_started,
@@ -242,7 +311,7 @@ fn serve_requests(
                     let mut stream: &Stream = stream;
                     let bytes = cut.reply().to_bytes(1, false, false);
                     let sent = if stream.write_all(&bytes).is_ok() { bytes.len() as u64 } else { 0 };
-                    shared.record_cut(peer, cut, sent);
+                    shared.record_cut(peer, client.scheme, cut, sent);
                     return Next::Close;
                 }
             };
@@ -272,7 +341,7 @@ fn serve_requests(
         // Count first, then let the last bytes go: a client holding its whole response always
         // finds it in the metrics.
         let latency = started.elapsed();
-        shared.stats.record_request(exchange.outcome, latency);
+        shared.stats.record_request(exchange.outcome, latency, client.scheme);
         let mut keep_alive = exchange.keep_alive;
         if let Some(reply) = &exchange.reply {
             exchange.bytes_out += send_reply(&client, &head, reply, keep_alive);
@@ -286,7 +355,7 @@ fn serve_requests(
             keep_alive = false;
         }
         drop(last_bytes);
-        log_access(&config, client.address, &head, &exchange, latency);
+        log_access(&config, &client, &head, &exchange, latency);
         if !keep_alive {
             return Next::Close;
         }
@@ -397,11 +466,11 @@ fn guard_panics(
 
 /// Counts, answers and logs a request that could not be read.
 fn refuse(shared: &Shared, config: &Config, client: &Client<'_>, peer: SocketAddr, reply: &Reply) {
-    shared.stats.record_request(Outcome::Failed, Duration::ZERO);
+    shared.stats.record_request(Outcome::Failed, Duration::ZERO, client.scheme);
     let mut stream: &Stream = client.stream;
     let bytes = reply.to_bytes(1, false, false);
     let bytes_out = if stream.write_all(&bytes).is_ok() { bytes.len() as u64 } else { 0 };
-    access_log::write_line(config.access_log, &AccessEntry::unread(peer.ip(), reply.status, bytes_out));
+    access_log::write_line(config.access_log, &AccessEntry::unread(peer.ip(), client.scheme, reply.status, bytes_out));
 }
 
 /// Writes one of the load balancer's own replies, unless a response is already under way.
@@ -415,10 +484,11 @@ fn send_reply(client: &Client<'_>, head: &RequestHead, reply: &Reply, keep_alive
     if stream.write_all(&bytes).is_ok() { bytes.len() as u64 } else { 0 }
 }
 
-fn log_access(config: &Config, client: IpAddr, head: &RequestHead, exchange: &Exchange, latency: Duration) {
+fn log_access(config: &Config, client: &Client<'_>, head: &RequestHead, exchange: &Exchange, latency: Duration) {
     let entry = AccessEntry {
         time: SystemTime::now(),
-        client,
+        client: client.address,
+        scheme: client.scheme,
         request: Some(RequestLine { method: &head.method, target: &head.target, minor_version: head.minor_version }),
         status: exchange.status,
         backend: exchange.backend.as_deref(),
@@ -480,6 +550,7 @@ mod tests {
         let started = Arc::new(AtomicBool::new(false));
         let client = Client {
             stream: &server,
+            scheme: Scheme::Http,
             ip: peer().ip(),
             address: peer().ip(),
             response_started: &started,

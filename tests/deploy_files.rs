@@ -67,7 +67,7 @@ fn the_kubernetes_configmap_holds_a_valid_config() {
     let text = with_loopback_backends(&embedded);
     let config = Config::from_json(&text, "config.json", &Overrides::default())
         .unwrap_or_else(|error| panic!("{error}\n{embedded}"));
-    assert_eq!(config.listen, "[::]:8080");
+    assert_eq!(config.listen.as_deref(), Some("[::]:8080"));
     assert_eq!(config.pools[0].servers.len(), 3);
     assert_eq!(config.access_log, AccessLogFormat::Json);
     assert_eq!(config.metrics_path, DEFAULT_METRICS_PATH, "the liveness probe asks for the default path");

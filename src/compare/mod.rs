@@ -222,7 +222,7 @@ mod tests {
         for algorithm in Algorithm::ALL {
             let config = config_for(algorithm, &addrs).unwrap_or_else(|problem| panic!("{problem}"));
             assert_eq!(config.pools[0].algorithm, algorithm);
-            assert_eq!(config.listen, "127.0.0.1:0");
+            assert_eq!(config.listen.as_deref(), Some("127.0.0.1:0"));
             assert_eq!(config.pools[0].servers.len(), BACKENDS.len());
             for ((server, plan), addr) in config.pools[0].servers.iter().zip(&BACKENDS).zip(&addrs) {
                 assert_eq!((server.addrs.as_slice(), server.weight), (std::slice::from_ref(addr), plan.weight));

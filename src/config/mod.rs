@@ -11,7 +11,7 @@
 //!
 //! The folder: this file holds [`Config`] and the top-level keys; `reader.rs` the primitives every
 //! key is read with; `pool.rs` the pools and their inherited settings; `servers.rs` a pool's
-//! backends; `routes.rs` the routes; `statuses.rs` `healthCheckStatus`; `cidr.rs` address blocks;
+//! backends; `routes.rs` the routes; `tls.rs` the HTTPS listener and its certificates; `statuses.rs` `healthCheckStatus`; `cidr.rs` address blocks;
 //! `file.rs` the file a reload rereads. All of it runs on the thread that loads the config.
 
 mod cidr;
@@ -21,11 +21,13 @@ mod reader;
 pub mod routes;
 mod servers;
 pub mod statuses;
+pub mod tls;
 
 pub use cidr::Cidr;
 pub use reader::parse_size;
 use reader::{Reader, flag_error, integer_in, is_token, kind_of};
 pub use servers::{ServerConfig, parse_backend_url};
+pub use tls::{CertificateFiles, TlsListenConfig};
 
 use std::fmt;
 use std::time::Duration;
@@ -82,8 +84,12 @@ pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 pub const MAX_RATE_LIMITED_CLIENTS: u64 = 10_000_000;
 
 /// The keys a config file may contain, in the order the README lists them.
-const KNOWN_KEYS: [&str; 45] = [
+const KNOWN_KEYS: [&str; 49] = [
     "listenPort",
+    "tlsListen",
+    "certificates",
+    "tlsHandshakeTimeout",
+    "redirectToHttps",
     "algorithm",
     "hashKey",
     "stickyCookie",
@@ -133,9 +139,14 @@ const KNOWN_KEYS: [&str; 45] = [
 /// A validated configuration. Every field holds a usable value.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Address to bind, as `HOST:PORT` (`[::]:8080` for `":8080"`: every interface, IPv6 and IPv4
-    /// both, see [`crate::server::bind_listener`]).
-    pub listen: String,
+    /// Address to bind for plain HTTP, as `HOST:PORT` (`[::]:8080` for `":8080"`: every
+    /// interface, IPv6 and IPv4 both, see [`crate::server::bind_listener`]). `None` when only
+    /// HTTPS is served (`tlsListen` without `listenPort`).
+    pub listen: Option<String>,
+    /// The HTTPS listener, with `tlsListen`.
+    pub tls: Option<TlsListenConfig>,
+    /// Whether the plain listener answers `308` to the `https://` URL (its own endpoints excepted).
+    pub redirect_to_https: bool,
     pub workers: usize,
     /// Every pool: `default` (the top-level `servers`) first when there is one, then `pools` by name.
     pub pools: Vec<PoolConfig>,
@@ -351,13 +362,23 @@ impl Reader<'_> {
                 return Err(self.error(key, format!("unknown key (valid keys: {})", KNOWN_KEYS.join(", "))));
             }
         }
+        let tls = self.tls_listen()?;
         let listen = match &overrides.listen {
-            Some(given) => parse_listen(&given.value).map_err(|problem| flag_error(&given.source, problem))?,
+            Some(given) => Some(parse_listen(&given.value).map_err(|problem| flag_error(&given.source, problem))?),
             None => match self.string("listenPort")? {
-                Some(text) => parse_listen(&text).map_err(|problem| self.error("listenPort", problem))?,
-                None => parse_listen(DEFAULT_LISTEN).expect("the default listen address is valid"),
+                Some(text) => Some(parse_listen(&text).map_err(|problem| self.error("listenPort", problem))?),
+                // Only HTTPS is wanted.
+                None if tls.is_some() => None,
+                None => Some(parse_listen(DEFAULT_LISTEN).expect("the default listen address is valid")),
             },
         };
+        let redirect_to_https = self.boolean("redirectToHttps")?.unwrap_or(false);
+        if redirect_to_https && tls.is_none() {
+            return Err(self.error("redirectToHttps", "needs tlsListen (the HTTPS listener to send clients to)"));
+        }
+        if redirect_to_https && listen.is_none() {
+            return Err(self.error("redirectToHttps", "needs listenPort (the plain listener that redirects)"));
+        }
         let algorithm = match &overrides.algorithm {
             Some(given) => {
                 Some(Algorithm::from_name(&given.value).map_err(|problem| flag_error(&given.source, problem))?)
@@ -386,6 +407,8 @@ impl Reader<'_> {
         let workers = self.integer("workers", 1, MAX_WORKERS as u64)?.map_or(DEFAULT_WORKERS, |n| n as usize);
         Ok(Config {
             listen,
+            tls,
+            redirect_to_https,
             workers,
             pools,
             routes,
@@ -764,7 +787,7 @@ mod tests {
                 "servers": ["http://localhost:5001", "http://127.0.0.1:5002"]}"#,
         )
         .unwrap();
-        assert_eq!(config.listen, "[::]:8080");
+        assert_eq!(config.listen.as_deref(), Some("[::]:8080"));
         assert_eq!(config.pools[0].algorithm, Algorithm::RoundRobin);
         assert_eq!(config.workers, DEFAULT_WORKERS);
         assert_eq!(config.pools[0].health.interval, Duration::from_secs(5));
@@ -813,7 +836,7 @@ mod tests {
                 "servers": [{"url": "http://127.0.0.1:3001", "weight": 3}, "http://127.0.0.1:3002/"]}"#,
         )
         .unwrap();
-        assert_eq!(config.listen, "127.0.0.1:9000");
+        assert_eq!(config.listen.as_deref(), Some("127.0.0.1:9000"));
         assert_eq!(config.pools[0].algorithm, Algorithm::WeightedRoundRobin);
         assert_eq!(config.workers, 8);
         assert_eq!(
@@ -1264,7 +1287,7 @@ mod tests {
         };
         let config = Config::from_json(text, "config.json", &overrides).unwrap();
         assert_eq!(config.pools[0].algorithm, Algorithm::IpHash);
-        assert_eq!(config.listen, "127.0.0.1:0");
+        assert_eq!(config.listen.as_deref(), Some("127.0.0.1:0"));
 
         let bad = Overrides {
             algorithm: Some(Override { value: "nope".into(), source: Source::Flag("--algorithm") }),

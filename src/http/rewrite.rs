@@ -4,7 +4,8 @@
 //! order) except what RFC 9110 §7.6.1 says an intermediary must not forward: the hop-by-hop fields
 //! `Connection`, every field `Connection` names, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`
 //! and `Upgrade`. Requests also gain the client's address in `X-Forwarded-For` (appended to what
-//! was there), `X-Real-IP` and `X-Forwarded-Proto` (replacing what the client sent).
+//! was there), `X-Real-IP` and `X-Forwarded-Proto` (`http`, or `https` for a request that came
+//! over TLS; both replacing what the client sent).
 //!
 //! `Connection` can name fields to drop, but never `Host`, `Content-Length` or `Transfer-Encoding`:
 //! dropping those would change where the message ends.
@@ -61,11 +62,13 @@ fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 pub struct Forwarded {
     pub peer: IpAddr,
     pub client: IpAddr,
+    /// Whether the request came over TLS: `X-Forwarded-Proto: https`.
+    pub tls: bool,
 }
 
 impl From<IpAddr> for Forwarded {
     fn from(address: IpAddr) -> Self {
-        Forwarded { peer: address, client: address }
+        Forwarded { peer: address, client: address, tls: false }
     }
 }
 
@@ -92,7 +95,7 @@ pub fn request_for_backend(
     route: &RouteRewrite<'_>,
     out: &mut Vec<u8>,
 ) {
-    let Forwarded { peer, client } = forwarded.into();
+    let Forwarded { peer, client, tls } = forwarded.into();
     let version = if head.minor_version == 0 { "1.0" } else { "1.1" };
     let target = route.target.unwrap_or(&head.target);
     let _ = write!(out, "{} {target} HTTP/{version}\r\n", head.method);
@@ -157,7 +160,8 @@ pub fn request_for_backend(
     if forwarded_for_count == 0 {
         let _ = write!(out, "X-Forwarded-For: {peer}\r\n");
     }
-    let _ = write!(out, "X-Real-IP: {client}\r\nX-Forwarded-Proto: http\r\n");
+    let proto = if tls { "https" } else { "http" };
+    let _ = write!(out, "X-Real-IP: {client}\r\nX-Forwarded-Proto: {proto}\r\n");
     if let Some(prefix) = route.forwarded_prefix {
         let _ = write!(out, "X-Forwarded-Prefix: {prefix}\r\n");
     }
@@ -263,6 +267,22 @@ mod tests {
             sent,
             "GET / HTTP/1.1\r\nX-Forwarded-For: 1.1.1.1\r\nHost: a\r\nx-forwarded-for: 2.2.2.2, 10.1.2.3\r\n\
              X-Real-IP: 10.1.2.3\r\nX-Forwarded-Proto: http\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn a_request_over_tls_is_forwarded_as_https_whatever_the_client_claims() {
+        let (head, _) =
+            parse_request(b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-Proto: http\r\n\r\n", &HeadLimits::default())
+                .unwrap()
+                .unwrap();
+        let mut out = Vec::new();
+        let address = IpAddr::from([10, 1, 2, 3]);
+        let forwarded = Forwarded { peer: address, client: address, tls: true };
+        request_for_backend(&head, forwarded, &RouteRewrite::NONE, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.1.2.3\r\nX-Real-IP: 10.1.2.3\r\nX-Forwarded-Proto: https\r\n\r\n"
         );
     }
 

@@ -44,12 +44,14 @@
 //! The listener is not wired yet: nothing here is reached from the acceptor, the watcher, the
 //! workers or the pair so far; the tests drive it over loopback sockets.
 
+pub mod accept;
 pub mod certs;
 pub mod config;
 pub mod selfsigned;
 pub mod session;
 pub mod sni;
 
+pub use accept::{Advanced, HandshakeFailure, PendingHandshake, TlsServer};
 pub use certs::{CertError, LoadedCert};
 pub use config::{Resumption, server_config};
 pub use session::{Handshake, HandshakeState, TlsError, TlsSession, handshake};
