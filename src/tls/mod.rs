@@ -1,5 +1,6 @@
-//! HTTPS: the certificates, their choice by SNI, the rustls configuration, and a client's TLS
-//! session as it moves between the threads.
+//! HTTPS: the certificates, their choice by SNI, the rustls configurations, and a TLS session as
+//! it moves between the threads, towards a client (we serve HTTPS) or towards a backend (an
+//! `https://` backend URL).
 //!
 //! - [`certs`]: reading a `certificates` entry (`certFile`, `keyFile`) into a key ready to serve,
 //!   with the names it covers; a bad file is an error naming it.
@@ -7,7 +8,11 @@
 //!   for; replaced whole on a reload.
 //! - [`config`]: the rustls `ServerConfig` (TLS 1.2 and 1.3, ALPN `http/1.1`, the ring provider,
 //!   resumption with a ticket key kept for the life of the process).
-//! - [`session`]: the handshake, and [`TlsSession`], read and written by two threads at once.
+//! - [`session`]: the handshake, and [`TlsSession`], read and written by two threads at once;
+//!   either side, since it holds a `rustls::Connection`.
+//! - [`client`]: towards backends: the rustls `ClientConfig` (the system's roots or a
+//!   `backendCaFile`), the name a backend's certificate is verified by, and the blocking client
+//!   handshake.
 //!
 //! # The lifecycle of a TLS connection
 //!
@@ -39,15 +44,17 @@
 //! certificates, sessions already made keep theirs, and the ticket key in [`Resumption`] is
 //! unchanged, so clients keep resuming.
 //!
-//! The listener is not wired yet: nothing here is reached from the acceptor, the watcher, the
-//! workers or the pair so far; the tests drive it over loopback sockets.
+//! Neither side is wired yet: nothing here is reached from the acceptor, the watcher, the
+//! workers, the pair or the health checks so far; the tests drive it over loopback sockets.
 
 pub mod certs;
+pub mod client;
 pub mod config;
 pub mod session;
 pub mod sni;
 
 pub use certs::{CertError, LoadedCert};
+pub use client::{Roots, client_config, verified_name};
 pub use config::{Resumption, server_config};
 pub use session::{Handshake, HandshakeState, TlsError, TlsSession, handshake};
 pub use sni::CertStore;

@@ -6,8 +6,10 @@
 //! [`write_pending`](Handshake::write_pending) sends what rustls answers, so the `watcher` can
 //! drive a client's handshake with non-blocking reads and no worker waits on a slow client.
 //! [`handshake`] is the same loop with blocking reads and a deadline. Publicly a `Handshake` is
-//! the server side; the same blocking loop can run a client-side one, towards a backend. Either way the handshake ends in a [`TlsSession`], with any
-//! plaintext that arrived behind the peer's last handshake message kept in it for the first read.
+//! the server side; [`client::connect`](super::client::connect) runs the same blocking loop on a
+//! client-side one, towards a backend. Either way the handshake ends in a [`TlsSession`], with
+//! any plaintext that arrived behind the peer's last handshake message kept in it for the first
+//! read.
 //!
 //! [`TlsSession`] holds a `rustls::Connection`, so it is either side, with the same methods and
 //! the same rules. It is shared by `Arc` between the thread reading the peer and the thread
@@ -54,7 +56,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::Mutex;
-use rustls::{Connection, HandshakeKind, ProtocolVersion, ServerConfig, ServerConnection};
+use rustls::{ClientConnection, Connection, HandshakeKind, ProtocolVersion, ServerConfig, ServerConnection};
 
 /// Most bytes taken from the socket in one read.
 const READ_CHUNK: usize = 16 * 1024;
@@ -109,7 +111,7 @@ pub enum HandshakeState {
 }
 
 /// A handshake under way, driven by whoever reads the socket. One thread owns it. Made public
-/// only for the server side ([`new`](Self::new)).
+/// only for the server side ([`new`](Self::new)); the client side is [`client::connect`](super::client::connect)'s.
 pub struct Handshake {
     conn: Connection,
     /// Bytes fed but not yet taken by rustls: only when plaintext behind the handshake filled
@@ -128,6 +130,13 @@ impl Handshake {
     pub fn new(config: Arc<ServerConfig>) -> Result<Handshake, TlsError> {
         let conn = ServerConnection::new(config).map_err(TlsError::Tls)?;
         Ok(Handshake { conn: Connection::Server(conn), unfed: Vec::new() })
+    }
+
+    /// A client handshake, towards a backend: its `ClientHello` is pending for the first
+    /// [`write_pending`](Self::write_pending). Only [`client::connect`](super::client::connect)
+    /// makes one, and drives it with [`run_blocking`]; the `watcher` never sees one.
+    pub(super) fn client(conn: ClientConnection) -> Handshake {
+        Handshake { conn: Connection::Client(conn), unfed: Vec::new() }
     }
 
     /// Takes `bytes` read from the peer. On an error an alert is pending: send it
@@ -235,7 +244,7 @@ pub struct SessionDetails {
     pub version: Option<ProtocolVersion>,
     pub alpn: Option<Vec<u8>>,
     /// The name the client asked for (SNI), on the server side; `None` on the client side, where
-    /// the caller chose the name.
+    /// the caller chose the name (see [`client::connect`](super::client::connect)).
     pub server_name: Option<String>,
     pub kind: Option<HandshakeKind>,
 }
