@@ -12,14 +12,13 @@
 //!   `health` thread, for a check. It blocks that thread until the handshake is done or its
 //!   deadline passes, as connecting does. The [`TlsSession`] it returns is shared like a
 //!   client's, the other way round: `req-N-fwd` writes the request, `req-N-rev` reads the
-//!   response (see [`session`](super::session) for the rules).
+//!   response (see [`session`] for the rules).
 //!
 //! The configuration: TLS 1.2 and 1.3; ALPN offering `http/1.1` alone (a backend that answers
-//! without ALPN is spoken HTTP/1.1 to all the same); the ring provider from
-//! [`provider`](super::config::provider); no client certificate; no early data. Resumption is
-//! rustls's default: an in-memory cache of 256 server names per `ClientConfig`, holding TLS 1.3
-//! tickets and TLS 1.2 session IDs or tickets, so connections to the same backend after the
-//! first resume. A reload that builds a new configuration starts with an empty cache: the next
+//! without ALPN is spoken HTTP/1.1 to all the same); the ring provider from [`provider`]; no
+//! client certificate; no early data. Resumption is rustls's default: an in-memory cache of 256
+//! server names per `ClientConfig`, holding TLS 1.3 tickets and TLS 1.2 session IDs or tickets,
+//! so connections to the same backend after the first resume. A reload that builds a new configuration starts with an empty cache: the next
 //! connection to each backend is a full handshake. The certificate is verified by rustls's
 //! webpki verifier: a chain to one of the roots, the validity dates, and the name given to
 //! [`connect`]; revocation is not checked (no CRLs are configured).

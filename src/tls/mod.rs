@@ -14,7 +14,7 @@
 //!   `backendCaFile`), the name a backend's certificate is verified by, and the blocking client
 //!   handshake.
 //!
-//! # The lifecycle of a TLS connection
+//! # The lifecycle of a TLS connection from a client
 //!
 //! One owner at a time, as for a plain connection ([`crate::connection`]), except during a
 //! request, when two threads share the session and the rules in [`session`] apply.
@@ -43,6 +43,25 @@
 //! A certificate reload replaces the [`CertStore`]'s set: handshakes from then on get the new
 //! certificates, sessions already made keep theirs, and the ticket key in [`Resumption`] is
 //! unchanged, so clients keep resuming.
+//!
+//! # The lifecycle of a TLS connection to a backend
+//!
+//! Shorter than a client's: we speak first, and the thread that needs the backend waits for it,
+//! so no `watcher` drives the handshake. One owner at a time again, except during a request.
+//!
+//! 1. **Configured** when the config is read, by `main` or `config-watcher`:
+//!    [`client_config`] reads the roots, [`verified_name`] checks each backend's name; a file
+//!    that cannot be used, or a name that is not one, is a config error there.
+//! 2. **Connected and handshaken** by the thread that needs the backend, a worker or the
+//!    `health` thread: it connects the socket, then [`client::connect`] sends the ClientHello
+//!    and blocks until the handshake is done or its deadline passes. A certificate that does not
+//!    verify ends it with rustls's reason, for the log.
+//! 3. **A request**: the session is shared by `Arc` between `req-N-fwd`, which writes the
+//!    request to the backend, and `req-N-rev`, which alone reads the response: the same
+//!    [`TlsSession`] and the same rules, the roles of the two threads swapped.
+//! 4. **Close**: as for a client, [`TlsSession::shutdown`] then the socket. The backend's
+//!    `close_notify` and a bare TCP close both read as the end; a response cut short shows in
+//!    its framing.
 //!
 //! Neither side is wired yet: nothing here is reached from the acceptor, the watcher, the
 //! workers, the pair or the health checks so far; the tests drive it over loopback sockets.
