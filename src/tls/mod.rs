@@ -1,5 +1,6 @@
-//! HTTPS: the certificates, their choice by SNI, the rustls configuration, and a client's TLS
-//! session as it moves between the threads.
+//! HTTPS: the certificates, their choice by SNI, the rustls configurations, and a TLS session as
+//! it moves between the threads, towards a client (we serve HTTPS) or towards a backend (an
+//! `https://` backend URL).
 //!
 //! - [`certs`]: reading a `certificates` entry (`certFile`, `keyFile`) into a key ready to serve,
 //!   with the names it covers; a bad file is an error naming it.
@@ -7,11 +8,17 @@
 //!   for; replaced whole on a reload.
 //! - [`config`]: the rustls `ServerConfig` (TLS 1.2 and 1.3, ALPN `http/1.1`, the ring provider,
 //!   resumption with a ticket key kept for the life of the process).
+//! - [`accept`]: [`TlsServer`], the running server configuration, and a new connection's
+//!   handshake driven a step at a time by the workers ([`PendingHandshake`]).
 //! - [`selfsigned`]: the `--demo` mode's certificate for `localhost`, made at start-up (never for
 //!   production).
-//! - [`session`]: the handshake, and [`TlsSession`], read and written by two threads at once.
+//! - [`session`]: the handshake, and [`TlsSession`], read and written by two threads at once;
+//!   either side, since it holds a `rustls::Connection`.
+//! - [`client`]: towards backends: the rustls `ClientConfig` (the system's roots or a
+//!   `backendCaFile`), the name a backend's certificate is verified by, and the blocking client
+//!   handshake.
 //!
-//! # The lifecycle of a TLS connection
+//! # The lifecycle of a TLS connection from a client
 //!
 //! One owner at a time, as for a plain connection ([`crate::connection`]), except during a
 //! request, when two threads share the session and the rules in [`session`] apply.
@@ -19,11 +26,14 @@
 //! 1. **Accepted** by the `acceptor`, which only counts it and hands the socket on, as for plain
 //!    HTTP: it reads nothing and writes nothing (a refusal there is a TCP close, since a `503`
 //!    cannot be sent before a handshake).
-//! 2. **Handshake**, owned by whoever holds the connection: a worker feeds a [`Handshake`] what
-//!    the socket has without waiting, and if the client's flight is not all there it parks the
-//!    connection with the `watcher`, which feeds it as bytes arrive, writes rustls's answers, and
-//!    gives up at `headerReadTimeout`. The certificate is chosen from the [`CertStore`] as the
-//!    ClientHello is read. A client that breaks the handshake gets an alert and a close.
+//! 2. **Handshake**, owned by whoever holds the connection, and worked only by a worker: it feeds
+//!    the [`PendingHandshake`] what the socket has without waiting and writes rustls's answer; if
+//!    the client's next flight is not there (after a short linger, while other workers are
+//!    free), it parks the connection with the `watcher`, which only gathers the client's bytes and
+//!    hands it back to a worker when some arrive, and gives up at `tlsHandshakeTimeout` from the
+//!    accept. The crypto stays on the workers, every core's worth. The certificate is chosen from
+//!    the [`CertStore`] as the ClientHello is read. A client that breaks the handshake gets an
+//!    alert (a plain-HTTP client a `400`) and a close, and is counted.
 //! 3. **Session**: the finished handshake becomes a [`TlsSession`], holding any plaintext that
 //!    came behind the client's `Finished`. The worker, and the watcher while the connection is
 //!    idle or sending a head, read through it with `read_now`; the worker writes its own answers
@@ -41,11 +51,31 @@
 //! certificates, sessions already made keep theirs, and the ticket key in [`Resumption`] is
 //! unchanged, so clients keep resuming.
 //!
-//! The listener is not wired yet: nothing here is reached from the acceptor, the watcher, the
-//! workers or the pair so far; the tests drive it over loopback sockets.
+//! # The lifecycle of a TLS connection to a backend
+//!
+//! Shorter than a client's: we speak first, and the thread that needs the backend waits for it,
+//! so no `watcher` drives the handshake. One owner at a time again, except during a request.
+//!
+//! 1. **Configured** when the config is read, by `main` or `config-watcher`:
+//!    [`client_config`] reads the roots, [`verified_name`] checks each backend's name; a file
+//!    that cannot be used, or a name that is not one, is a config error there.
+//! 2. **Connected and handshaken** by the thread that needs the backend, a worker or the
+//!    `health` thread: it connects the socket, then [`client::connect`] sends the ClientHello
+//!    and blocks until the handshake is done or its deadline passes. A certificate that does not
+//!    verify ends it with rustls's reason, for the log.
+//! 3. **A request**: the session is shared by `Arc` between `req-N-fwd`, which writes the
+//!    request to the backend, and `req-N-rev`, which alone reads the response: the same
+//!    [`TlsSession`] and the same rules, the roles of the two threads swapped.
+//! 4. **Close**: as for a client, [`TlsSession::shutdown`] then the socket. The backend's
+//!    `close_notify` and a bare TCP close both read as the end; a response cut short shows in
+//!    its framing.
+//!
+//! The backend side is not wired yet: `https://` backend URLs are refused by the config, and
+//! nothing but the tests reaches [`client`] so far.
 
 pub mod accept;
 pub mod certs;
+pub mod client;
 pub mod config;
 pub mod selfsigned;
 pub mod session;
@@ -53,6 +83,7 @@ pub mod sni;
 
 pub use accept::{Advanced, HandshakeFailure, PendingHandshake, TlsServer};
 pub use certs::{CertError, LoadedCert};
+pub use client::{Roots, client_config, verified_name};
 pub use config::{Resumption, server_config};
 pub use session::{Handshake, HandshakeState, TlsError, TlsSession, handshake};
 pub use sni::CertStore;

@@ -1,23 +1,32 @@
-//! One client's TLS session: the handshake, then a session that one thread reads while another
-//! writes.
+//! One TLS session, either side: the handshake, then a session that one thread reads while
+//! another writes.
 //!
-//! [`Handshake`] is a `ServerConnection` still negotiating, owned by one thread at a time and fed
+//! [`Handshake`] is a rustls connection still negotiating, owned by one thread at a time and fed
 //! bytes read elsewhere: [`feed`](Handshake::feed) takes what was read from the socket and
 //! [`write_pending`](Handshake::write_pending) sends what rustls answers, so the `watcher` can
-//! drive a handshake with non-blocking reads and no worker waits on a slow client. [`handshake`]
-//! is the same loop with blocking reads and a deadline. Either way the handshake ends in a
-//! [`TlsSession`], with any plaintext that arrived behind the client's `Finished` kept in it for
-//! the first read.
+//! drive a client's handshake with non-blocking reads and no worker waits on a slow client.
+//! [`handshake`] is the same loop with blocking reads and a deadline. Publicly a `Handshake` is
+//! the server side; [`client::connect`](super::client::connect) runs the same blocking loop on a
+//! client-side one, towards a backend. Either way the handshake ends in a [`TlsSession`], with
+//! any plaintext that arrived behind the peer's last handshake message kept in it for the first
+//! read.
 //!
-//! [`TlsSession`] is shared by `Arc` between the thread reading the client (the worker reading a
-//! head, then `req-N-fwd`) and the thread writing it (the worker's answers, then `req-N-rev`), at
-//! the same time. rustls needs `&mut` for both directions, so the connection sits behind a mutex,
-//! and the rules that keep the two threads from blocking each other, or the records from going out
-//! of order, are:
+//! [`TlsSession`] holds a `rustls::Connection`, so it is either side, with the same methods and
+//! the same rules. It is shared by `Arc` between the thread reading the peer and the thread
+//! writing it, at the same time:
+//!
+//! - towards a client (we are the server): the worker reading a head, then `req-N-fwd`, reads the
+//!   request; the worker's answers, then `req-N-rev`, write the response;
+//! - towards a backend (we are the client), the mirror image: `req-N-fwd` writes the request to
+//!   the backend, `req-N-rev` reads its response.
+//!
+//! rustls needs `&mut` for both directions, so the connection sits behind a mutex, and the rules
+//! that keep the two threads from blocking each other, or the records from going out of order,
+//! are:
 //!
 //! 1. **No lock across a socket read.** The reader reads the socket with the connection unlocked,
 //!    then locks it only to feed those bytes in (`read_tls`, `process_new_packets`) and take
-//!    plaintext out. A reader blocked on a quiet client never holds up the writer.
+//!    plaintext out. A reader blocked on a quiet peer never holds up the writer.
 //! 2. **Seal under the connection lock, write outside it.** The writer locks the connection to
 //!    encrypt a chunk and take the records out into its buffer, unlocks, and writes the buffer to
 //!    the socket.
@@ -30,7 +39,7 @@
 //!    only *tries* the write lock. If it is free the reader sends the output itself; if not, the
 //!    holder sends it, because whoever releases the write lock looks again for output left in the
 //!    connection and sends it if it can take the lock back. A reader is therefore never stuck
-//!    behind a writer blocked on a client that is not reading.
+//!    behind a writer blocked on a peer that is not reading.
 //!
 //! Lock order, where two are held: read lock, then write lock (only tried), then connection lock;
 //! the writer takes the write lock, then the connection lock. The read lock is taken only by the
@@ -47,7 +56,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::Mutex;
-use rustls::{HandshakeKind, ProtocolVersion, ServerConfig, ServerConnection};
+use rustls::{ClientConnection, Connection, HandshakeKind, ProtocolVersion, ServerConfig, ServerConnection};
 
 /// Most bytes taken from the socket in one read.
 const READ_CHUNK: usize = 16 * 1024;
@@ -59,10 +68,13 @@ const WRITE_CHUNK: usize = 16 * 1024;
 pub enum TlsError {
     /// The socket failed.
     Io(io::Error),
-    /// The client broke the protocol, or asked for what is not offered. rustls has queued an alert
-    /// for most of these (not for a record it cannot even frame).
+    /// The peer broke the protocol, or asked for what is not offered, or (the peer being a
+    /// backend) its certificate did not verify: `InvalidCertificate(UnknownIssuer)`,
+    /// `InvalidCertificate(NotValidForNameContext { .. })` and the like, which the `Display`
+    /// shows. rustls has sent, or tried to send, an alert for most of these (not for a record it
+    /// cannot even frame).
     Tls(rustls::Error),
-    /// The client closed the connection before the handshake was done.
+    /// The peer closed the connection before the handshake was done.
     Closed,
     /// The handshake was not done by its deadline.
     TimedOut,
@@ -73,7 +85,7 @@ impl fmt::Display for TlsError {
         match self {
             TlsError::Io(error) => write!(f, "TLS socket error: {error}"),
             TlsError::Tls(error) => write!(f, "TLS handshake failed: {error}"),
-            TlsError::Closed => f.write_str("the client closed the connection during the TLS handshake"),
+            TlsError::Closed => f.write_str("the connection was closed during the TLS handshake"),
             TlsError::TimedOut => f.write_str("the TLS handshake did not finish in time"),
         }
     }
@@ -92,15 +104,16 @@ impl std::error::Error for TlsError {
 /// Where a handshake stands after [`Handshake::feed`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HandshakeState {
-    /// It needs more bytes from the client (send [`Handshake::write_pending`] first).
+    /// It needs more bytes from the peer (send [`Handshake::write_pending`] first).
     InProgress,
     /// It is done: send what is pending, then make the session ([`Handshake::into_session`]).
     Done,
 }
 
-/// A server handshake under way, driven by whoever reads the socket. One thread owns it.
+/// A handshake under way, driven by whoever reads the socket. One thread owns it. Made public
+/// only for the server side ([`new`](Self::new)); the client side is [`client::connect`](super::client::connect)'s.
 pub struct Handshake {
-    conn: ServerConnection,
+    conn: Connection,
     /// Bytes fed but not yet taken by rustls: only when plaintext behind the handshake filled
     /// rustls's buffer. They go to the session, in order, ahead of the socket.
     unfed: Vec<u8>,
@@ -113,11 +126,20 @@ impl fmt::Debug for Handshake {
 }
 
 impl Handshake {
+    /// A server handshake: it waits for the client's `ClientHello`.
     pub fn new(config: Arc<ServerConfig>) -> Result<Handshake, TlsError> {
-        Ok(Handshake { conn: ServerConnection::new(config).map_err(TlsError::Tls)?, unfed: Vec::new() })
+        let conn = ServerConnection::new(config).map_err(TlsError::Tls)?;
+        Ok(Handshake { conn: Connection::Server(conn), unfed: Vec::new() })
     }
 
-    /// Takes `bytes` read from the client. On an error an alert is pending: send it
+    /// A client handshake, towards a backend: its `ClientHello` is pending for the first
+    /// [`write_pending`](Self::write_pending). Only [`client::connect`](super::client::connect)
+    /// makes one, and drives it with [`run_blocking`]; the `watcher` never sees one.
+    pub(super) fn client(conn: ClientConnection) -> Handshake {
+        Handshake { conn: Connection::Client(conn), unfed: Vec::new() }
+    }
+
+    /// Takes `bytes` read from the peer. On an error an alert is pending: send it
     /// ([`write_pending`](Self::write_pending)) and close. Bytes fed after `Done` are kept for
     /// the session, so feed none then.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<HandshakeState, TlsError> {
@@ -142,12 +164,12 @@ impl Handshake {
         Ok(if self.conn.is_handshaking() { HandshakeState::InProgress } else { HandshakeState::Done })
     }
 
-    /// Whether rustls has bytes for the client.
+    /// Whether rustls has bytes for the peer.
     pub fn wants_write(&self) -> bool {
         self.conn.wants_write()
     }
 
-    /// Writes what rustls has for the client to `to`. On a non-blocking socket a `WouldBlock` is
+    /// Writes what rustls has for the peer to `to`. On a non-blocking socket a `WouldBlock` is
     /// returned as is, and what was not written stays pending for the next call.
     pub fn write_pending(&mut self, to: &mut dyn Write) -> io::Result<()> {
         while self.conn.wants_write() {
@@ -172,10 +194,24 @@ impl Handshake {
 /// Runs a server handshake on `stream`, blocking, until it is done or `deadline` passes. The
 /// stream's read timeout is put back as it was.
 pub fn handshake(stream: TcpStream, config: Arc<ServerConfig>, deadline: Instant) -> Result<TlsSession, TlsError> {
+    run_blocking(stream, Handshake::new(config)?, deadline)
+}
+
+/// Runs `state` on `stream` with blocking reads until it is done or `deadline` passes, either
+/// side: it writes first, so a client's `ClientHello` goes out before anything is read, and a
+/// server has nothing to write until it has read one. The stream's read timeout is put back as it
+/// was; its write timeout is left alone, since a handshake's flights fit in the socket's buffer.
+pub(super) fn run_blocking(stream: TcpStream, mut state: Handshake, deadline: Instant) -> Result<TlsSession, TlsError> {
     let previous_timeout = stream.read_timeout().map_err(TlsError::Io)?;
-    let mut state = Handshake::new(config)?;
     let mut buffer = vec![0; READ_CHUNK];
     let result = loop {
+        // The ClientHello, the next flight, or the session tickets after the last one.
+        if let Err(error) = state.write_pending(&mut &stream) {
+            break Err(TlsError::Io(error));
+        }
+        if !state.conn.is_handshaking() {
+            break Ok(());
+        }
         let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|left| !left.is_zero()) else {
             break Err(TlsError::TimedOut);
         };
@@ -191,14 +227,10 @@ pub fn handshake(stream: TcpStream, config: Arc<ServerConfig>, deadline: Instant
             }
             Err(error) => break Err(TlsError::Io(error)),
         };
-        let fed = state.feed(&buffer[..read]);
-        // The next flight, the session tickets after the last one, or the alert after an error.
-        let sent = state.write_pending(&mut &stream);
-        match (fed, sent) {
-            (Err(error), _) => break Err(error),
-            (Ok(_), Err(error)) => break Err(TlsError::Io(error)),
-            (Ok(HandshakeState::Done), Ok(())) => break Ok(()),
-            (Ok(HandshakeState::InProgress), Ok(())) => {}
+        if let Err(error) = state.feed(&buffer[..read]) {
+            // The alert rustls queued, if the socket takes it: the error is what is reported.
+            let _ = state.write_pending(&mut &stream);
+            break Err(error);
         }
     };
     result?;
@@ -211,16 +243,18 @@ pub fn handshake(stream: TcpStream, config: Arc<ServerConfig>, deadline: Instant
 pub struct SessionDetails {
     pub version: Option<ProtocolVersion>,
     pub alpn: Option<Vec<u8>>,
+    /// The name the client asked for (SNI), on the server side; `None` on the client side, where
+    /// the caller chose the name (see [`client::connect`](super::client::connect)).
     pub server_name: Option<String>,
     pub kind: Option<HandshakeKind>,
 }
 
-/// An established TLS session over a client socket, read by one thread and written by another
-/// (see the module doc for the rules). `Read` and `Write` are implemented for `&TlsSession`, as
+/// An established TLS session, towards a client or a backend, read by one thread and written by
+/// another (see the module doc for the rules). `Read` and `Write` are implemented for `&TlsSession`, as
 /// they are for `&TcpStream`.
 pub struct TlsSession {
     stream: TcpStream,
-    conn: Mutex<ServerConnection>,
+    conn: Mutex<Connection>,
     /// The reading thread's state; held by it across its socket reads.
     read_side: Mutex<ReadSide>,
     /// The right to write the socket, and the writer's buffer of sealed records.
@@ -237,24 +271,24 @@ impl fmt::Debug for TlsSession {
 struct ReadSide {
     unfed: Vec<u8>,
     fed: usize,
-    /// rustls refused what the client sent; every later read fails.
+    /// rustls refused what the peer sent; every later read fails.
     failed: bool,
 }
 
 /// What one turn of the reader, under the connection lock, came to.
 enum Turn {
-    /// This much plaintext was copied out (0: the client ended the session).
+    /// This much plaintext was copied out (0: the peer ended the session).
     Plaintext(usize),
     /// rustls took more bytes; look for plaintext again.
     Fed,
     /// More bytes are needed from the socket.
     Starved,
-    /// The client broke the protocol.
+    /// The peer broke the protocol.
     Failed(rustls::Error),
 }
 
 impl TlsSession {
-    /// The client socket: for its address, its timeouts and shutting it down. Read and write
+    /// The socket: for its address, its timeouts and shutting it down. Read and write
     /// through the session, never through the socket.
     pub fn stream(&self) -> &TcpStream {
         &self.stream
@@ -265,13 +299,16 @@ impl TlsSession {
         SessionDetails {
             version: conn.protocol_version(),
             alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
-            server_name: conn.server_name().map(str::to_owned),
+            server_name: match &*conn {
+                Connection::Server(server) => server.server_name().map(str::to_owned),
+                Connection::Client(_) => None,
+            },
             kind: conn.handshake_kind(),
         }
     }
 
     /// Whether a read would be answered without the socket: plaintext already decrypted, bytes
-    /// read and not yet decrypted, or the client's `close_notify`. Whoever waits for the socket to
+    /// read and not yet decrypted, or the peer's `close_notify`. Whoever waits for the socket to
     /// become readable must look here first. For the thread that reads: it waits for a read
     /// under way.
     pub fn has_buffered(&self) -> bool {
@@ -279,13 +316,13 @@ impl TlsSession {
         side.fed < side.unfed.len() || !self.conn.lock().wants_read()
     }
 
-    /// Reads plaintext, waiting for the client as the socket's read timeout allows. `Ok(0)` is
+    /// Reads plaintext, waiting for the peer as the socket's read timeout allows. `Ok(0)` is
     /// the end of the session.
     pub fn read(&self, into: &mut [u8]) -> io::Result<usize> {
         self.read_with(into, |mut stream, buffer| stream.read(buffer))
     }
 
-    /// Reads plaintext without waiting: `WouldBlock` when the client has sent nothing more.
+    /// Reads plaintext without waiting: `WouldBlock` when the peer has sent nothing more.
     pub fn read_now(&self, into: &mut [u8]) -> io::Result<usize> {
         self.read_with(into, crate::connection::read_now)
     }
@@ -356,7 +393,7 @@ impl TlsSession {
         }
     }
 
-    /// Encrypts `data` and writes it to the client, blocking as the socket's write timeout allows.
+    /// Encrypts `data` and writes it to the peer, blocking as the socket's write timeout allows.
     pub fn write_all(&self, data: &[u8]) -> io::Result<()> {
         let mut sealed = self.write_side.lock();
         let mut result = Ok(());
@@ -431,7 +468,7 @@ impl TlsSession {
 }
 
 /// Moves the connection's sealed records into `sealed`, in order.
-fn take_output(conn: &mut ServerConnection, sealed: &mut Vec<u8>) {
+fn take_output(conn: &mut Connection, sealed: &mut Vec<u8>) {
     while conn.wants_write() {
         // Writing to a Vec cannot fail.
         let _ = conn.write_tls(sealed);
