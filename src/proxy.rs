@@ -252,11 +252,8 @@ fn serve(
 
     // `redirectToHttps`: every plain request goes to the same host and target over TLS (the
     // load balancer's own endpoints, answered before this, excepted).
-    if config.redirect_to_https
-        && client.scheme == Scheme::Http
-        && let Some(tls) = &config.tls
-    {
-        let (reply, outcome) = match https_location(head, tls.port()) {
+    if config.redirect_to_https && client.scheme == Scheme::Http && config.tls.is_some() {
+        let (reply, outcome) = match https_location(head, shared.https_port()) {
             Some(location) => (Reply::redirect(308, location), Outcome::Success),
             None => {
                 (Reply::error(400, Some("Bad Request: the request names no host to go to over HTTPS")), Outcome::Failed)

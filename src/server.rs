@@ -90,6 +90,9 @@ impl Server {
         let worker_count = config.workers;
         let (shared, returned) = Shared::new(config, config_file)?;
         let shared = Arc::new(shared);
+        if let Some(https) = https_addr {
+            shared.set_https_port(https.port());
+        }
 
         let watcher = spawn_named("watcher", {
             let shared = Arc::clone(&shared);

@@ -11,7 +11,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
@@ -49,6 +49,9 @@ pub struct Shared {
     pub watcher: Watcher,
     /// The HTTPS listener's TLS configuration and certificates, with `tlsListen`.
     pub tls: Option<TlsServer>,
+    /// The port the HTTPS listener is bound to, for `redirectToHttps` (the configured one until
+    /// the listener is bound: they differ only for port 0).
+    https_port: AtomicU16,
 }
 
 /// A worker counted as waiting for work (see [`Shared::wait_for_work`]).
@@ -67,6 +70,7 @@ impl Shared {
     /// The shared state, and the channel on which the watcher returns readable connections.
     pub fn new(config: Config, config_file: Option<ConfigFile>) -> io::Result<(Shared, Receiver<ClientConnection>)> {
         let (watcher, returned) = Watcher::new()?;
+        let config_https_port = config.tls.as_ref().map_or(443, |tls| tls.port());
         let tls = match &config.tls {
             Some(listen) => Some(
                 TlsServer::new(listen.loaded.clone())
@@ -87,6 +91,7 @@ impl Shared {
             waiting_workers: AtomicUsize::new(0),
             watcher,
             tls,
+            https_port: AtomicU16::new(config_https_port),
         };
         Ok((shared, returned))
     }
@@ -159,6 +164,15 @@ impl Shared {
     /// A process-wide request number, used to name the pair threads.
     pub fn next_request_id(&self) -> u64 {
         self.next_request_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The HTTPS listener's port, as bound.
+    pub fn https_port(&self) -> u16 {
+        self.https_port.load(Ordering::Relaxed)
+    }
+
+    pub fn set_https_port(&self, port: u16) {
+        self.https_port.store(port, Ordering::Relaxed);
     }
 
     /// Counts and logs (at debug: a public port sees plenty) a TLS handshake that failed.

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use common::{EchoBackend, LoadBalancer, config, signal};
 use loadbalancer::timestamp::rfc3339_millis;
 
-const FIELDS: [&str; 12] = [
+const FIELDS: [&str; 13] = [
     "time",
     "client",
     "method",
@@ -23,6 +23,7 @@ const FIELDS: [&str; 12] = [
     "attempts",
     "route",
     "pool",
+    "listener",
 ];
 
 /// Sends `raw` on a new connection and returns every byte received until the load balancer closes.
@@ -111,6 +112,7 @@ fn json_lines_are_bare_objects_with_exact_values() {
         assert_eq!(line["bytes_out"], response.len(), "every byte the client received: {line}");
         assert_eq!(line["attempts"], 1);
         assert_eq!((line["route"].clone(), line["pool"].clone()), (serde_json::Value::Null, "default".into()));
+        assert_eq!(line["listener"], "http");
         let latency = line["latency_ms"].as_f64().expect("latency_ms is a number");
         assert!((0.0..5000.0).contains(&latency), "{line}");
         assert_eq!((latency * 1000.0).round() / 1000.0, latency, "at most 3 decimals: {line}");

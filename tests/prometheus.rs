@@ -230,9 +230,17 @@ fn the_exposition_parses_and_agrees_with_the_json_document() {
         let counted = value(&samples, "lb_slow_clients_total", &[("defence", defence)]);
         assert_eq!(Some(counted), json["slow_clients"][defence].as_f64(), "{defence}");
     }
-    for state in ["idle", "reading_head", "reading_body", "closing"] {
+    for state in ["handshaking", "idle", "reading_head", "reading_body", "closing"] {
         assert!(json["waiting_connections"][state].is_u64(), "{state} in {json}");
         let _ = value(&samples, "lb_waiting_connections", &[("state", state)]);
+    }
+    for listener in ["http", "https"] {
+        let counted = value(&samples, "lb_listener_requests_total", &[("listener", listener)]);
+        assert_eq!(Some(counted), json["listener_requests"][listener].as_f64(), "{listener}");
+    }
+    for reason in ["timeout", "plain_http", "protocol", "closed"] {
+        let counted = value(&samples, "lb_tls_handshake_failures_total", &[("reason", reason)]);
+        assert_eq!(Some(counted), json["tls"]["handshake_failures"][reason].as_f64(), "{reason}");
     }
     let pool = &json["pools"][0];
     assert_eq!(
@@ -261,6 +269,7 @@ fn the_exposition_parses_and_agrees_with_the_json_document() {
             "lb_config_reload_failures",
             "lb_config_reloads",
             "lb_healthy_backends",
+            "lb_listener_requests",
             "lb_open_connections",
             "lb_pool_backends",
             "lb_pool_failures",
@@ -271,6 +280,8 @@ fn the_exposition_parses_and_agrees_with_the_json_document() {
             "lb_requests_in_flight",
             "lb_retries",
             "lb_slow_clients",
+            "lb_tls_handshake_failures",
+            "lb_tls_handshakes",
             "lb_uptime_seconds",
             "lb_waiting_bytes",
             "lb_waiting_connections",

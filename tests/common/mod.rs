@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -232,6 +234,14 @@ impl LoadBalancer {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
+    /// The HTTPS listener's address, for a config with `"tlsListen": "127.0.0.1:0"`.
+    pub fn https_addr(&self) -> SocketAddr {
+        let line = self.log.wait_for("HTTPS on 127.0.0.1:", Duration::from_secs(5));
+        let rest = line.split("HTTPS on 127.0.0.1:").nth(1).unwrap();
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        SocketAddr::from(([127, 0, 0, 1], digits.parse().unwrap()))
+    }
+
     pub fn get(&self, target: &str) -> Response {
         request(self.addr(), &format!("GET {target} HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n"))
     }
@@ -336,9 +346,21 @@ pub fn request(addr: SocketAddr, raw: &str) -> Response {
     response
 }
 
-/// A raw HTTP/1.1 client on one connection, reading responses exactly as framed.
-pub struct Client {
-    pub stream: TcpStream,
+/// A byte stream a [`Client`] speaks HTTP over: a TCP socket, or a TLS session over one
+/// ([`tls::TlsStream`]); its socket is where the timeouts are set.
+pub trait Transport: Read + Write {
+    fn socket(&self) -> &TcpStream;
+}
+
+impl Transport for TcpStream {
+    fn socket(&self) -> &TcpStream {
+        self
+    }
+}
+
+/// A raw HTTP/1.1 client on one connection (plain, or TLS), reading responses exactly as framed.
+pub struct Client<S: Transport = TcpStream> {
+    pub stream: S,
     buf: Vec<u8>,
 }
 
@@ -349,6 +371,19 @@ impl Client {
 
     pub fn from_stream(stream: TcpStream) -> Client {
         stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        Client { stream, buf: Vec::new() }
+    }
+
+    /// The bytes read past the last response, as a reader that continues with the socket: for
+    /// protocols that take over the connection (after a `101`).
+    pub fn into_reader(self) -> impl Read {
+        std::io::Cursor::new(self.buf).chain(self.stream)
+    }
+}
+
+impl<S: Transport> Client<S> {
+    /// A client over an established transport (its socket's timeouts already set).
+    pub fn over(stream: S) -> Client<S> {
         Client { stream, buf: Vec::new() }
     }
 
@@ -378,7 +413,11 @@ impl Client {
                 self.buf.extend_from_slice(&chunk[..count]);
                 Ok(count)
             }
-            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => Ok(0),
+            Err(error)
+                if matches!(error.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof) =>
+            {
+                Ok(0)
+            }
             Err(error) => Err(error),
         }
     }
@@ -394,17 +433,16 @@ impl Client {
         }
     }
 
+    /// The next `count` bytes, waiting for them (a body read by hand, a WebSocket frame).
+    pub fn exactly(&mut self, count: usize) -> Vec<u8> {
+        self.take(count)
+    }
+
     fn take(&mut self, count: usize) -> Vec<u8> {
         while self.buf.len() < count {
             assert!(self.more() > 0, "connection closed with {} of {count} body bytes", self.buf.len());
         }
         self.buf.drain(..count).collect()
-    }
-
-    /// The bytes read past the last response, as a reader that continues with the socket: for
-    /// protocols that take over the connection (after a `101`).
-    pub fn into_reader(self) -> impl Read {
-        std::io::Cursor::new(self.buf).chain(self.stream)
     }
 
     /// Whether the server closes the connection within [`CLOSE_DEADLINE`] with nothing more
@@ -414,11 +452,11 @@ impl Client {
         if !self.buf.is_empty() {
             return false;
         }
-        let usual = self.stream.read_timeout().unwrap();
-        self.stream.set_read_timeout(Some(CLOSE_DEADLINE)).unwrap();
+        let usual = self.stream.socket().read_timeout().unwrap();
+        self.stream.socket().set_read_timeout(Some(CLOSE_DEADLINE)).unwrap();
         let mut chunk = [0u8; 4096];
         let outcome = self.read_some(&mut chunk);
-        self.stream.set_read_timeout(usual).unwrap();
+        self.stream.socket().set_read_timeout(usual).unwrap();
         match outcome {
             Ok(count) => count == 0,
             Err(error) if is_timeout(&error) => false,
@@ -472,7 +510,7 @@ impl Client {
 
 /// A refusal by the load balancer: one response with `status` and exactly `body`, marked
 /// `Connection: close`, and then the connection really closed (within [`CLOSE_DEADLINE`]).
-pub fn assert_refused(client: &mut Client, status: u16, body: &str) {
+pub fn assert_refused<S: Transport>(client: &mut Client<S>, status: u16, body: &str) {
     let response = client.response(false);
     assert_eq!((response.status, response.text().as_str()), (status, body), "{}", response.head);
     assert_eq!(response.header("connection"), Some("close"), "{}", response.head);
