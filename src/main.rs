@@ -70,12 +70,21 @@ fn main() -> ExitCode {
         log::info!("no ./config.json here: using the built-in demo config");
     }
 
+    let mut config = config;
     if options.demo
         && let Err(error) = demo::start_backends(&config)
     {
         eprintln!("{error}");
         return ExitCode::from(1);
     }
+    let demo_certificate =
+        match options.demo.then(|| demo::add_https(&mut config, &demo::certificate_dir())).transpose() {
+            Ok(dir) => dir.flatten(),
+            Err(error) => {
+                eprintln!("--demo cannot make its HTTPS certificate: {error}");
+                return ExitCode::from(1);
+            }
+        };
     let signals = match signals::listen() {
         Ok(signals) => signals,
         Err(error) => {
@@ -93,7 +102,8 @@ fn main() -> ExitCode {
         }
     };
     if let Some(config) = demo_text {
-        println!("{}", demo::instructions(&config, server.local_addr().port()));
+        let https = server.https_addr().zip(demo_certificate.as_deref()).map(|(addr, dir)| (addr.port(), dir));
+        println!("{}", demo::instructions(&config, server.local_addr().port(), https));
     }
 
     let stopped_by = loop {

@@ -1043,6 +1043,40 @@ mod tests {
             ),
             (r#"{"workers": 0, "servers": ["http://127.0.0.1:1"]}"#, "config.json: workers: must be at least 1"),
             (
+                r#"{"certificates": [], "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: certificates: needs tlsListen (the address to serve HTTPS on)",
+            ),
+            (
+                r#"{"redirectToHttps": true, "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: redirectToHttps: needs tlsListen (the HTTPS listener to send clients to)",
+            ),
+            (
+                r#"{"tlsListen": ":8443", "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: certificates: is required with tlsListen",
+            ),
+            (
+                r#"{"tlsListen": ":8443", "certificates": [], "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: certificates: must list at least one {\"certFile\", \"keyFile\"}",
+            ),
+            (
+                r#"{"tlsListen": ":8443", "certificates": [{"certFile": "a.pem"}], "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: certificates[0].keyFile: is required",
+            ),
+            (
+                r#"{"tlsListen": ":8443", "certificates": [{"certFile": "a", "keyFile": "b", "chain": "c"}],
+                    "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: certificates[0].chain: unknown key (valid keys: certFile, keyFile)",
+            ),
+            (
+                r#"{"tlsListen": "8443", "certificates": [], "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: tlsListen: must be \":PORT\" or \"HOST:PORT\", got \"8443\"",
+            ),
+            (
+                r#"{"tlsListen": ":8443", "certificates": [{"certFile": "/nonexistent/a.pem", "keyFile": "/nonexistent/a.key"}],
+                    "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: certificates[0]: /nonexistent/a.pem: cannot be read: No such file or directory (os error 2)",
+            ),
+            (
                 r#"{"maxRetries": -1, "servers": ["http://127.0.0.1:1"]}"#,
                 "config.json: maxRetries: must be a whole number, got -1",
             ),

@@ -115,3 +115,39 @@ impl Reader<'_> {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, Overrides};
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn tls_alone_needs_no_plain_listener_and_paths_are_taken_from_the_config_file() {
+        let dir = std::env::temp_dir().join(format!("lb-config-tls-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("certs")).unwrap();
+        let made = crate::tls::selfsigned::localhost_certificate(SystemTime::now()).unwrap();
+        std::fs::write(dir.join("certs/site.pem"), &made.cert_pem).unwrap();
+        std::fs::write(dir.join("certs/site.key"), &made.key_pem).unwrap();
+        let text = r#"{"tlsListen": "127.0.0.1:8443", "tlsHandshakeTimeout": "3s",
+            "certificates": [{"certFile": "certs/site.pem", "keyFile": "certs/site.key"}],
+            "servers": ["http://127.0.0.1:1"]}"#;
+        let file = dir.join("config.json");
+        let config = Config::from_json(text, &file.display().to_string(), &Overrides::default()).unwrap();
+        assert_eq!(config.listen, None, "no listenPort: HTTPS only");
+        let tls = config.tls.unwrap();
+        assert_eq!((tls.listen.as_str(), tls.port()), ("127.0.0.1:8443", 8443));
+        assert_eq!(tls.handshake_timeout, Duration::from_secs(3));
+        assert_eq!(tls.certificates[0].cert_file, dir.join("certs/site.pem"));
+        assert_eq!(tls.loaded[0].names, ["localhost"]);
+        assert!(!config.redirect_to_https);
+
+        let both = r#"{"listenPort": ":8080", "tlsListen": ":8443", "redirectToHttps": true,
+            "certificates": [{"certFile": "certs/site.pem", "keyFile": "certs/site.key"}],
+            "servers": ["http://127.0.0.1:1"]}"#;
+        let config = Config::from_json(both, &file.display().to_string(), &Overrides::default()).unwrap();
+        assert_eq!(config.listen.as_deref(), Some("[::]:8080"));
+        assert!(config.redirect_to_https);
+        assert_eq!(config.tls.unwrap().handshake_timeout, super::DEFAULT_TLS_HANDSHAKE_TIMEOUT);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
