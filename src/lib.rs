@@ -4,7 +4,7 @@
 //! `top -H` or a debugger's thread list reads like this diagram.
 //!
 //! ```text
-//!                     ┌──────────┐   bounded channel of TcpStream   ┌────────────┐
+//!                     ┌──────────┐  bounded channel of connections  ┌────────────┐
 //!  clients ──accept──▶│ acceptor │ ───────────────────────────────▶ │ worker-0…N │ (fixed pool)
 //!                     └──────────┘  (full: 503 from the acceptor)    └─────┬──────┘
 //!                                                                        │ per request attempt
