@@ -13,9 +13,9 @@
 //!                                                  ┌─────────────┐               ┌─────────────┐
 //!                                client body ────▶ │ req-N-fwd   │ ──▶ backend ──▶│ req-N-rev   │ ──▶ client
 //!                                                  └─────────────┘               └─────────────┘
-//!   ┌─────────┐  idle connections (nothing to read): parked by a worker, epoll-watched,
-//!   │ watcher │  handed back to the workers when their next request arrives
-//!   └─────────┘
+//!   ┌─────────┐  every wait on a client (idle, a partial head or body, a TLS handshake
+//!   │ watcher │  waiting for the client's next flight): parked by a worker, epoll-watched,
+//!   └─────────┘  handed back to the workers when there is work to do
 //!   ┌────────┐  every healthCheckInterval: one short probe thread per backend
 //!   │ health │──────────────────────────────────────▶ Backend records (atomics + parking_lot)
 //!   └────────┘                                        shared with every worker and pair
@@ -37,7 +37,8 @@
 //! - [`reload`]: applying a changed config file;
 //! - [`access_log`]: the line written for each request, as text or JSON;
 //! - `fault` (debug builds only): panics on purpose in a pair job, for the tests;
-//! - [`tls`]: HTTPS: certificates, their choice by SNI, and a TLS session shared by the pair;
+//! - [`tls`]: HTTPS: certificates, their choice by SNI, the handshake a worker drives, and a TLS
+//!   session shared by the pair; [`stream`]: a connection's bytes, plain or TLS;
 //! - [`timestamp`]: RFC 3339 times, for the metrics and the logs;
 //! - [`config`], [`cli`], [`duration`]: configuration; [`demo`] and [`echo`]: the bundled backends;
 //! - [`check`]: `loadbalancer check`, a config described, and one request's path through the routes;
