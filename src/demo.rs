@@ -46,7 +46,7 @@ fn start_backend(server: &crate::config::ServerConfig, name: String) -> io::Resu
         let listener = TcpListener::bind(addr).map_err(|error| {
             io::Error::new(error.kind(), format!("--demo cannot start a backend on {addr}: {error}"))
         })?;
-        echo::spawn(listener, EchoOptions { name, latency: Duration::ZERO, fail: false })?;
+        echo::spawn(listener, EchoOptions { name, latency: Duration::ZERO, fail: false, tls: None })?;
     }
     Ok(())
 }
