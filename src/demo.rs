@@ -37,6 +37,13 @@ pub fn start_backends(config: &Config) -> io::Result<()> {
 
 fn start_backend(server: &crate::config::ServerConfig, name: String) -> io::Result<()> {
     {
+        if server.tls.is_some() {
+            // Its certificate would have to verify against real roots: not a demo's business.
+            return Err(io::Error::other(format!(
+                "--demo starts plain HTTP backends, and {} is an https backend",
+                server.url
+            )));
+        }
         let Some(addr) = server.addrs.iter().find(|addr| addr.ip().is_loopback()) else {
             return Err(io::Error::other(format!(
                 "--demo starts backends on this machine only, and {} is not a loopback address",
