@@ -35,6 +35,7 @@ fn pool(size: usize) -> Vec<Arc<Backend>> {
                 resolve_error: None,
                 weight: 1 + (index % 3) as u32,
                 backup: false,
+                tls: None,
             }))
         })
         .collect()

@@ -7,6 +7,12 @@
 //! resolves to sit behind a `parking_lot` read-write lock as an `Arc` replaced whole: a connect
 //! takes a clone and releases the lock before connecting; the health round that looks the name
 //! up again replaces it (after the lookup, never during it).
+//!
+//! An `https://` backend also holds what a TLS connection to it needs ([`ServerTls`]: the pool's
+//! rustls client configuration and the name to verify), behind its own read-write lock for a
+//! reload to replace. [`Backend::connect`] then connects the socket and runs the TLS handshake
+//! on the calling thread (a worker, or a health probe), so every connection it returns, and every
+//! one in the idle pool, is ready for HTTP: [`Stream::Plain`] or [`Stream::Tls`].
 
 use std::io;
 use std::net::{SocketAddr, TcpStream};
@@ -17,10 +23,11 @@ use std::time::{Duration, Instant, SystemTime};
 use parking_lot::{Mutex, RwLock};
 
 use crate::atomic_instant::AtomicInstant;
-use crate::config::ServerConfig;
+use crate::config::{ServerConfig, ServerTls};
 use crate::connection::{Readiness, readiness};
 use crate::ejection::{Ejection, Standing};
 use crate::stream::Stream;
+use crate::tls::TlsError;
 
 /// How many idle keep-alive connections each backend keeps for reuse.
 pub const IDLE_CONNECTIONS_PER_BACKEND: usize = 16;
@@ -55,6 +62,10 @@ pub struct Backend {
     pub backup: bool,
     /// Where the host resolves to now, and whether the last lookup failed.
     addresses: RwLock<Arc<Addresses>>,
+    /// For an `https://` backend, how its connections are secured; `None` for `http://`. A
+    /// reload may replace it (a new `backendCaFile` or `tlsServerName`), never add or remove it,
+    /// since the scheme is part of the URL that identifies the backend.
+    tls: RwLock<Option<ServerTls>>,
     /// The configured weight; a config reload may change it.
     weight: AtomicU32,
     healthy: AtomicBool,
@@ -120,6 +131,7 @@ impl Backend {
                 addrs: server.addrs.clone(),
                 error: server.resolve_error.clone(),
             })),
+            tls: RwLock::new(server.tls.clone()),
             weight: AtomicU32::new(server.weight),
             // A host that does not resolve is a backend that is down, until it does and passes
             // its health checks.
@@ -314,24 +326,61 @@ impl Backend {
         resolved.map(drop)
     }
 
-    /// Connects to the first address that answers within `timeout`. Every later read and write
-    /// on the connection may block for at most `io_timeout`; set once here, for its whole life.
+    /// Connects to the first address that answers within `timeout`, and for an `https://`
+    /// backend runs the TLS handshake, connect and handshake together within `timeout`. Every
+    /// later read and write on the connection may block for at most `io_timeout`; set once here,
+    /// for its whole life.
+    ///
+    /// A handshake that fails is the error, with no other address tried: the address answered,
+    /// and what failed (a certificate that does not verify, most likely) is the backend's. Its
+    /// text is the [`TlsError`]'s, rustls's reason included ("TLS handshake failed: invalid peer
+    /// certificate: UnknownIssuer"), for the warning the caller logs.
     pub fn connect(&self, timeout: Duration, io_timeout: Duration) -> io::Result<Stream> {
         let addresses = self.addresses();
         let why_none = addresses.error.as_deref().unwrap_or("backend has no address");
         let mut last_error = io::Error::new(io::ErrorKind::NotFound, why_none);
         for addr in &addresses.addrs {
+            let started = Instant::now();
             match TcpStream::connect_timeout(addr, timeout) {
                 Ok(stream) => {
                     stream.set_nodelay(true)?;
                     stream.set_read_timeout(Some(io_timeout))?;
                     stream.set_write_timeout(Some(io_timeout))?;
-                    return Ok(Stream::Plain(stream));
+                    return self.secure(stream, started + timeout);
                 }
                 Err(error) => last_error = error,
             }
         }
         Err(last_error)
+    }
+
+    /// A connected socket as the stream requests go over: as it is for `http://`, after a TLS
+    /// handshake finished by `deadline` for `https://`.
+    fn secure(&self, stream: TcpStream, deadline: Instant) -> io::Result<Stream> {
+        // A clone, so that no lock is held across the handshake.
+        let Some(tls) = self.tls.read().clone() else {
+            return Ok(Stream::Plain(stream));
+        };
+        match crate::tls::client::connect(stream, tls.client, tls.verified_name, deadline) {
+            Ok(session) => Ok(Stream::Tls(Box::new(session))),
+            Err(error) => {
+                let kind = match &error {
+                    TlsError::Io(error) => error.kind(),
+                    TlsError::Tls(_) => io::ErrorKind::InvalidData,
+                    TlsError::Closed => io::ErrorKind::UnexpectedEof,
+                    TlsError::TimedOut => io::ErrorKind::TimedOut,
+                };
+                Err(io::Error::new(kind, error))
+            }
+        }
+    }
+
+    /// Takes a reloaded config's TLS settings (the pool's new client configuration, perhaps a new
+    /// `backendCaFile` or `tlsServerName`). The idle connections go: they were verified under the
+    /// old settings, and the next connections are verified under the new.
+    pub fn set_tls(&self, tls: Option<ServerTls>) {
+        *self.tls.write() = tls;
+        self.idle.lock().clear();
     }
 
     /// Takes the most recently used idle connection that still looks open, if any.
@@ -408,6 +457,7 @@ fn test_server(port: u16, weight: u32, backup: bool) -> Backend {
         resolve_error: None,
         weight,
         backup,
+        tls: None,
     })
 }
 
@@ -495,6 +545,7 @@ mod tests {
             resolve_error: resolved.err(),
             weight: 1,
             backup: false,
+            tls: None,
         }
     }
 

@@ -129,15 +129,25 @@ fn describe_pool(out: &mut String, pool: &PoolConfig) {
         format_duration(pool.request_timeout)
     );
     let _ = writeln!(out, "  failOpen: {}, allBackups: {}", pool.fail_open, pool.all_backups);
+    if pool.servers.iter().any(|server| server.tls.is_some()) {
+        let roots = match &pool.backend_ca_file {
+            Some(ca_file) => format!("backendCaFile {}", ca_file.path.display()),
+            None => "the system's roots".to_string(),
+        };
+        let _ = writeln!(out, "  https servers verified against {roots}");
+    }
     let _ = writeln!(out, "  servers:");
     for server in &pool.servers {
-        let backup = if server.backup { ", backup" } else { "" };
+        let mut notes = if server.backup { ", backup".to_string() } else { String::new() };
+        if let Some(tls) = &server.tls {
+            let _ = write!(notes, ", TLS name {}", tls.verified_name.to_str());
+        }
         let addresses = match &server.resolve_error {
             Some(error) => format!("does not resolve ({error}): starts down"),
             None => server.addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
         };
         let _ =
-            writeln!(out, "    {} (name {}, weight {}{backup}) → {addresses}", server.url, server.name, server.weight);
+            writeln!(out, "    {} (name {}, weight {}{notes}) → {addresses}", server.url, server.name, server.weight);
     }
 }
 

@@ -42,6 +42,13 @@ pub fn start_backends(config: &Config) -> io::Result<()> {
 
 fn start_backend(server: &crate::config::ServerConfig, name: String) -> io::Result<()> {
     {
+        if server.tls.is_some() {
+            // Its certificate would have to verify against real roots: not a demo's business.
+            return Err(io::Error::other(format!(
+                "--demo starts plain HTTP backends, and {} is an https backend",
+                server.url
+            )));
+        }
         let Some(addr) = server.addrs.iter().find(|addr| addr.ip().is_loopback()) else {
             return Err(io::Error::other(format!(
                 "--demo starts backends on this machine only, and {} is not a loopback address",
@@ -51,7 +58,7 @@ fn start_backend(server: &crate::config::ServerConfig, name: String) -> io::Resu
         let listener = TcpListener::bind(addr).map_err(|error| {
             io::Error::new(error.kind(), format!("--demo cannot start a backend on {addr}: {error}"))
         })?;
-        echo::spawn(listener, EchoOptions { name, latency: Duration::ZERO, fail: false })?;
+        echo::spawn(listener, EchoOptions { name, latency: Duration::ZERO, fail: false, tls: None })?;
     }
     Ok(())
 }

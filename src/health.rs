@@ -13,6 +13,9 @@
 //! connections that have sat idle in a pool for too long. Before its probe, each backend's host
 //! name is looked up again, in its probe thread ([`Backend::resolve_again`]): a changed DNS record
 //! is followed without a restart, and a name that does not resolve fails the probe with that reason.
+//! An `https://` backend is probed over TLS, the connection made and verified by
+//! [`Backend::connect`] as a request's is, so a certificate that does not verify fails the probe
+//! with rustls's reason (`connect: TLS handshake failed: invalid peer certificate: ...`).
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};

@@ -37,8 +37,9 @@
 //! - [`reload`]: applying a changed config file;
 //! - [`access_log`]: the line written for each request, as text or JSON;
 //! - `fault` (debug builds only): panics on purpose in a pair job, for the tests;
-//! - [`tls`]: HTTPS: certificates, their choice by SNI, the handshake a worker drives, and a TLS
-//!   session shared by the pair; [`stream`]: a connection's bytes, plain or TLS;
+//! - [`tls`]: HTTPS: certificates, their choice by SNI, the handshake a worker drives, a TLS
+//!   session shared by the pair, and the client side towards `https://` backends; [`stream`]: a
+//!   connection's bytes, plain or TLS;
 //! - [`timestamp`]: RFC 3339 times, for the metrics and the logs;
 //! - [`config`], [`cli`], [`duration`]: configuration; [`demo`] and [`echo`]: the bundled backends;
 //! - [`check`]: `loadbalancer check`, a config described, and one request's path through the routes;

@@ -12,6 +12,12 @@
 //! - backends that stay (same pool, URL, name and `backup` role) keep their record: health, counters, idle
 //!   connections, passive-health state; a changed weight is taken over, and so are the addresses
 //!   the host resolves to now;
+//! - an `https://` backend that stays is updated in place with the TLS settings just read: the
+//!   pool's new client configuration (its `backendCaFile` read again, so a changed file, or a
+//!   changed path, takes effect) and its `tlsServerName`. Its idle connections are closed, having
+//!   been verified under the old settings; the next connection is a full handshake, verified
+//!   under the new ones. A CA file changed on disk is read at the next reload (a change to the
+//!   config file, SIGHUP or `POST /lb-reload`), not watched like the certificates;
 //! - a backend host name that does not resolve does not make the file bad: that backend is down
 //!   (the health checks keep looking it up), as at start-up;
 //! - new backends are probed once before they are put in the pool, and enter it healthy only if
@@ -176,6 +182,9 @@ fn apply(shared: &Shared, mut config: Config) -> String {
                     Some(kept) => {
                         kept_count += 1;
                         kept.set_weight(server.weight);
+                        if server.tls.is_some() {
+                            kept.set_tls(server.tls.clone());
+                        }
                         // As just looked up for this config; the health rounds keep it current.
                         let _ = kept.take_resolution(match &server.resolve_error {
                             Some(reason) => Err(reason.clone()),

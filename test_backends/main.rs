@@ -1,21 +1,26 @@
 //! `echo-backend`: the bundled test backend as a command-line program.
 //!
-//! Parses the flags, binds the listener, prints one `echo-backend NAME listening on HOST:PORT`
-//! line on stdout and serves forever with [`loadbalancer::echo::serve`].
+//! Parses the flags, loads the certificate when serving HTTPS, binds the listener, prints one
+//! `echo-backend NAME listening on HOST:PORT` line on stdout and serves forever with
+//! [`loadbalancer::echo::serve`].
 
 use std::io::Write;
 use std::net::{TcpListener, ToSocketAddrs};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use loadbalancer::duration::parse_duration;
 use loadbalancer::echo::{EchoOptions, serve};
+use loadbalancer::tls::{TlsServer, certs};
 
 const USAGE: &str = "\
 echo-backend: a small HTTP/1.1 backend for trying out and testing the load balancer
 
 USAGE:
     echo-backend [--port N] [--host ADDR] [--name NAME] [--latency DURATION] [--fail]
+                 [--tls-cert FILE --tls-key FILE]
 
 OPTIONS:
     --port N              port to listen on, 0 for any free port (default 3001)
@@ -23,6 +28,9 @@ OPTIONS:
     --name NAME           name reported in X-Backend and JSON answers (default backend-PORT)
     --latency DURATION    delay every answer except /health, e.g. 50ms, 2s (default 0s)
     --fail                close every connection without answering, except /health
+    --tls-cert FILE       serve HTTPS only, with this PEM certificate chain (leaf first; it
+                          must name a DNS name); needs --tls-key
+    --tls-key FILE        the certificate's private key, PEM (PKCS#8, PKCS#1 or SEC1)
     --help                print this help
 
 ENDPOINTS:
@@ -42,12 +50,21 @@ struct Args {
     name: Option<String>,
     latency: Duration,
     fail: bool,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 /// Parses the command line; `Ok(None)` means help was asked for.
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Args>, String> {
-    let mut parsed =
-        Args { port: 3001, host: "127.0.0.1".to_string(), name: None, latency: Duration::ZERO, fail: false };
+    let mut parsed = Args {
+        port: 3001,
+        host: "127.0.0.1".to_string(),
+        name: None,
+        latency: Duration::ZERO,
+        fail: false,
+        tls_cert: None,
+        tls_key: None,
+    };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let Some(flag) = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-')) else {
@@ -87,6 +104,14 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Args>, St
                 let text = value(flag)?;
                 parsed.latency = parse_duration(&text).map_err(|error| format!("--latency {error}"))?;
             }
+            "tls-cert" | "tls-key" => {
+                let text = value(flag)?;
+                if text.is_empty() {
+                    return Err(format!("--{flag} needs a file"));
+                }
+                let path = Some(PathBuf::from(text));
+                if flag == "tls-cert" { parsed.tls_cert = path } else { parsed.tls_key = path }
+            }
             "fail" | "help" | "h" if inline.is_some() => {
                 return Err(format!("--{flag} takes no value"));
             }
@@ -95,7 +120,20 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Args>, St
             _ => return Err(format!("unknown flag {arg:?} (see --help)")),
         }
     }
+    match (&parsed.tls_cert, &parsed.tls_key) {
+        (Some(_), None) => return Err("--tls-cert needs --tls-key".to_string()),
+        (None, Some(_)) => return Err("--tls-key needs --tls-cert".to_string()),
+        _ => {}
+    }
     Ok(Some(parsed))
+}
+
+/// The HTTPS configuration serving the certificate in `cert_file` with the key in `key_file`.
+fn tls_config(cert_file: &Path, key_file: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
+    let cert = certs::load(cert_file, key_file, &loadbalancer::tls::config::provider())
+        .map_err(|error| format!("--tls-cert/--tls-key: {error}"))?;
+    let server = TlsServer::new(vec![cert]).map_err(|error| format!("the TLS configuration: {error}"))?;
+    Ok(server.config())
 }
 
 fn main() -> ExitCode {
@@ -110,6 +148,16 @@ fn main() -> ExitCode {
             eprintln!("echo-backend: {message}");
             return ExitCode::from(2);
         }
+    };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert_file), Some(key_file)) => match tls_config(cert_file, key_file) {
+            Ok(config) => Some(config),
+            Err(message) => {
+                eprintln!("echo-backend: {message}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
     };
     let addresses: Vec<_> = match (args.host.as_str(), args.port).to_socket_addrs() {
         Ok(addresses) => addresses.collect(),
@@ -139,7 +187,7 @@ fn main() -> ExitCode {
     let name = args.name.unwrap_or_else(|| format!("backend-{}", local.port()));
     println!("echo-backend {name} listening on {local}");
     let _ = std::io::stdout().flush();
-    serve(listener, EchoOptions { name, latency: args.latency, fail: args.fail });
+    serve(listener, EchoOptions { name, latency: args.latency, fail: args.fail, tls });
     ExitCode::SUCCESS
 }
 
@@ -159,6 +207,7 @@ mod tests {
         assert_eq!(args.name, None);
         assert_eq!(args.latency, Duration::ZERO);
         assert!(!args.fail);
+        assert_eq!((args.tls_cert, args.tls_key), (None, None));
     }
 
     #[test]
@@ -170,6 +219,9 @@ mod tests {
         assert_eq!(args.latency, Duration::from_millis(50));
         assert_eq!(parse(&["--port=0"]).unwrap().unwrap().port, 0);
         assert!(parse(&["--help"]).unwrap().is_none());
+        let tls = parse(&["--tls-cert", "leaf.pem", "--tls-key=key.pem"]).unwrap().unwrap();
+        assert_eq!(tls.tls_cert.as_deref(), Some(Path::new("leaf.pem")));
+        assert_eq!(tls.tls_key.as_deref(), Some(Path::new("key.pem")));
     }
 
     #[test]
@@ -182,6 +234,9 @@ mod tests {
             (&["--fail=yes"], "--fail"),
             (&["--bogus"], "--bogus"),
             (&["stray"], "stray"),
+            (&["--tls-cert", "leaf.pem"], "--tls-key"),
+            (&["--tls-key", "key.pem"], "--tls-cert"),
+            (&["--tls-cert"], "--tls-cert"),
         ] {
             let error = parse(args).unwrap_err();
             assert!(error.contains(flag), "{args:?}: {error}");

@@ -163,7 +163,8 @@ fn start_backends() -> io::Result<Vec<SocketAddr>> {
                 io::Error::new(error.kind(), format!("cannot start backend {}: {error}", plan.name))
             })?;
             let addr = listener.local_addr()?;
-            let options = EchoOptions { name: plan.name.to_string(), latency: plan.latency, fail: plan.fail };
+            let options =
+                EchoOptions { name: plan.name.to_string(), latency: plan.latency, fail: plan.fail, tls: None };
             echo::spawn(listener, options)?;
             Ok(addr)
         })

@@ -11,9 +11,11 @@
 //!
 //! The folder: this file holds [`Config`] and the top-level keys; `reader.rs` the primitives every
 //! key is read with; `pool.rs` the pools and their inherited settings; `servers.rs` a pool's
-//! backends; `routes.rs` the routes; `tls.rs` the HTTPS listener and its certificates; `statuses.rs` `healthCheckStatus`; `cidr.rs` address blocks;
+//! backends; `routes.rs` the routes; `tls.rs` the HTTPS listener and its certificates; `backend_tls.rs`
+//! TLS towards `https://` backends; `statuses.rs` `healthCheckStatus`; `cidr.rs` address blocks;
 //! `file.rs` the file a reload rereads. All of it runs on the thread that loads the config.
 
+pub mod backend_tls;
 mod cidr;
 pub mod file;
 pub mod pool;
@@ -23,6 +25,7 @@ mod servers;
 pub mod statuses;
 pub mod tls;
 
+pub use backend_tls::{CaFile, ServerTls};
 pub use cidr::Cidr;
 pub use reader::parse_size;
 use reader::{Reader, flag_error, integer_in, is_token, kind_of};
@@ -84,7 +87,7 @@ pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 pub const MAX_RATE_LIMITED_CLIENTS: u64 = 10_000_000;
 
 /// The keys a config file may contain, in the order the README lists them.
-const KNOWN_KEYS: [&str; 49] = [
+const KNOWN_KEYS: [&str; 50] = [
     "listenPort",
     "tlsListen",
     "certificates",
@@ -123,6 +126,7 @@ const KNOWN_KEYS: [&str; 49] = [
     "idleTimeout",
     "bodyReadTimeout",
     "connectTimeout",
+    "backendCaFile",
     "writeTimeout",
     "tunnelIdleTimeout",
     "minRequestBodyRate",
@@ -953,8 +957,8 @@ mod tests {
             ),
             (r#"{"servers": ["localhost:3001"]}"#, "config.json: servers[0]: \"localhost:3001\" is not a URL"),
             (
-                r#"{"servers": ["https://127.0.0.1:3001"]}"#,
-                "config.json: servers[0]: \"https://127.0.0.1:3001\": https backends are not supported",
+                r#"{"servers": ["ftp://127.0.0.1:3001"]}"#,
+                "config.json: servers[0]: \"ftp://127.0.0.1:3001\" is not a URL like \"http://127.0.0.1:3001\"",
             ),
             (
                 r#"{"servers": ["http://127.0.0.1:99999"]}"#,
@@ -1347,7 +1351,10 @@ mod tests {
         assert_eq!(parse_backend_url("http://example.test").unwrap(), ("example.test".into(), 80));
         assert_eq!(parse_backend_url("http://[::1]:8000/").unwrap(), ("[::1]".into(), 8000));
         assert_eq!(parse_backend_url("http://[::1]").unwrap(), ("[::1]".into(), 80));
-        for bad in ["ftp://x", "http://", "http://a:0", "http://user@a:1", "http://a:1?x"] {
+        assert_eq!(parse_backend_url("https://api.internal").unwrap(), ("api.internal".into(), 443));
+        assert_eq!(parse_backend_url("https://127.0.0.1:8443/").unwrap(), ("127.0.0.1".into(), 8443));
+        assert_eq!(parse_backend_url("https://[::1]").unwrap(), ("[::1]".into(), 443));
+        for bad in ["ftp://x", "http://", "https://", "http://a:0", "http://user@a:1", "http://a:1?x", "https:/a"] {
             assert!(parse_backend_url(bad).is_err(), "{bad}");
         }
     }

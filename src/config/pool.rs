@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::backend_tls::{CaFile, ClientConfigs};
 use super::statuses::HealthyStatuses;
 use super::{ConfigError, HealthSettings, Reader, ServerConfig, kind_of};
 use super::{
@@ -33,7 +34,7 @@ use crate::ejection::PassiveHealthSettings;
 pub const DEFAULT_POOL: &str = "default";
 
 /// The keys a pool in `pools` may set: its servers, and the per-pool settings.
-pub const POOL_KEYS: [&str; 19] = [
+pub const POOL_KEYS: [&str; 20] = [
     "servers",
     "algorithm",
     "hashKey",
@@ -52,6 +53,7 @@ pub const POOL_KEYS: [&str; 19] = [
     "retryDelay",
     "requestTimeout",
     "connectTimeout",
+    "backendCaFile",
     "allBackups",
 ];
 
@@ -73,6 +75,9 @@ pub struct PoolConfig {
     /// How long a backend may take to start its response.
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
+    /// What the pool's `https://` servers are verified against: this file's certificates, or the
+    /// system's roots when `None`.
+    pub backend_ca_file: Option<CaFile>,
     /// With every primary server down, share among every backup, not only the first.
     pub all_backups: bool,
 }
@@ -99,6 +104,7 @@ impl PoolConfig {
             retry_delay: DEFAULT_RETRY_DELAY,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            backend_ca_file: None,
             all_backups: false,
         }
     }
@@ -153,6 +159,10 @@ impl Reader<'_> {
             retry_delay: self.duration("retryDelay", inherited.retry_delay, true)?,
             request_timeout: self.duration("requestTimeout", inherited.request_timeout, false)?,
             connect_timeout: self.duration("connectTimeout", inherited.connect_timeout, false)?,
+            backend_ca_file: match self.backend_ca_file()? {
+                Some(ca_file) => Some(ca_file),
+                None => inherited.backend_ca_file.clone(),
+            },
             all_backups: self.boolean("allBackups")?.unwrap_or(inherited.all_backups),
         })
     }
@@ -174,8 +184,11 @@ impl Reader<'_> {
             }
         };
         let mut pools = Vec::new();
+        // Shared by every pool, so pools with the same roots share one client configuration.
+        let mut clients = ClientConfigs::default();
         if self.object.contains_key("servers") || named.is_none_or(|named| named.is_empty()) {
-            pools.push(PoolConfig { servers: self.servers()?, ..top.clone() });
+            let servers = self.servers(top.backend_ca_file.as_ref(), &mut clients)?;
+            pools.push(PoolConfig { servers, ..top.clone() });
         }
         for (name, value) in named.into_iter().flatten() {
             let key = format!("pools.{name}");
@@ -202,7 +215,7 @@ impl Reader<'_> {
             let reader = Reader { file: self.file.clone(), object, prefix: format!("{}{key}.", self.prefix) };
             // The override of `algorithm` is the top level's; a pool that names its own keeps it.
             let mut pool = reader.pool_settings(name, &top, None)?;
-            pool.servers = reader.servers()?;
+            pool.servers = reader.servers(pool.backend_ca_file.as_ref(), &mut clients)?;
             pools.push(pool);
         }
         Ok(pools)

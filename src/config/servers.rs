@@ -1,19 +1,23 @@
 //! Backend servers in the config: the `servers` list of a pool, each a URL or an object with a
-//! weight, a name and a backup flag, its host looked up once as the config is read. Runs on the
-//! thread that loads the config.
+//! weight, a name, a backup flag and (for `https://`) a `tlsServerName`, its host looked up once
+//! as the config is read. Runs on the thread that loads the config.
 
 use std::net::SocketAddr;
 
 use serde_json::Value;
 
+use super::backend_tls::{CaFile, ClientConfigs, ServerTls};
 use super::reader::{Reader, integer_in, kind_of};
 use super::{ConfigError, DEFAULT_WEIGHT, MAX_WEIGHT};
 use crate::resolve::{overlap, resolve_all};
 
+/// The keys a server object may have.
+const SERVER_KEYS: [&str; 5] = ["url", "weight", "name", "backup", "tlsServerName"];
+
 /// One backend: its URL as written, where it resolves to, and its weight.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
-    /// Normalised `http://host:port`, used in logs and metrics.
+    /// Normalised `http://host:port` or `https://host:port`, used in logs and metrics.
     pub url: String,
     /// The `name` given, else one derived from the URL (`b-` and 8 hex digits): what the sticky
     /// cookie holds and what the hashing algorithms know the backend by.
@@ -32,10 +36,19 @@ pub struct ServerConfig {
     pub weight: u32,
     /// Gets traffic only while no other server of the pool is available.
     pub backup: bool,
+    /// For an `https://` URL, how it is spoken to: the name its certificate is verified by and
+    /// the pool's client configuration. `None` for `http://`.
+    pub tls: Option<ServerTls>,
 }
 
 impl Reader<'_> {
-    pub(super) fn servers(&self) -> Result<Vec<ServerConfig>, ConfigError> {
+    /// The pool's `servers`; its `https://` ones verified against `ca_file` (the system's roots
+    /// when `None`), with a client configuration from `clients`.
+    pub(super) fn servers(
+        &self,
+        ca_file: Option<&CaFile>,
+        clients: &mut ClientConfigs,
+    ) -> Result<Vec<ServerConfig>, ConfigError> {
         let list = match self.object.get("servers") {
             None => {
                 return Err(
@@ -50,7 +63,7 @@ impl Reader<'_> {
         };
         let mut parsed = Vec::with_capacity(list.len());
         for (index, entry) in list.iter().enumerate() {
-            parsed.push(self.server(&format!("servers[{index}]"), entry)?);
+            parsed.push(self.server(&format!("servers[{index}]"), entry, ca_file, clients)?);
         }
         if parsed.iter().all(|server| server.backup) {
             return Err(self.error("servers", "needs at least one server that is not a backup"));
@@ -83,14 +96,22 @@ impl Reader<'_> {
     }
 
     /// One entry of `servers`, its host not yet looked up.
-    pub(super) fn server(&self, key: &str, entry: &Value) -> Result<ServerConfig, ConfigError> {
-        let (url, weight, name, backup) = match entry {
-            Value::String(url) => (url.as_str(), DEFAULT_WEIGHT, None, false),
+    fn server(
+        &self,
+        key: &str,
+        entry: &Value,
+        ca_file: Option<&CaFile>,
+        clients: &mut ClientConfigs,
+    ) -> Result<ServerConfig, ConfigError> {
+        let (url, weight, name, backup, tls_server_name) = match entry {
+            Value::String(url) => (url.as_str(), DEFAULT_WEIGHT, None, false, None),
             Value::Object(fields) => {
                 for field in fields.keys() {
-                    if !["url", "weight", "name", "backup"].contains(&field.as_str()) {
-                        return Err(self
-                            .error(&format!("{key}.{field}"), "unknown key (valid keys: url, weight, name, backup)"));
+                    if !SERVER_KEYS.contains(&field.as_str()) {
+                        return Err(self.error(
+                            &format!("{key}.{field}"),
+                            format!("unknown key (valid keys: {})", SERVER_KEYS.join(", ")),
+                        ));
                     }
                 }
                 let url = match fields.get("url") {
@@ -128,7 +149,17 @@ impl Reader<'_> {
                         ));
                     }
                 };
-                (url, weight, name, backup)
+                let tls_server_name = match fields.get("tlsServerName") {
+                    None => None,
+                    Some(Value::String(name)) => Some(name.as_str()),
+                    Some(other) => {
+                        return Err(self.error(
+                            &format!("{key}.tlsServerName"),
+                            format!("must be a string, got {}", kind_of(other)),
+                        ));
+                    }
+                };
+                (url, weight, name, backup, tls_server_name)
             }
             other => {
                 return Err(self.error(
@@ -142,10 +173,54 @@ impl Reader<'_> {
         };
         let url_key = if entry.is_string() { key.to_string() } else { format!("{key}.url") };
         let (host, port) = parse_backend_url(url).map_err(|problem| self.error(&url_key, problem))?;
-        let host_header = if port == 80 { host.clone() } else { format!("{host}:{port}") };
-        let url = format!("http://{host}:{port}");
+        // parse_backend_url took nothing but these two schemes.
+        let https = url.starts_with("https://");
+        let (scheme, default_port) = if https { ("https", 443) } else { ("http", 80) };
+        let tls = match (https, tls_server_name) {
+            (false, None) => None,
+            (false, Some(_)) => {
+                return Err(self.error(
+                    &format!("{key}.tlsServerName"),
+                    format!("is only for https:// backends, and {url:?} is spoken to in plain HTTP"),
+                ));
+            }
+            (true, _) => {
+                let verified_name =
+                    crate::tls::verified_name(&host, tls_server_name).map_err(|problem| match tls_server_name {
+                        Some(_) => self.error(&format!("{key}.tlsServerName"), problem),
+                        None => self.error(
+                            &url_key,
+                            format!("{problem}: give the name its certificate holds in tlsServerName"),
+                        ),
+                    })?;
+                let client = clients.get(ca_file).map_err(|problem| match ca_file {
+                    Some(ca_file) => self.error_at(&ca_file.key, problem),
+                    // The system's roots were wanted for this server: name it.
+                    None => self.error(
+                        key,
+                        format!(
+                            "an https backend verified against the system's roots, which cannot be read: {problem}"
+                        ),
+                    ),
+                })?;
+                Some(ServerTls { verified_name, client })
+            }
+        };
+        let host_header = if port == default_port { host.clone() } else { format!("{host}:{port}") };
+        let url = format!("{scheme}://{host}:{port}");
         let name = name.unwrap_or_else(|| format!("b-{:08x}", crate::balance::hash::fnv1a(url.as_bytes()) as u32));
-        Ok(ServerConfig { url, name, host_header, host, port, addrs: Vec::new(), resolve_error: None, weight, backup })
+        Ok(ServerConfig {
+            url,
+            name,
+            host_header,
+            host,
+            port,
+            addrs: Vec::new(),
+            resolve_error: None,
+            weight,
+            backup,
+            tls,
+        })
     }
 }
 
@@ -154,13 +229,17 @@ fn is_backend_name(text: &str) -> bool {
     (1..=64).contains(&text.len()) && text.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"._-".contains(&byte))
 }
 
-/// `"http://host:port"` → `(host, port)`. Only plain `http` is spoken to backends.
+/// `"http://host:port"` or `"https://host:port"` → `(host, port)`; without a port, 80 for
+/// `http` and 443 for `https`.
 pub fn parse_backend_url(url: &str) -> Result<(String, u16), String> {
-    let Some(rest) = url.strip_prefix("http://") else {
-        if url.starts_with("https://") {
-            return Err(format!("{url:?}: https backends are not supported; use http://"));
+    let (rest, default_port) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(rest), _) => (rest, 80),
+        (None, Some(rest)) => (rest, 443),
+        (None, None) => {
+            return Err(format!(
+                "{url:?} is not a URL like \"http://127.0.0.1:3001\" or \"https://app.internal:8443\""
+            ));
         }
-        return Err(format!("{url:?} is not a URL like \"http://127.0.0.1:3001\""));
     };
     let authority = rest.strip_suffix('/').unwrap_or(rest);
     if authority.is_empty() || authority.contains(['/', '?', '#', '@']) || authority.contains(char::is_whitespace) {
@@ -171,7 +250,7 @@ pub fn parse_backend_url(url: &str) -> Result<(String, u16), String> {
             let port: u16 = port.parse().map_err(|_| format!("{url:?} has an invalid port"))?;
             (host, port)
         }
-        _ => (authority, 80),
+        _ => (authority, default_port),
     };
     if host.is_empty() || port == 0 {
         return Err(format!("{url:?} needs a host and a port from 1 to 65535"));

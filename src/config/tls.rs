@@ -7,13 +7,13 @@
 //! handshake that fails later. A relative path is taken from the config file's directory, so a
 //! config and its certificates can move together.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use super::reader::{Reader, kind_of};
-use super::{ConfigError, Source, parse_listen};
+use super::{ConfigError, parse_listen};
 use crate::tls::LoadedCert;
 use crate::tls::certs;
 
@@ -88,10 +88,7 @@ impl Reader<'_> {
             Some(Value::Array(entries)) => entries,
             Some(other) => return Err(self.error("certificates", format!("must be a list, got {}", kind_of(other)))),
         };
-        let base = match &self.file {
-            Source::File(path) => Path::new(path).parent().map(Path::to_path_buf).unwrap_or_default(),
-            _ => PathBuf::new(),
-        };
+        let base = self.config_dir();
         entries
             .iter()
             .enumerate()

@@ -62,6 +62,12 @@ impl TlsServer {
         self.store.replace(certs);
     }
 
+    /// The rustls configuration handshakes are made with, for a server that drives its own
+    /// blocking handshakes with [`handshake`](super::handshake) (the echo backend's HTTPS).
+    pub fn config(&self) -> Arc<ServerConfig> {
+        Arc::clone(&self.config)
+    }
+
     /// The certificates served now.
     pub fn certificates(&self) -> Arc<Vec<LoadedCert>> {
         self.store.current()

@@ -70,8 +70,12 @@
 //!    `close_notify` and a bare TCP close both read as the end; a response cut short shows in
 //!    its framing.
 //!
-//! The backend side is not wired yet: `https://` backend URLs are refused by the config, and
-//! nothing but the tests reaches [`client`] so far.
+//! Where it is wired: the config reads `backendCaFile` and `tlsServerName` and builds each pool's
+//! client configuration (`config/backend_tls.rs`, `config/servers.rs`); a kept backend takes a
+//! reload's new one (`reload.rs`); [`Backend::connect`](crate::backend::Backend::connect) runs
+//! step 2 for a worker (`proxy.rs`) and for a health probe (`health.rs`) alike, and the idle pool
+//! keeps the sessions between requests as it keeps plain sockets; steps 3 and 4 are the pair's
+//! (`pipe.rs`), the same code as for plain HTTP, over [`crate::stream::Stream`].
 
 pub mod accept;
 pub mod certs;

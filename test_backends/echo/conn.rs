@@ -2,17 +2,19 @@
 //! pipelined requests (and of WebSocket frames sent right behind a handshake), line reading for
 //! chunked bodies, and the lingering close after an error answer.
 //!
-//! A `Conn` is made and used only by the connection's own `echo-<port>-conn` thread.
+//! A `Conn` is made and used only by the connection's own `echo-<port>-conn` thread. Its bytes
+//! go over a [`Stream`]: plain TCP, or a TLS session already handshaken when the backend serves
+//! HTTPS; the HTTP above is the same either way.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
 use super::{BLOCK, MAX_HEAD};
+use crate::stream::Stream;
 
 /// A client connection with a read buffer that keeps bytes of pipelined requests.
 pub(super) struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -22,7 +24,7 @@ pub(super) struct Conn {
 }
 
 impl Conn {
-    pub(super) fn new(stream: TcpStream) -> Self {
+    pub(super) fn new(stream: Stream) -> Self {
         Conn { stream, buf: vec![0; BLOCK], start: 0, end: 0, requests: 0 }
     }
 
@@ -59,7 +61,7 @@ impl Conn {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "line too long"));
         }
         loop {
-            match self.stream.read(&mut self.buf[self.end..]) {
+            match (&self.stream).read(&mut self.buf[self.end..]) {
                 Ok(n) => {
                     self.end += n;
                     return Ok(n);
@@ -96,7 +98,7 @@ impl Conn {
             return Ok(n);
         }
         loop {
-            match self.stream.read(out) {
+            match (&self.stream).read(out) {
                 Ok(n) => return Ok(n),
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => return Err(error),
@@ -126,18 +128,27 @@ impl Conn {
     }
 
     pub(super) fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.write_all(bytes)
+        (&self.stream).write_all(bytes)
+    }
+
+    /// Ends a TLS connection with `close_notify`, so the client reads a clean end; a plain one
+    /// just closes when it drops.
+    pub(super) fn close(self) {
+        if let Stream::Tls(session) = &self.stream {
+            let _ = session.shutdown();
+        }
     }
 
     /// Closes after an error response: stop writing, then discard what the client still sends
     /// for a short while so that the response is not destroyed by a reset.
     pub(super) fn linger_close(&mut self) {
-        let _ = self.stream.shutdown(Shutdown::Write);
-        let _ = self.stream.set_read_timeout(Some(Duration::from_millis(200)));
+        // For TLS, `close_notify` before the socket's write side is shut.
+        self.stream.finish_sending();
+        let _ = self.stream.socket().set_read_timeout(Some(Duration::from_millis(200)));
         let deadline = Instant::now() + Duration::from_secs(1);
         let mut discarded = 0usize;
         while Instant::now() < deadline && discarded < 1024 * 1024 {
-            match self.stream.read(&mut self.buf) {
+            match (&self.stream).read(&mut self.buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => discarded += n,
             }

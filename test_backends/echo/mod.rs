@@ -19,6 +19,12 @@
 //! Every response carries `X-Backend: NAME`. With `fail` set, every request except
 //! `/health` is read and then the connection is closed without a single response byte.
 //!
+//! With `tls` set the backend serves HTTPS only, for trying out and testing `https://`
+//! backends: each connection's TLS handshake runs first, blocking, on the connection's own
+//! thread (at most `TLS_HANDSHAKE_TIMEOUT`), and HTTP follows over the session exactly as over
+//! TCP. A client that fails the handshake is closed without an answer. A connection the
+//! backend ends is ended with `close_notify`.
+//!
 //! A `/ws` request that is not a valid opening handshake (`GET`, HTTP/1.1, no body,
 //! `Upgrade: websocket`, `Connection: upgrade`, `Sec-WebSocket-Version: 13` and one
 //! `Sec-WebSocket-Key`) is answered `400`. After the `101` the connection carries frames:
@@ -36,7 +42,8 @@
 //! spawns one thread named `echo-<port>-conn` per accepted connection, with no limit on how
 //! many. That thread runs `handle_connection` and everything it calls until the connection
 //! closes, a WebSocket included after its upgrade, with blocking reads and writes that time
-//! out after 60 s (`IDLE_TIMEOUT`); the latency is slept on it too.
+//! out after 60 s (`IDLE_TIMEOUT`); the latency is slept on it too, and so is the TLS
+//! handshake.
 //!
 //! # Files
 //!
@@ -66,8 +73,11 @@ use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use rustls::ServerConfig;
+
+use crate::stream::Stream;
 use conn::Conn;
 use endpoints::handle_request;
 use request::{HeadError, read_head};
@@ -82,6 +92,8 @@ pub struct EchoOptions {
     pub latency: Duration,
     /// When set, everything except `/health` is answered by closing the connection.
     pub fail: bool,
+    /// When set, HTTPS only, with this server configuration (see the module doc).
+    pub tls: Option<Arc<ServerConfig>>,
 }
 
 /// Largest request head (request line and header fields) accepted: more than the load balancer
@@ -100,13 +112,22 @@ const MAX_BYTES: u64 = 16 * 1024 * 1024 * 1024;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Room kept in front of a body block for the chunk-size line when re-chunking.
 const CHUNK_PREFIX: usize = 18;
+/// How long a client has to finish its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves forever on `listener`: one thread per accepted connection (named
 /// `"echo-<port>-conn"`), keep-alive supported.
 pub fn serve(listener: TcpListener, options: EchoOptions) {
     let port = listener.local_addr().map(|addr| addr.port()).unwrap_or(0);
     let backend_header = options.name.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-    let ctx = Arc::new(Ctx { name: options.name, backend_header, port, latency: options.latency, fail: options.fail });
+    let ctx = Arc::new(Ctx {
+        name: options.name,
+        backend_header,
+        port,
+        latency: options.latency,
+        fail: options.fail,
+        tls: options.tls,
+    });
     for accepted in listener.incoming() {
         match accepted {
             Ok(stream) => {
@@ -141,6 +162,7 @@ struct Ctx {
     port: u16,
     latency: Duration,
     fail: bool,
+    tls: Option<Arc<ServerConfig>>,
 }
 
 fn handle_connection(stream: TcpStream, ctx: &Ctx) {
@@ -148,12 +170,24 @@ fn handle_connection(stream: TcpStream, ctx: &Ctx) {
     if stream.set_read_timeout(Some(IDLE_TIMEOUT)).is_err() || stream.set_write_timeout(Some(IDLE_TIMEOUT)).is_err() {
         return;
     }
+    let stream = match &ctx.tls {
+        None => Stream::Plain(stream),
+        Some(config) => {
+            match crate::tls::handshake(stream, Arc::clone(config), Instant::now() + TLS_HANDSHAKE_TIMEOUT) {
+                Ok(session) => Stream::Tls(Box::new(session)),
+                Err(error) => {
+                    log::debug!("echo-{}: {error}", ctx.port);
+                    return;
+                }
+            }
+        }
+    };
     let mut conn = Conn::new(stream);
     let mut scratch = vec![0u8; CHUNK_PREFIX + BLOCK + 2];
     loop {
         let request = match read_head(&mut conn) {
             Ok(Some(request)) => request,
-            Ok(None) | Err(HeadError::Io) => return,
+            Ok(None) | Err(HeadError::Io) => return conn.close(),
             Err(HeadError::Bad(message)) => {
                 log::debug!("echo-{}: {message}", ctx.port);
                 reject(conn, ctx, 1, message);
@@ -163,7 +197,7 @@ fn handle_connection(stream: TcpStream, ctx: &Ctx) {
         conn.requests += 1;
         match handle_request(&mut conn, ctx, &request, &mut scratch) {
             Ok(Outcome::KeepAlive) => {}
-            Ok(Outcome::Close) | Err(_) => return,
+            Ok(Outcome::Close) | Err(_) => return conn.close(),
             Ok(Outcome::Reject(message)) => {
                 reject(conn, ctx, request.minor, message);
                 return;

@@ -12,7 +12,7 @@ use super::{EchoOptions, spawn};
 pub(super) fn start(fail: bool, latency: Duration) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let options = EchoOptions { name: "test-echo".to_string(), latency, fail };
+    let options = EchoOptions { name: "test-echo".to_string(), latency, fail, tls: None };
     spawn(listener, options).unwrap();
     addr
 }
