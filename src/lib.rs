@@ -91,10 +91,50 @@ pub mod worker;
 #[path = "../test_backends/echo/mod.rs"]
 pub mod echo;
 
-/// Small helpers for unit tests that work with real sockets.
+/// Small helpers for unit tests that work with real sockets, files and certificates.
 #[cfg(test)]
 pub(crate) mod tests_support {
     use std::net::{TcpListener, TcpStream};
+    use std::path::PathBuf;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A directory of its own under the system's temporary directory, removed when dropped.
+    pub struct TempDir(pub PathBuf);
+
+    impl TempDir {
+        pub fn new(test: &str) -> TempDir {
+            // Tests run in parallel, some making several: each gets a directory no other has.
+            static MADE: AtomicUsize = AtomicUsize::new(0);
+            let serial = MADE.fetch_add(1, Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!("lb-unit-{}-{serial}-{test}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+
+        pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+            let path = self.0.join(name);
+            std::fs::write(&path, contents).unwrap();
+            path
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A certificate authority made for one test. Not rcgen's default name, which its
+    /// self-signed certificates have too: with it, an untrusted certificate would name this CA as
+    /// its issuer and fail as `BadSignature` rather than `UnknownIssuer`.
+    pub fn test_ca() -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(rcgen::DnType::CommonName, "loadbalancer test CA");
+        rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap()
+    }
 
     /// A connected pair of loopback sockets: (the outside end, the end a server would hold). The
     /// outside end's reads time out after 5 s.

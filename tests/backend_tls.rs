@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Command;
@@ -152,16 +151,7 @@ fn a_mebibyte_goes_to_an_https_backend_and_comes_back_byte_for_byte() {
     let body: Vec<u8> = (0..1u32 << 20).map(|index| (index.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
     let mut client = Client::connect(lb.addr());
     let head = format!("POST /echo HTTP/1.1\r\nHost: lb\r\nContent-Length: {}\r\n\r\n", body.len());
-    let mut writer = client.stream.try_clone().unwrap();
-    let upload = {
-        let body = body.clone();
-        std::thread::spawn(move || {
-            writer.write_all(head.as_bytes()).unwrap();
-            writer.write_all(&body).unwrap();
-        })
-    };
-    let response = client.response(false);
-    upload.join().unwrap();
+    let response = common::exchange_concurrently(&mut client, head, &body);
     assert_eq!(response.status, 200);
     assert_eq!(response.header("x-backend"), Some(backend.name.as_str()));
     assert_eq!(response.body.len(), body.len());
@@ -257,20 +247,6 @@ fn a_reload_gives_a_kept_https_backend_its_new_ca_file() {
     assert_eq!((metrics["total_requests"].as_u64(), metrics["total_failures"].as_u64()), (Some(2), Some(1)));
 }
 
-/// Runs the load balancer on `config` (written to `dir`) to its exit: (exit code, stderr with
-/// the config's path written as `config.json`).
-fn run_with(dir: &TempDir, config: &str) -> (Option<i32>, String) {
-    let path = dir.write("config.json", config);
-    let output = Command::new(env!("CARGO_BIN_EXE_loadbalancer"))
-        .arg("--config")
-        .arg(&path)
-        .env_remove("LB_ALGORITHM")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr).replace(&path.display().to_string(), "config.json");
-    (output.status.code(), stderr)
-}
-
 #[test]
 fn tls_mistakes_in_the_config_exit_2_with_one_line_naming_the_key() {
     let dir = TempDir::new();
@@ -297,7 +273,7 @@ fn tls_mistakes_in_the_config_exit_2_with_one_line_naming_the_key() {
         ),
     ];
     for (text, expected) in cases {
-        let (code, stderr) = run_with(&dir, &text);
+        let (code, stderr) = common::run_to_exit(&dir, &text, &[]);
         assert_eq!((code, stderr.as_str()), (Some(2), expected.as_str()), "{text}");
         assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "nothing listens");
     }

@@ -135,17 +135,7 @@ fn sigint_on_an_idle_server_exits_zero_promptly() {
 
 /// Runs the binary to completion with `config` and extra flags; returns (exit code, stderr).
 fn run_with(config: &str, args: &[&str]) -> (Option<i32>, String) {
-    let dir = TempDir::new();
-    let path = dir.write("config.json", config);
-    let output = Command::new(env!("CARGO_BIN_EXE_loadbalancer"))
-        .arg("--config")
-        .arg(&path)
-        .args(args)
-        .env_remove("LB_ALGORITHM")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr).replace(&path.display().to_string(), "config.json");
-    (output.status.code(), stderr)
+    common::run_to_exit(&TempDir::new(), config, args)
 }
 
 #[test]

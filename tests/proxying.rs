@@ -79,16 +79,7 @@ fn a_one_mebibyte_random_body_echoes_byte_for_byte() {
     let body = random_bytes(1 << 20, 0x9e37_79b9_7f4a_7c15);
     let mut client = Client::connect(lb.addr());
     let head = format!("POST /echo HTTP/1.1\r\nHost: lb\r\nContent-Length: {}\r\n\r\n", body.len());
-    let mut writer = client.stream.try_clone().unwrap();
-    let upload = {
-        let body = body.clone();
-        std::thread::spawn(move || {
-            writer.write_all(head.as_bytes()).unwrap();
-            writer.write_all(&body).unwrap();
-        })
-    };
-    let response = client.response(false);
-    upload.join().unwrap();
+    let response = common::exchange_concurrently(&mut client, head, &body);
     assert_eq!(response.status, 200);
     assert_eq!(response.header("content-length"), Some("1048576"));
     assert!(response.body == body, "the echoed body differs from what was sent");

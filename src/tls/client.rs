@@ -264,7 +264,6 @@ fn system_roots(sources: &[RootSource]) -> Result<RootCertStore, String> {
 mod tests {
     use std::io::{self, Read};
     use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::mpsc;
     use std::thread;
     use std::time::Duration;
@@ -275,6 +274,7 @@ mod tests {
     use rustls::{AlertDescription, CertificateError, HandshakeKind, ProtocolVersion, ServerConfig};
 
     use super::*;
+    use crate::tests_support::TempDir;
     use crate::tls::certs::LoadedCert;
     use crate::tls::config::{Resumption, server_config};
     use crate::tls::session::SessionDetails;
@@ -283,33 +283,6 @@ mod tests {
     const LONG: Duration = Duration::from_secs(10);
     const MIB: usize = 1024 * 1024;
 
-    /// A directory of its own under the system's temporary directory, removed when dropped.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(test: &str) -> TempDir {
-            // Tests run in parallel, some making several: each gets a directory no other has.
-            static MADE: AtomicUsize = AtomicUsize::new(0);
-            let serial = MADE.fetch_add(1, Ordering::Relaxed);
-            let dir = std::env::temp_dir().join(format!("lb-tls-client-{}-{serial}-{test}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
-            TempDir(dir)
-        }
-
-        fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
-            let path = self.0.join(name);
-            std::fs::write(&path, contents).unwrap();
-            path
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
     /// A certificate authority made for the test, and the leaves it issues.
     struct TestCa {
         issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
@@ -317,13 +290,7 @@ mod tests {
 
     impl TestCa {
         fn new() -> TestCa {
-            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-            // Not rcgen's default name, which its self-signed certificates have too: with it, an
-            // untrusted certificate names this CA as its issuer and fails as `BadSignature`.
-            params.distinguished_name = rcgen::DistinguishedName::new();
-            params.distinguished_name.push(rcgen::DnType::CommonName, "loadbalancer test CA");
-            TestCa { issuer: rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap() }
+            TestCa { issuer: crate::tests_support::test_ca() }
         }
 
         /// A leaf for `names` (rcgen makes "127.0.0.1" an IP address entry), with the CA after it.

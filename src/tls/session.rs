@@ -520,9 +520,7 @@ mod tests {
 
     impl TestCa {
         fn new() -> TestCa {
-            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-            TestCa { issuer: rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap() }
+            TestCa { issuer: crate::tests_support::test_ca() }
         }
 
         fn issue(&self, names: &[&str]) -> LoadedCert {

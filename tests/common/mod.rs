@@ -332,6 +332,35 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
     stream
 }
 
+/// Runs the load balancer on `config` (written to `dir` as `config.json`) with extra flags, to
+/// its exit: (exit code, stderr with the config's path written as `config.json`).
+pub fn run_to_exit(dir: &TempDir, config: &str, args: &[&str]) -> (Option<i32>, String) {
+    let path = dir.write("config.json", config);
+    let output = Command::new(env!("CARGO_BIN_EXE_loadbalancer"))
+        .arg("--config")
+        .arg(&path)
+        .args(args)
+        .env_remove("LB_ALGORITHM")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).replace(&path.display().to_string(), "config.json");
+    (output.status.code(), stderr)
+}
+
+/// Sends `head` and then `body` from a second thread while this one reads the response, so a
+/// server that answers as the body arrives (echo-backend's `/echo`) cannot deadlock the test.
+pub fn exchange_concurrently(client: &mut Client, head: String, body: &[u8]) -> Response {
+    let mut writer = client.stream.try_clone().unwrap();
+    let body = body.to_vec();
+    let upload = thread::spawn(move || {
+        writer.write_all(head.as_bytes()).unwrap();
+        writer.write_all(&body).unwrap();
+    });
+    let response = client.response(false);
+    upload.join().unwrap();
+    response
+}
+
 /// Sends `raw` on a new connection and reads one response. A response marked
 /// `Connection: close` is followed to the close: the load balancer counts a request before it
 /// closes the connection (but the pair may deliver the last byte earlier), so metrics read after
