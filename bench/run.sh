@@ -3,25 +3,37 @@
 # machine, in under 15 minutes on 2 cores.
 #
 # What it does, step by step (one function each, below):
-#   1. install_tools      wrk, nginx, HAProxy, curl from Debian's packages if missing
+#   1. install_tools      wrk, nginx, HAProxy, curl, openssl from Debian's packages if missing
 #   2. build              cargo build --release
 #   3. spawn_join_bench   cargo bench --bench spawn_join, if that target exists
 #   4. write_configs      three nginx backends, the nginx and HAProxy proxies, our configs (two
-#                         modes, and pooled with 10 routes in front)
+#                         modes, and pooled with 10 routes in front); for the HTTPS scenarios an
+#                         ECDSA P-256 certificate made with openssl into the temp dir (never
+#                         kept) and a TLS variant of each proxy's config (nginx, HAProxy, ours in
+#                         both modes) that also listens for HTTPS with it
 #   5. start_backends     one nginx process serving three identical backends on loopback
-#   6. smoke_test         each target answers 200 with the right body sizes before any load
+#   6. smoke_test         each target answers 200 with the right body sizes before any load; each
+#                         TLS target answers 200 over https, and resumes an OpenSSL client's
+#                         session (TLS 1.3 ticket, TLS 1.2 ticket, TLS 1.2 session ID)
 #   7. run_scenarios      every scenario against the targets, interleaved, N rounds; a fresh
 #                         proxy process per run (so peak RSS is per run). `routed` (pooled with
-#                         10 routes) runs in the keep-alive scenarios only
+#                         10 routes) runs in the keep-alive scenarios only. The HTTPS scenarios
+#                         (tls_ka50, tls_1mib10, tls_new50) run ours spawn, ours pooled, nginx
+#                         and HAProxy terminating TLS (no `direct`: the backends speak plain
+#                         HTTP). In a default run (all scenarios) they run one round, not three,
+#                         for the 15 minutes: a round of them takes about 70 s, and a default
+#                         run with two measured 16m11s (on a machine busy with another
+#                         benchmark), so about 15 minutes with one. Named in BENCH_SCENARIOS,
+#                         they run BENCH_ROUNDS rounds
 #   8. idle_10k           our load balancer's RSS with 10,000 idle keep-alive connections
 #   9. pool_sizes         ours at several `workers` counts: RSS and threads at start, ka50 and
 #                         ka200 req/s and p99, peak RSS
 #  10. write_report       tables on stdout as it goes, and bench/results.md at the end
 #
-# Tunables (environment): BENCH_ROUNDS (3), BENCH_DURATION (4 s per measured run),
-# BENCH_WARMUP (1 s), BENCH_PORT_BASE (19000), BENCH_SCENARIOS (all; or ids such as
-# "ka50 close50"), BENCH_IDLE_10K (1; 0 skips it), BENCH_POOL_SIZES ("64 256 1024"; "0" skips
-# it), BENCH_OUT (bench/results.md).
+# Tunables (environment): BENCH_ROUNDS (3), BENCH_TLS_ROUNDS (1 with all scenarios, else
+# BENCH_ROUNDS), BENCH_DURATION (4 s per measured run), BENCH_WARMUP (1 s), BENCH_PORT_BASE
+# (19000), BENCH_SCENARIOS (all; or ids such as "ka50 close50 tls_new50"), BENCH_IDLE_10K (1; 0
+# skips it), BENCH_POOL_SIZES ("64 256 1024"; "0" skips it), BENCH_OUT (bench/results.md).
 #
 # All traffic goes to loopback: 127.0.0.1, and 127.0.1.1-127.0.1.200 as the slow clients' source
 # addresses. Every process is started in the background with its pid kept,
@@ -38,6 +50,10 @@ DURATION=${BENCH_DURATION:-4}
 WARMUP=${BENCH_WARMUP:-1}
 PORT_BASE=${BENCH_PORT_BASE:-19000}
 ONLY=${BENCH_SCENARIOS:-all}
+# The HTTPS scenarios' rounds: 1 in a run of all scenarios (the plain ones take about 14 of the
+# 15 minutes, and a round of the three HTTPS ones takes about 70 s), ROUNDS when scenarios are
+# named in BENCH_SCENARIOS; BENCH_TLS_ROUNDS overrides both.
+if [[ $ONLY == all ]]; then TLS_ROUNDS=${BENCH_TLS_ROUNDS:-1}; else TLS_ROUNDS=${BENCH_TLS_ROUNDS:-$ROUNDS}; fi
 IDLE_10K=${BENCH_IDLE_10K:-1}
 POOL_SIZES=${BENCH_POOL_SIZES:-64 256 1024}
 OUT=${BENCH_OUT:-$BENCH_DIR/results.md}
@@ -60,24 +76,45 @@ SLOW_PRESSURE=$((SLOW_LORIS + SLOW_UPLOADS + SLOW_READERS))
 BACKEND_PORTS=($((PORT_BASE + 1)) $((PORT_BASE + 2)) $((PORT_BASE + 3)))
 declare -A PORT=([direct]=$((PORT_BASE + 1)) [spawn]=$((PORT_BASE + 81)) [pooled]=$((PORT_BASE + 82))
                  [nginx]=$((PORT_BASE + 83)) [haproxy]=$((PORT_BASE + 84)) [routed]=$((PORT_BASE + 85)))
+# HTTPS ports of the TLS configs (which also keep the plain listener on PORT: ours serves its
+# metrics there, and all three listen on both, alike).
+declare -A TLS_PORT=([spawn]=$((PORT_BASE + 91)) [pooled]=$((PORT_BASE + 92)) [nginx]=$((PORT_BASE + 93))
+                     [haproxy]=$((PORT_BASE + 94)))
 # `routed` is ours in pooled mode with 10 routes in front of the same pool: a cost check of
 # routing beside `pooled`, not a third mode. It runs right after `pooled` in each round, and only
 # in ROUTED_SCENARIOS.
 TARGETS=(direct spawn pooled routed nginx haproxy)
 ROUTED_SCENARIOS="ka10 ka50 ka200"
+# The HTTPS scenarios' targets: the three proxies terminating TLS, with plain HTTP to the same
+# backends. No `direct` (the backends serve no TLS) and no `routed`.
+TLS_TARGETS=(spawn pooled nginx haproxy)
 
 # Scenarios: id | title | unit | connections | path | wrk script | idle connections held |
-# slow clients held
+# slow clients held | scheme (http or https) | goal (ours ÷ the better peer, or empty)
 SCENARIOS=(
-  "ka10|keep-alive, 10 connections|req/s|10|/|keepalive.lua|0|0"
-  "ka50|keep-alive, 50 connections|req/s|50|/|keepalive.lua|0|0"
-  "ka200|keep-alive, 200 connections|req/s|200|/|keepalive.lua|0|0"
-  "close50|Connection: close, 50 connections|req/s|50|/|close.lua|0|0"
-  "large10|1 MiB responses, 10 connections|MiB/s|10|/1m|keepalive.lua|0|0"
-  "upload10|64 KiB uploads (POST), 10 connections|req/s|10|/upload|upload.lua|0|0"
-  "idle1000|idle pressure: 1,000 idle keep-alive connections + 10 active|req/s|10|/|keepalive.lua|$IDLE_PRESSURE|0"
-  "slow1000|slow clients: 1,000 slowloris + 200 slow uploads + 100 slow readers + 10 active|req/s|10|/|keepalive.lua|0|$SLOW_PRESSURE"
+  "ka10|keep-alive, 10 connections|req/s|10|/|keepalive.lua|0|0|http|"
+  "ka50|keep-alive, 50 connections|req/s|50|/|keepalive.lua|0|0|http|"
+  "ka200|keep-alive, 200 connections|req/s|200|/|keepalive.lua|0|0|http|"
+  "close50|Connection: close, 50 connections|req/s|50|/|close.lua|0|0|http|"
+  "large10|1 MiB responses, 10 connections|MiB/s|10|/1m|keepalive.lua|0|0|http|"
+  "upload10|64 KiB uploads (POST), 10 connections|req/s|10|/upload|upload.lua|0|0|http|"
+  "idle1000|idle pressure: 1,000 idle keep-alive connections + 10 active|req/s|10|/|keepalive.lua|$IDLE_PRESSURE|0|http|"
+  "slow1000|slow clients: 1,000 slowloris + 200 slow uploads + 100 slow readers + 10 active|req/s|10|/|keepalive.lua|0|$SLOW_PRESSURE|http|"
+  "tls_ka50|HTTPS keep-alive, 50 connections|req/s|50|/|keepalive.lua|0|0|https|"
+  "tls_1mib10|HTTPS 1 MiB responses, 10 connections|MiB/s|10|/1m|keepalive.lua|0|0|https|1.0"
+  "tls_new50|HTTPS new connections (Connection: close), 50 connections|req/s|50|/|close.lua|0|0|https|0.9"
 )
+
+# Every id named in BENCH_SCENARIOS must be one of the above: an unknown one would otherwise run
+# nothing and write an empty report.
+if [[ $ONLY != all ]]; then
+  for wanted in $ONLY; do
+    known=0
+    for line in "${SCENARIOS[@]}"; do [[ ${line%%|*} == "$wanted" ]] && known=1; done
+    ((known)) || { echo "BENCH_SCENARIOS: unknown scenario '$wanted' (known: $(printf '%s ' "${SCENARIOS[@]%%|*}"))" >&2; exit 2; }
+  done
+  unset wanted known line
+fi
 
 START_TIME=$(date +%s)
 LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)   # was the machine quiet when we began?
@@ -194,6 +231,7 @@ install_tools() {
   command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
   command -v haproxy >/dev/null || [[ -x /usr/sbin/haproxy ]] || missing+=(haproxy)
   command -v curl >/dev/null || missing+=(curl)
+  command -v openssl >/dev/null || missing+=(openssl)
   command -v python3 >/dev/null || missing+=(python3)
   command -v pgrep >/dev/null || missing+=(procps)
   if ((${#missing[@]})); then
@@ -280,12 +318,70 @@ EOF
     echo "}"
   } >"$WORK/nginx-backend/nginx.conf"
 
-  # nginx as a proxy: 2 worker processes, an upstream pool with keepalive.
-  cat >"$WORK/nginx-proxy/nginx.conf" <<EOF
+  # nginx and HAProxy as proxies (write_nginx_proxy_config, write_haproxy_config); their TLS
+  # variants are the same plus an HTTPS listener with one certificate for all three proxies, made
+  # now, in the temp dir.
+  write_nginx_proxy_config "$WORK/nginx-proxy" ""
+  write_haproxy_config "$WORK/haproxy.cfg" ""
+  make_certificate
+  write_nginx_proxy_config "$WORK/nginx-proxy-tls" "
+        listen 127.0.0.1:${TLS_PORT[nginx]} ssl;
+        ssl_certificate $TLS_DIR/cert.pem;
+        ssl_certificate_key $TLS_DIR/key.pem;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache shared:SSL:10m;
+        ssl_session_tickets on;"
+  write_haproxy_config "$WORK/haproxy-tls.cfg" \
+    "    bind 127.0.0.1:${TLS_PORT[haproxy]} ssl crt $TLS_DIR/cert-and-key.pem alpn http/1.1 ssl-min-ver TLSv1.2 ssl-max-ver TLSv1.3
+"
+
+  # Ours, one config per pairThreads mode (and, for pool_sizes, per workers count).
+  local mode n
+  for mode in spawn pooled; do
+    write_lb_config "$mode" "$LB_WORKERS" "$WORK/lb-$mode.json"
+    write_lb_config "$mode" "$LB_WORKERS" "$WORK/lb-$mode-tls.json" "$mode" \
+      "  \"tlsListen\": \"127.0.0.1:${TLS_PORT[$mode]}\",
+  \"certificates\": [{\"certFile\": \"$TLS_DIR/cert.pem\", \"keyFile\": \"$TLS_DIR/key.pem\"}],
+"
+    for n in $POOL_SIZES; do
+      [[ $n == 0 ]] || write_lb_config "$mode" "$n" "$WORK/lb-$mode-w$n.json"
+    done
+  done
+  write_lb_routed_config "$WORK/lb-routed.json"
+
+  "$NGINX" -t -q -e "$WORK/nginx-backend/error.log" -p "$WORK/nginx-backend/" -c "$WORK/nginx-backend/nginx.conf"
+  "$NGINX" -t -q -e "$WORK/nginx-proxy/error.log" -p "$WORK/nginx-proxy/" -c "$WORK/nginx-proxy/nginx.conf"
+  "$NGINX" -t -q -e "$WORK/nginx-proxy-tls/error.log" -p "$WORK/nginx-proxy-tls/" -c "$WORK/nginx-proxy-tls/nginx.conf"
+  "$HAPROXY" -c -q -f "$WORK/haproxy.cfg"
+  "$HAPROXY" -c -q -f "$WORK/haproxy-tls.cfg"
+}
+
+# make_certificate: a self-signed ECDSA P-256 certificate for localhost and 127.0.0.1, and its
+# key, in TLS_DIR under the temp dir (removed with it at exit, never kept). nginx and ours read
+# the two PEM files, HAProxy the two in one file.
+TLS_DIR=
+make_certificate() {
+  TLS_DIR=$WORK/tls
+  mkdir -p "$TLS_DIR"
+  chmod 700 "$TLS_DIR"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+    -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/cert.pem" >"$WORK/logs/openssl-req.log" 2>&1 \
+    || { cat "$WORK/logs/openssl-req.log" >&2; exit 1; }
+  cat "$TLS_DIR/cert.pem" "$TLS_DIR/key.pem" >"$TLS_DIR/cert-and-key.pem"
+}
+
+# write_nginx_proxy_config DIR TLS: nginx as a proxy, 2 worker processes, an upstream pool with
+# keepalive, its files under DIR; TLS is more lines for the server block (an HTTPS listener and
+# its settings), or empty.
+write_nginx_proxy_config() {
+  local dir=$1 tls=$2
+  mkdir -p "$dir"
+  cat >"$dir/nginx.conf" <<EOF
 worker_processes $PROXY_CPUS;
 worker_rlimit_nofile 20000;
-pid $WORK/nginx-proxy/nginx.pid;
-error_log $WORK/nginx-proxy/error.log warn;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
 events { worker_connections 9000; }
 http {
     access_log off;
@@ -293,11 +389,11 @@ http {
     keepalive_requests 1000000;
     client_max_body_size 1m;
     client_body_buffer_size 128k;
-    client_body_temp_path $WORK/nginx-proxy/body;
-    proxy_temp_path $WORK/nginx-proxy/proxy;
-    fastcgi_temp_path $WORK/nginx-proxy/fastcgi;
-    uwsgi_temp_path $WORK/nginx-proxy/uwsgi;
-    scgi_temp_path $WORK/nginx-proxy/scgi;
+    client_body_temp_path $dir/body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
     upstream backends {
         server 127.0.0.1:${BACKEND_PORTS[0]};
         server 127.0.0.1:${BACKEND_PORTS[1]};
@@ -306,7 +402,7 @@ http {
         keepalive_requests 1000000;
     }
     server {
-        listen 127.0.0.1:${PORT[nginx]};
+        listen 127.0.0.1:${PORT[nginx]};$tls
         location / {
             proxy_pass http://backends;
             proxy_http_version 1.1;
@@ -315,13 +411,22 @@ http {
     }
 }
 EOF
+}
 
-  # HAProxy: 2 threads, round robin over the same three backends.
-  cat >"$WORK/haproxy.cfg" <<EOF
+# write_haproxy_config FILE TLS: HAProxy, 2 threads, round robin over the same three backends;
+# TLS is a second `bind` line (HTTPS) for the frontend, or empty. With TLS, also a stats socket,
+# for each run's handshake counters (full and reused), and `tune.ssl.cachesize` written out at
+# its default (20,000 sessions); tickets are on by default.
+write_haproxy_config() {
+  local file=$1 tls=$2 global_tls=
+  [[ -z $tls ]] || global_tls="    tune.ssl.cachesize 20000
+    stats socket $WORK/haproxy-tls.sock mode 600 level operator
+"
+  cat >"$file" <<EOF
 global
     nbthread $PROXY_CPUS
     maxconn 9000
-
+${global_tls}
 defaults
     mode http
     maxconn 9000
@@ -333,7 +438,7 @@ defaults
 
 frontend bench
     bind 127.0.0.1:${PORT[haproxy]}
-    default_backend backends
+${tls}    default_backend backends
 
 backend backends
     balance roundrobin
@@ -341,20 +446,6 @@ backend backends
     server b2 127.0.0.1:${BACKEND_PORTS[1]}
     server b3 127.0.0.1:${BACKEND_PORTS[2]}
 EOF
-
-  # Ours, one config per pairThreads mode (and, for pool_sizes, per workers count).
-  local mode n
-  for mode in spawn pooled; do
-    write_lb_config "$mode" "$LB_WORKERS" "$WORK/lb-$mode.json"
-    for n in $POOL_SIZES; do
-      [[ $n == 0 ]] || write_lb_config "$mode" "$n" "$WORK/lb-$mode-w$n.json"
-    done
-  done
-  write_lb_routed_config "$WORK/lb-routed.json"
-
-  "$NGINX" -t -q -e "$WORK/nginx-backend/error.log" -p "$WORK/nginx-backend/" -c "$WORK/nginx-backend/nginx.conf"
-  "$NGINX" -t -q -e "$WORK/nginx-proxy/error.log" -p "$WORK/nginx-proxy/" -c "$WORK/nginx-proxy/nginx.conf"
-  "$HAPROXY" -c -q -f "$WORK/haproxy.cfg"
 }
 
 # write_lb_config MODE WORKERS FILE: our config. idleTimeout is raised from 5 s to nginx's 75 s
@@ -438,7 +529,7 @@ BACKEND_PID=
 start_backends() {
   local p
   for p in "${BACKEND_PORTS[@]}" "${PORT[spawn]}" "${PORT[pooled]}" "${PORT[routed]}" "${PORT[nginx]}" \
-    "${PORT[haproxy]}"; do
+    "${PORT[haproxy]}" "${TLS_PORT[@]}"; do
     if port_in_use "$p"; then
       echo "port $p on 127.0.0.1 is already in use: set BENCH_PORT_BASE to a free range" >&2
       exit 1
@@ -454,24 +545,40 @@ start_backends() {
 }
 
 PROXY_PID=
+# SCHEME: http, or https while the HTTPS scenarios (and their smoke test) run: start_target then
+# starts each proxy with its TLS config and waits for its HTTPS port, and log_problems reads that
+# config's log.
+SCHEME=http
+
+# target_port TARGET: the port wrk is sent to, for the current SCHEME.
+target_port() {
+  if [[ $SCHEME == https ]]; then echo "${TLS_PORT[$1]}"; else echo "${PORT[$1]}"; fi
+}
+
+# nginx_dir: the nginx proxy's directory (config, error log) for the current SCHEME.
+nginx_dir() {
+  if [[ $SCHEME == https ]]; then echo "$WORK/nginx-proxy-tls"; else echo "$WORK/nginx-proxy"; fi
+}
+
 # start_target TARGET [CONFIG]: a fresh proxy process (nothing for `direct`); sets PROXY_PID.
 # CONFIG is one of our configs other than the target's usual one (pool_sizes).
 start_target() {
-  local target=$1 log=$WORK/logs/$1.log
+  local target=$1 log=$WORK/logs/$1.log dir tls=
   PROXY_PID=
+  [[ $SCHEME == https ]] && tls=-tls
   case $target in
     direct) return 0 ;;
     spawn | pooled | routed)
-      start_bg "$target" "$log" env RUST_LOG=warn "$LB" --config "${2:-$WORK/lb-$target.json}" ;;
+      start_bg "$target" "$log" env RUST_LOG=warn "$LB" --config "${2:-$WORK/lb-$target$tls.json}" ;;
     nginx)
-      : >"$WORK/nginx-proxy/error.log"   # per run, so its warnings can be counted
-      start_bg nginx "$log" "$NGINX" -e "$WORK/nginx-proxy/error.log" -p "$WORK/nginx-proxy/" \
-        -c "$WORK/nginx-proxy/nginx.conf" -g 'daemon off;' ;;
+      dir=$(nginx_dir)
+      : >"$dir/error.log"   # per run, so its warnings can be counted
+      start_bg nginx "$log" "$NGINX" -e "$dir/error.log" -p "$dir/" -c "$dir/nginx.conf" -g 'daemon off;' ;;
     haproxy)
-      start_bg haproxy "$log" "$HAPROXY" -db -f "$WORK/haproxy.cfg" ;;
+      start_bg haproxy "$log" "$HAPROXY" -db -f "$WORK/haproxy$tls.cfg" ;;
   esac
   PROXY_PID=$LAST_PID
-  if ! wait_port "${PORT[$target]}" "$PROXY_PID"; then
+  if ! wait_port "$(target_port "$target")" "$PROXY_PID"; then
     echo "$target did not start listening; its log:" >&2
     tail -20 "$log" >&2
     return 1
@@ -492,13 +599,51 @@ log_problems() {
   local target=$1 file pattern lines
   case $target in
     spawn | pooled | routed) file=$WORK/logs/$target.log pattern=' (WARN|ERROR) ' ;;
-    nginx) file=$WORK/nginx-proxy/error.log pattern='\[(warn|error|crit|alert|emerg)\]' ;;
+    nginx) file=$(nginx_dir)/error.log pattern='\[(warn|error|crit|alert|emerg)\]' ;;
     haproxy) file=$WORK/logs/haproxy.log pattern='\[(WARNING|ALERT)\]' ;;
     *) printf '0\t\n'; return 0 ;;
   esac
   lines=$(grep -E "$pattern" "$file" 2>/dev/null || true)
   if [[ -z $lines ]]; then printf '0\t\n'; return 0; fi
   printf '%s\t%s\n' "$(wc -l <<<"$lines")" "$(head -1 <<<"$lines" | cut -c1-160)"
+}
+
+# tls_handshakes TARGET: "FULL RESUMED FAILED", the TLS handshakes the running proxy has counted
+# on its HTTPS listener so far, or "" where it has no such counters (nginx). Ours: its Prometheus
+# metrics on the plain listener (`lb_tls_handshakes_total` by kind, and the sum of
+# `lb_tls_handshake_failures_total`). HAProxy: `show stat` on the TLS config's stats socket, the
+# frontend's `ssl_sess` (new sessions: full handshakes), `ssl_reused_sess` and
+# `ssl_failed_handshake`.
+tls_handshakes() {
+  case $1 in
+    spawn | pooled)
+      curl -s --max-time 3 "http://127.0.0.1:${PORT[$1]}/lb-metrics/prometheus" 2>/dev/null | awk '
+        /^lb_tls_handshakes_total\{kind="full"\}/ {full = $2}
+        /^lb_tls_handshakes_total\{kind="resumed"\}/ {resumed = $2}
+        /^lb_tls_handshake_failures_total\{/ {failed += $2}
+        END {if (full != "") printf "%d %d %d\n", full, resumed, failed}' ;;
+    haproxy)
+      python3 - "$WORK/haproxy-tls.sock" <<'PY' 2>/dev/null || true
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(3)
+s.connect(sys.argv[1])
+s.sendall(b"show stat\n")
+out = b""
+while True:
+    d = s.recv(65536)
+    if not d:
+        break
+    out += d
+lines = out.decode().splitlines()
+head = lines[0].lstrip("# ").split(",")
+for line in lines[1:]:
+    row = dict(zip(head, line.split(",")))
+    if row.get("pxname") == "bench" and row.get("svname") == "FRONTEND":
+        print(row.get("ssl_sess") or 0, row.get("ssl_reused_sess") or 0, row.get("ssl_failed_handshake") or 0)
+PY
+      ;;
+  esac
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -526,6 +671,82 @@ smoke_test() {
     stop_target
   done
   log "smoke test passed: every target answers /, /1m and POST /upload as expected"
+  smoke_tls
+}
+
+# smoke_tls: each TLS target, with its TLS config, answers / and /1m over https (curl), and
+# resumes an OpenSSL client's session three ways: a TLS 1.3 ticket, a TLS 1.2 ticket, a TLS 1.2
+# session ID (the client sends no ticket); `openssl s_client` twice each, -sess_out then -sess_in,
+# the second one's answer must say "Reused" and carry a 200. What was negotiated (protocol,
+# cipher, key exchange group, signature) goes to the report.
+smoke_tls() {
+  local target port got expect path code size how flags first second out=$WORK/meta/tls_smoke.md
+  local req=$'GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n' row negotiated
+  SCHEME=https
+  if ! getent ahosts localhost | grep -q '^127\.0\.0\.1 '; then
+    echo "smoke test: the HTTPS scenarios send wrk to https://localhost:PORT, and localhost does not resolve to 127.0.0.1 here" >&2
+    exit 1
+  fi
+  {
+    echo "| target | / and /1m over https | TLS 1.3 ticket | TLS 1.2 ticket | TLS 1.2 session ID | negotiated by \`openssl s_client\` (TLS 1.3) |"
+    echo "| --- | --- | --- | --- | --- | --- |"
+  } >"$out"
+  for target in "${TLS_TARGETS[@]}"; do
+    start_target "$target" || exit 1
+    port=$(target_port "$target")
+    for expect in "/ 200 64" "/1m 200 1048576"; do
+      read -r path code size <<<"$expect"
+      got=$(curl -sk -o /dev/null --max-time 5 -w '%{http_code} %{size_download}' "https://localhost:$port$path")
+      if [[ $got != "$code $size" ]]; then
+        echo "smoke test: $target https $path answered '$got', expected '$code $size'" >&2
+        exit 1
+      fi
+    done
+    row="| $(target_label "$target") | 200, 200 |"
+    negotiated=
+    for how in "TLS 1.3 ticket:-tls1_3" "TLS 1.2 ticket:-tls1_2" "TLS 1.2 session ID:-tls1_2 -no_ticket"; do
+      flags=${how#*:}
+      # shellcheck disable=SC2086  # flags are several words on purpose
+      first=$(printf '%s' "$req" | timeout 5 openssl s_client -connect "127.0.0.1:$port" -servername localhost \
+        $flags -sess_out "$WORK/tls/session" -ign_eof 2>&1 || true)
+      # shellcheck disable=SC2086
+      second=$(printf '%s' "$req" | timeout 5 openssl s_client -connect "127.0.0.1:$port" -servername localhost \
+        $flags -sess_in "$WORK/tls/session" -ign_eof 2>&1 || true)
+      rm -f "$WORK/tls/session"
+      if ! grep -q '^New, TLSv1' <<<"$first" || ! grep -q 'HTTP/1.1 200' <<<"$first"; then
+        echo "smoke test: $target over https (${how%%:*}) did not answer a first handshake and request:" >&2
+        grep -E '^(New|Reused),|error|alert|HTTP/' <<<"$first" | head -5 >&2
+        exit 1
+      fi
+      if ! grep -q '^Reused, TLSv1' <<<"$second" || ! grep -q 'HTTP/1.1 200' <<<"$second"; then
+        echo "smoke test: $target over https did not resume a session (${how%%:*}):" >&2
+        grep -E '^(New|Reused),|error|alert|HTTP/' <<<"$second" | head -5 >&2
+        exit 1
+      fi
+      row+=" resumed |"
+      [[ -n $negotiated ]] || negotiated=$(awk -F': ' '
+        /^New, / {sub(/^New, /, ""); sub(/, Cipher is /, ", "); p = $0}
+        /^Server Temp Key:/ {k = $2}
+        /^Peer signature type:/ {g = $2}
+        END {printf "%s, %s, %s signature", p, k, g}' <<<"$first")
+    done
+    echo "$row $negotiated |" >>"$out"
+    stop_target
+  done
+  SCHEME=http
+  printf 'tls_smoke\t@%s\n' "$out" >>"$META"
+  log "smoke test passed: every TLS target answers / and /1m over https and resumes sessions (TLS 1.3 and 1.2)"
+}
+
+# target_label TARGET: the report's name for a target.
+target_label() {
+  case $1 in
+    spawn) echo "loadbalancer, pairThreads spawn" ;;
+    pooled) echo "loadbalancer, pairThreads pooled" ;;
+    nginx) echo "nginx" ;;
+    haproxy) echo "HAProxy" ;;
+    *) echo "$1" ;;
+  esac
 }
 
 # smoke_routes PORT: the routed config's other routes answer as written (so its routes are the
@@ -552,18 +773,27 @@ smoke_routes() {
 # ---------------------------------------------------------------------------------------------
 # 7. One measured run, and the scenario loop
 
-# run_one SCENARIO-FIELDS... TARGET ROUND (a proxy that fails to start is recorded with wrk-rc 99)
+# run_one SCENARIO-FIELDS... TARGET ROUND (a proxy that fails to start is recorded with wrk-rc 99).
+# The scheme field picks the proxy's config, its port and the URL (SCHEME, set by run_scenarios).
 run_one() {
-  local id=$1 title=$2 unit=$3 conns=$4 path=$5 script=$6 idle=$7 slow=$8 target=$9 round=${10}
-  local port=${PORT[$target]} tag="$id-$target-r$round"
-  local url="http://127.0.0.1:$port$path" lua=$WORK/$script
+  local id=$1 title=$2 unit=$3 conns=$4 path=$5 script=$6 idle=$7 slow=$8 scheme=$9 goal=${10}
+  local target=${11} round=${12}
+  local port tag="$id-$target-r$round" host=127.0.0.1
+  port=$(target_port "$target")
+  # Over https, the name `localhost` (smoke_tls checks that it resolves to 127.0.0.1; wrk and
+  # curl go on to the next address if one refuses, ::1 say): wrk sends its URL's host as SNI, and
+  # an IP address there is not allowed (RFC 6066), which rustls logs as a warning on every
+  # handshake and the peers ignore.
+  [[ $scheme == https ]] && host=localhost
+  local url="$scheme://$host:$port$path" lua=$WORK/$script
   local wrk_out=$WORK/runs/$tag.wrk idle_out= idle_pid= probe_pid= probe_out=$WORK/runs/$tag.probe
-  local slow_out= slow_pid=
+  local slow_out= slow_pid= hs0= hs1=
   local wrk_rc=0 rss=0 alive_flag=1 t0 t1 b0 b1 pids i
 
   if ! start_target "$target"; then
     python3 "$LIB/report.py" record --data "$DATA" --wrk-out /dev/null --wrk-rc 99 --scenario "$id" \
-      --title "$title" --unit "$unit" --round "$round" --target "$target" --alive 0
+      --title "$title" --unit "$unit" --round "$round" --target "$target" --alive 0 \
+      --scheme "$scheme" --goal "$goal"
     stop_target
     return 0
   fi
@@ -600,10 +830,12 @@ run_one() {
   # halfway through on a fresh connection (a pool that starves connections shows up there).
   timeout $((WARMUP + 15)) wrk -t"$WRK_THREADS" -c"$conns" -d"${WARMUP}s" --timeout 3s -s "$lua" "$url" \
     >"$WORK/runs/$tag.warmup" 2>&1 || true
+  # HTTPS: the proxy's handshake counters around the measured run (ours and HAProxy).
+  [[ $scheme == https ]] && hs0=$(tls_handshakes "$target")
   pids=$( [[ -n $PROXY_PID ]] && pids_of_tree "$PROXY_PID" || true)
   t0=$( [[ -n $pids ]] && cpu_ticks $pids || echo -1)
   b0=$(cpu_ticks $(pids_of_tree "$BACKEND_PID"))
-  start_bg probe "$probe_out" bash -c "sleep $(( (DURATION + 1) / 2 )); curl -s -o /dev/null --max-time 3 -w '%{http_code} %{time_total}' '$url'"
+  start_bg probe "$probe_out" bash -c "sleep $(( (DURATION + 1) / 2 )); curl -sk -o /dev/null --max-time 3 -w '%{http_code} %{time_total}' '$url'"
   probe_pid=$LAST_PID
   timeout $((DURATION + 15)) wrk -t"$WRK_THREADS" -c"$conns" -d"${DURATION}s" --timeout 3s --latency -s "$lua" "$url" \
     >"$wrk_out" 2>&1 || wrk_rc=$?
@@ -613,6 +845,7 @@ run_one() {
     t1=$(cpu_ticks $pids)
     rss=$(peak_rss_kib $pids)
     alive "$PROXY_PID" || alive_flag=0
+    [[ $scheme == https ]] && hs1=$(tls_handshakes "$target")
   else
     t0=0 t1=-1
   fi
@@ -634,22 +867,31 @@ run_one() {
     --rss-kib "$rss" --proxy-ticks $((t1 - t0)) --backend-ticks $((b1 - b0)) --clk-tck "$CLK_TCK" \
     --probe "$(cat "$probe_out" 2>/dev/null || true)" --alive "$alive_flag" \
     ${idle_out:+--idle-out "$idle_out"} --idle-count "$idle" \
-    ${slow_out:+--slow-out "$slow_out"} --slow-count "$slow"
+    ${slow_out:+--slow-out "$slow_out"} --slow-count "$slow" \
+    --scheme "$scheme" --goal "$goal" --handshakes-before "$hs0" --handshakes-after "$hs1"
 }
 
 run_scenarios() {
-  local line id title unit conns path script idle slow round target
+  local line id title unit conns path script idle slow scheme goal round target rounds targets
   for line in "${SCENARIOS[@]}"; do
-    IFS='|' read -r id title unit conns path script idle slow <<<"$line"
+    IFS='|' read -r id title unit conns path script idle slow scheme goal <<<"$line"
     [[ $ONLY == all || " $ONLY " == *" $id "* ]] || continue
     cat "$LIB/wrk/$script" "$LIB/wrk/done.lua" >"$WORK/$script"
-    log "scenario $id: $title ($ROUNDS rounds of ${WARMUP}s warm-up + ${DURATION}s)"
-    for ((round = 1; round <= ROUNDS; round++)); do
-      for target in "${TARGETS[@]}"; do
+    SCHEME=$scheme
+    if [[ $scheme == https ]]; then
+      rounds=$TLS_ROUNDS targets=("${TLS_TARGETS[@]}")
+    else
+      rounds=$ROUNDS targets=("${TARGETS[@]}")
+    fi
+    log "scenario $id: $title ($rounds rounds of ${WARMUP}s warm-up + ${DURATION}s)"
+    for ((round = 1; round <= rounds; round++)); do
+      for target in "${targets[@]}"; do
         [[ $target != routed || " $ROUTED_SCENARIOS " == *" $id "* ]] || continue
-        run_one "$id" "$title" "$unit" "$conns" "$path" "$script" "$idle" "$slow" "$target" "$round"
+        run_one "$id" "$title" "$unit" "$conns" "$path" "$script" "$idle" "$slow" "$scheme" "$goal" \
+          "$target" "$round"
       done
     done
+    SCHEME=http
     echo
     python3 "$LIB/report.py" table --data "$DATA" --scenario "$id"
     echo
@@ -801,7 +1043,7 @@ write_method() {
 - **Load**: \`wrk -t$WRK_THREADS\`, a ${WARMUP} s warm-up then a ${DURATION} s measured run, wrk's
   \`--timeout 3s\`. Interleaved: in each round every target runs once, in the order above
   (A B C … A B C …; the routed one, where it runs, right after pooled), $ROUNDS rounds per
-  scenario. Figures are medians over rounds; ratios
+  scenario ($TLS_ROUNDS for the HTTPS ones). Figures are medians over rounds; ratios
   are medians of per-round ratios. wrk, the proxy and the backend share the $(nproc) cores, so
   run-to-run noise is ±10–25% and only ratios inside one run mean much.
 - **Fresh process per run**: each proxy is started before each of its runs and stopped after it,
@@ -852,6 +1094,40 @@ write_method() {
     \`option http-buffer-request\`, a slow upload's complete head is forwarded to a backend at once
     and its body streamed as it comes.
 $slow_note
+- **HTTPS** (\`tls_ka50\`, \`tls_1mib10\`, \`tls_new50\`): ours in both modes, nginx and HAProxy each
+  terminate TLS on a second listener (the plain one stays, unused but for our metrics), with plain
+  HTTP to the same three backends as above; no direct line (the backends serve no TLS) and no
+  routed one. One certificate for all three: self-signed ECDSA P-256 (\`prime256v1\`) for
+  \`localhost\` and 127.0.0.1, made with \`openssl req\` into the run's temp dir when it starts and
+  deleted with it. TLS 1.2 and 1.3 on all three, and resumption on in all three, by ticket and by
+  session ID:
+  - ours: rustls (ring provider), stateless tickets (TLS 1.2 tickets, TLS 1.3 PSKs) and an
+    in-memory cache of 4,096 TLS 1.2 sessions, as built in (no setting);
+  - nginx: \`ssl_protocols TLSv1.2 TLSv1.3\`, \`ssl_session_cache shared:SSL:10m\` (about 40,000
+    sessions, shared by the workers), \`ssl_session_tickets on\`;
+  - HAProxy: \`ssl-min-ver TLSv1.2 ssl-max-ver TLSv1.3\`, \`alpn http/1.1\`, \`tune.ssl.cachesize
+    20000\` (its default, written out), tickets on (its default).
+
+  Cipher suites and groups are each one's defaults; the smoke test's table below shows what an
+  OpenSSL client gets from each, and that each resumes a TLS 1.3 ticket, a TLS 1.2 ticket and a
+  TLS 1.2 session ID. Session lifetimes (5 minutes for nginx and HAProxy, 12 hours for our tickets)
+  outlast a run either way. wrk (OpenSSL $(openssl version | awk '{print $2}')) negotiates TLS 1.3
+  and sends no ALPN; it is sent to \`https://localhost:PORT\`, because it sends its URL's host as
+  SNI and an IP address is not allowed there (RFC 6066: rustls logs a warning for it on every
+  handshake, nginx and HAProxy ignore it). \`tls_ka50\` and \`tls_1mib10\` are \`ka50\` and \`large10\` over https. \`tls_new50\`
+  is \`close50\` over https: a new TCP connection and a new TLS handshake per request. **wrk
+  resumes sessions across connections**: each connection slot keeps one OpenSSL \`SSL\` object,
+  which wrk ends with \`SSL_shutdown\` and \`SSL_clear\` and reconnects with, and \`SSL_clear\` keeps
+  the negotiated session, which the next handshake offers. So after each slot's first (full)
+  handshake every handshake is a resumed one (TLS 1.3: a ticket, with an X25519 exchange but no
+  certificate and no signature), for all three proxies alike; \`tls_new50\` measures new
+  connections with resumed handshakes, not full ones. The scenario tables count the handshakes of
+  each measured run where the proxy counts them (ours: \`lb_tls_handshakes_total\`; HAProxy: the
+  frontend's \`ssl_sess\` and \`ssl_reused_sess\`; nginx has no counter; "full" includes the
+  mid-run probe's). A failed one there is, once per run, wrk's own check as it starts (it
+  connects to the port and closes without a byte) and, in \`tls_new50\`, connections wrk cuts
+  mid-handshake when its run ends. Goals, as ours ÷ the better peer:
+  at least 1.0× for 1 MiB responses, at least 0.9× for new connections.
 EOF
   cat >"$WORK/meta/idle_method.md" <<EOF
 A fresh process per mode; \`bench/lib/idle_conns.py\` (which raises its own \`RLIMIT_NOFILE\`) opens

@@ -17,6 +17,10 @@ rounds; ratios are medians of the per-round ratios (each round's runs are close 
 
 The `routed` target (ours, pooled, with 10 routes in front of the same pool) is a cost check of
 routing, not a third mode: it is compared with `pooled` only, never with the peers.
+
+The HTTPS scenarios (scheme "https") run ours and the peers terminating TLS; their runs also carry
+the proxy's TLS handshake counts over the measured run (full, resumed, failed; none for nginx),
+and a scenario may carry a goal: ours ÷ the better peer at least so much.
 """
 
 import argparse
@@ -75,6 +79,18 @@ def parse_json_lines(path, event):
     return found
 
 
+def handshake_delta(before, after):
+    """{"full", "resumed", "failed"} counted between two "FULL RESUMED FAILED" readings, or None."""
+    try:
+        b = [int(x) for x in before.split()]
+        c = [int(x) for x in after.split()]
+    except ValueError:
+        return None
+    if len(b) != 3 or len(c) != 3:
+        return None
+    return dict(zip(("full", "resumed", "failed"), (y - x for x, y in zip(b, c))))
+
+
 def cmd_record(a):
     probe = None
     if a.probe:
@@ -94,16 +110,21 @@ def cmd_record(a):
         "slow_done": parse_json_lines(a.slow_out, "done") if a.slow_out else None,
         "slow_count": a.slow_count,
         "log_problems": a.log_problems,
+        "scheme": a.scheme,
+        "goal": float(a.goal) if a.goal else None,
+        "handshakes": handshake_delta(a.handshakes_before, a.handshakes_after),
     }
     with open(a.data, "a", encoding="utf-8") as f:
         f.write(json.dumps(rec) + "\n")
     problems = run_problems(rec)
     w = rec["wrk"] or {}
     rate = throughput(rec)
+    hs = rec["handshakes"]
     print(f"    {a.target:<8} round {a.round}: "
           + (f"{rate:,.1f} {a.unit}" if rate is not None else "no result")
           + (f", p99 {fmt_ms(w.get('p99_us'))} ms" if w else "")
           + (f", peak RSS {rec['rss_kib'] / 1024:.1f} MiB" if rec["rss_kib"] else "")
+          + (f", TLS handshakes {fmt_handshakes(hs)} (full / resumed / failed)" if hs else "")
           + ("" if not problems else "  !! " + "; ".join(problems)), flush=True)
 
 
@@ -232,6 +253,50 @@ def fmt_ratio(x):
     return "–" if x is None else f"{x:.2f}×"
 
 
+def fmt_handshakes(hs):
+    return "–" if not hs else f"{hs['full']:,} / {hs['resumed']:,} / {hs['failed']:,}"
+
+
+def is_https(rs):
+    return any(r.get("scheme") == "https" for r in rs)
+
+
+def best_peer(runs):
+    """The peer with the higher median throughput in these runs, or None."""
+    best = None
+    for peer, _ in PEERS:
+        peer_rate = median([throughput(r) for r in runs.get(peer, {}).values()])
+        if peer_rate is not None and (best is None or peer_rate > best[1]):
+            best = (peer, peer_rate)
+    return best[0] if best else None
+
+
+def round_ratios(runs, ours, peer, fn):
+    """fn(ours) / fn(peer) in each round where both ran, in round order."""
+    out = []
+    for rnd in sorted(runs.get(ours, {})):
+        theirs = runs.get(peer, {}).get(rnd)
+        if theirs is None:
+            continue
+        a, b = fn(runs[ours][rnd]), fn(theirs)
+        if a is not None and b:
+            out.append(a / b)
+    return out
+
+
+def goal_verdict(runs, ours, peer, goal):
+    """"1.21× (met; per round 0.76 / 1.67)": the median of the per-round ratios to `peer`, whether
+    it reaches `goal`, and the rounds themselves (with few rounds, one noisy run moves the median)."""
+    ratios = round_ratios(runs, ours, peer, throughput) if peer else []
+    if not ratios:
+        return "–"
+    ratio = median(ratios)
+    below = sum(1 for x in ratios if x < goal)
+    return (f"{ratio:.2f}× ({'met' if ratio >= goal else '**not met**'}; per round "
+            + " / ".join(f"{x:.2f}" for x in ratios)
+            + (f", {below} of {len(ratios)} below" if below else "") + ")")
+
+
 def median(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
@@ -300,10 +365,12 @@ def scenario_markdown(recs, scenario):
     title, unit = rs[0]["title"], rs[0]["unit"]
     runs = by_target_round(recs, scenario)
     idle = bool(rs[0].get("idle_count"))
+    https = is_https(rs)
     rate_head = "MiB/s" if unit == "MiB/s" else "req/s"
     headers = ["target", rate_head] + (["req/s"] if unit == "MiB/s" else []) + [
         "p50 ms", "p99 ms", "p99.9 ms", "peak RSS MiB", "proxy CPU µs/req",
-        "backend CPU µs/req", f"{rate_head} per round", "checks"]
+        "backend CPU µs/req", f"{rate_head} per round"] + (
+        ["TLS handshakes per round: full / resumed / failed"] if https else []) + ["checks"]
     rows = []
     for target, label in TARGETS:
         tr = runs.get(target)
@@ -336,28 +403,40 @@ def scenario_markdown(recs, scenario):
             "–" if target == "direct" else fmt_cpu(median([cpu_us_per_req(r, "proxy_ticks") for r in ordered])),
             fmt_cpu(median([cpu_us_per_req(r, "backend_ticks") for r in ordered])),
             " / ".join(fmt_short(throughput(r), unit) for r in ordered),
-            checks,
         ]
+        if https:
+            row.append("; ".join(fmt_handshakes(r.get("handshakes")) for r in ordered)
+                       if any(r.get("handshakes") for r in ordered) else "–")
+        row.append(checks)
         rows.append(row)
-    out = [f"### {title}", "", table(headers, rows, ["l"] + ["r"] * (len(headers) - 3) + ["l", "l"])]
+    tail = 3 if https else 2
+    out = [f"### {title}", "", table(headers, rows, ["l"] + ["r"] * (len(headers) - 1 - tail) + ["l"] * tail)]
     if rs[0].get("slow_count"):
         out += ["", slow_markdown(recs, scenario)]
 
     ratio_rows = []
+    direct = "direct" in runs
     for ours, olabel in OURS:
         if ours not in runs:
             continue
         row = [olabel]
-        for peer, _ in [("direct", "")] + PEERS:
+        for peer, _ in ([("direct", "")] if direct else []) + PEERS:
             row.append(fmt_ratio(per_round_ratio(runs, ours, peer, throughput)))
         for peer, _ in PEERS:
             row.append(fmt_ratio(per_round_ratio(runs, ours, peer, p99)))
         ratio_rows.append(row)
     if ratio_rows:
-        out += ["", table([f"ours ÷ other (median of per-round ratios)", f"{rate_head} ÷ direct",
-                           f"{rate_head} ÷ nginx", f"{rate_head} ÷ HAProxy",
-                           "p99 ÷ nginx", "p99 ÷ HAProxy"], ratio_rows)]
+        out += ["", table([f"ours ÷ other (median of per-round ratios)"]
+                          + ([f"{rate_head} ÷ direct"] if direct else [])
+                          + [f"{rate_head} ÷ nginx", f"{rate_head} ÷ HAProxy",
+                             "p99 ÷ nginx", "p99 ÷ HAProxy"], ratio_rows)]
         out += ["", f"Higher is better for {rate_head} ratios, lower is better for p99 ratios."]
+    goal = rs[0].get("goal")
+    peer = best_peer(runs)
+    if goal and peer:
+        verdicts = [f"{olabel} {goal_verdict(runs, ours, peer, goal)}" for ours, olabel in OURS if ours in runs]
+        out += ["", f"Goal: ours ≥ {goal:.1f}× the better peer's {rate_head} ({LABEL[peer]}, the"
+                    f" faster by median here): " + "; ".join(verdicts) + "."]
     if "routed" in runs and "pooled" in runs:
         out += ["", routed_markdown(runs, rate_head)]
     return "\n".join(out) + "\n"
@@ -505,17 +584,33 @@ def summary_markdown(recs):
             lat = median([p99(r) for r in tr])
             flag = " ⚠" if any(run_problems(r) for r in tr) else ""
             row.append(f"{fmt_rate(rate, unit)} ({fmt_ms(lat)}){flag}" if tr else "–")
+        peer = best_peer(runs)
         for ours, _ in OURS:
-            best = None
-            for peer, _ in PEERS:
-                peer_rate = median([throughput(r) for r in runs.get(peer, {}).values()])
-                if peer_rate is not None and (best is None or peer_rate > best[1]):
-                    best = (peer, peer_rate)
-            row.append(fmt_ratio(per_round_ratio(runs, ours, best[0], throughput)) if best else "–")
+            row.append(fmt_ratio(per_round_ratio(runs, ours, peer, throughput)) if peer else "–")
         if routed:
             row.append(fmt_ratio3(per_round_ratio(runs, "routed", "pooled", throughput)))
         rows.append(row)
     return table(headers, rows, ["l"] + ["r"] * (len(headers) - 1))
+
+
+def goals_markdown(recs):
+    """The scenarios that carry a goal (ours ÷ the better peer), and whether it was met."""
+    rows = []
+    for sc in scenario_ids(recs):
+        rs = [r for r in recs if r["scenario"] == sc]
+        goal = rs[0].get("goal")
+        if not goal:
+            continue
+        runs = by_target_round(recs, sc)
+        peer = best_peer(runs)
+        row = [f"`{sc}`: {rs[0]['title']}", f"≥ {goal:.1f}×", LABEL[peer] if peer else "–"]
+        for ours, _ in OURS:
+            row.append(goal_verdict(runs, ours, peer, goal))
+        rows.append(row)
+    if not rows:
+        return ""
+    return table(["scenario", "goal: ours ÷ better peer", "better peer (by median)",
+                  "ours spawn", "ours pooled"], rows, ["l", "r", "l", "r", "r"])
 
 
 def idle_markdown(path):
@@ -635,6 +730,26 @@ def cmd_markdown(a):
         "",
         summary_markdown(recs),
         "",
+    ]
+    goals = goals_markdown(recs)
+    if goals:
+        parts += ["Goals: ours ÷ the better peer (the faster by median), the median of the per-round"
+                  " ratios, with each round's ratio beside it. The HTTPS scenarios may have fewer"
+                  " rounds (see the method); with one or two, one noisy run of a peer moves the"
+                  " figure, and a goal is met with confidence only where every round, of several,"
+                  " meets it.",
+                  "", goals, ""]
+    if is_https(recs) and m.get("tls_smoke"):
+        parts += ["## HTTPS: what each target negotiated and resumed (smoke test, before the load)",
+                  "",
+                  "`openssl s_client` against each TLS target, twice per row (`-sess_out`, then"
+                  " `-sess_in`): \"resumed\" means the second handshake reused the first's session"
+                  " and its `GET /` got a 200. \"TLS 1.2 session ID\" is with `-no_ticket`, so the"
+                  " server's session cache is what resumes it.",
+                  "",
+                  m["tls_smoke"],
+                  ""]
+    parts += [
         "## Scenarios",
         "",
     ]
@@ -684,6 +799,10 @@ def main():
     r.add_argument("--slow-out", default="")
     r.add_argument("--slow-count", type=int, default=0)
     r.add_argument("--log-problems", default="", help="COUNT<TAB>first line")
+    r.add_argument("--scheme", default="http")
+    r.add_argument("--goal", default="", help="ours ÷ the better peer, at least (empty: none)")
+    r.add_argument("--handshakes-before", default="", help="FULL RESUMED FAILED")
+    r.add_argument("--handshakes-after", default="", help="FULL RESUMED FAILED")
     t = sub.add_parser("table")
     t.add_argument("--data", required=True)
     t.add_argument("--scenario", required=True)
