@@ -209,6 +209,10 @@ fn is_missing_default(error: &ConfigError, options: &Options) -> bool {
 fn init_logging(default: log::LevelFilter) {
     let mut builder = env_logger::Builder::new();
     builder.filter_level(default);
+    // rustls warns about what any client of a public port can do (an IP address sent as SNI, a
+    // hello it refuses), once per handshake: a log anyone could flood. The load balancer counts
+    // and reports handshake failures itself; `RUST_LOG=rustls=warn` brings these lines back.
+    builder.filter_module("rustls", log::LevelFilter::Error);
     builder.parse_env(env_logger::Env::default());
     if std::env::var("LB_DEBUG").is_ok_and(|value| value == "1") {
         builder.filter_level(log::LevelFilter::Debug);
