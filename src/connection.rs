@@ -25,30 +25,14 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
+pub use crate::stream::Scheme;
 use crate::stream::Stream;
 use crate::tls::PendingHandshake;
-
-/// Which listener a connection came through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scheme {
-    Http,
-    Https,
-}
-
-impl Scheme {
-    pub fn name(self) -> &'static str {
-        match self {
-            Scheme::Http => "http",
-            Scheme::Https => "https",
-        }
-    }
-}
 
 /// An accepted client connection and what was read from it so far.
 #[derive(Debug)]
 pub struct ClientConnection {
     pub stream: Stream,
-    pub scheme: Scheme,
     /// The TLS handshake, while it is under way (then `stream` is the bare socket).
     pub handshake: Option<Box<PendingHandshake>>,
     /// When the connection was accepted: the TLS handshake's deadline runs from here.
@@ -70,7 +54,6 @@ impl ClientConnection {
         let stream = Stream::Plain(stream);
         ClientConnection {
             stream,
-            scheme: Scheme::Http,
             handshake: None,
             accepted: Instant::now(),
             peer,
@@ -89,7 +72,6 @@ impl ClientConnection {
         handshake: PendingHandshake,
     ) -> ClientConnection {
         let mut connection = ClientConnection::new(stream, peer, permit);
-        connection.scheme = Scheme::Https;
         connection.handshake = Some(Box::new(handshake));
         connection
     }
@@ -98,6 +80,11 @@ impl ClientConnection {
     /// `WouldBlock` means nothing is there yet.
     pub fn read_now(&self, into: &mut [u8]) -> io::Result<usize> {
         self.stream.read_now(into)
+    }
+
+    /// The listener it came through: HTTPS once it has a TLS session, or a handshake under way.
+    pub fn scheme(&self) -> Scheme {
+        if self.handshake.is_some() { Scheme::Https } else { self.stream.scheme() }
     }
 
     /// The socket, for polling it and shutting it down.

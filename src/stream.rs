@@ -16,6 +16,22 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
 use crate::tls::TlsSession;
 
+/// Which listener a connection came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
 /// A connection's byte stream.
 #[derive(Debug)]
 pub enum Stream {
@@ -35,6 +51,11 @@ impl Stream {
 
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::Tls(_))
+    }
+
+    /// The scheme spoken over it: `https` for a TLS session.
+    pub fn scheme(&self) -> Scheme {
+        if self.is_tls() { Scheme::Https } else { Scheme::Http }
     }
 
     /// Reads what has arrived without waiting: `Ok(0)` is the end, `WouldBlock` means nothing (or,

@@ -421,7 +421,7 @@ impl Watcher {
         let bytes = cut.reply().to_bytes(1, false, false);
         let sent = parked.connection.stream.send_without_waiting(&bytes);
         // Counted, and its bytes given back, before the client can see the end of the answer.
-        host.cut(parked.connection.peer, parked.connection.scheme, cut, sent as u64);
+        host.cut(parked.connection.peer, parked.connection.scheme(), cut, sent as u64);
         if sent == 0 || host.is_shutting_down() {
             return self.forget(parked);
         }

@@ -39,7 +39,7 @@ use crossbeam_channel::Receiver;
 use crate::access_log::{self, AccessEntry, RequestLine};
 use crate::client_ip::client_address;
 use crate::config::Config;
-use crate::connection::{ClientConnection, Scheme};
+use crate::connection::ClientConnection;
 use crate::endpoints::{self, Listener};
 use crate::http::buffer::Inbound;
 use crate::http::complete::{KeptBody, kept_body};
@@ -166,7 +166,7 @@ fn serve_connection(
             None => return false,
         }
     }
-    let ClientConnection { stream, scheme, handshake: _, accepted, peer, carried, request_started, requests, permit } =
+    let ClientConnection { stream, handshake: _, accepted, peer, carried, request_started, requests, permit } =
         connection;
     buffers.client_inbound.clear();
     buffers.client_outbound.discard();
@@ -192,7 +192,6 @@ fn serve_connection(
     let carried = buffers.client_inbound.take_buffered();
     let connection = ClientConnection {
         stream,
-        scheme,
         handshake: None,
         accepted,
         peer,
@@ -266,7 +265,7 @@ fn park(shared: &Shared, connection: ClientConnection, waiting: Waiting) {
             let mut stream = &connection.stream;
             let bytes = reply.to_bytes(1, false, false);
             let sent = if stream.write_all(&bytes).is_ok() { bytes.len() as u64 } else { 0 };
-            shared.record_cut(connection.peer, connection.scheme, Cut::MemoryFull, sent);
+            shared.record_cut(connection.peer, connection.scheme(), Cut::MemoryFull, sent);
         }
         // A handshake cannot be answered in HTTP: the close is the answer.
         (_, ParkRefused::MemoryFull) => {}
@@ -288,7 +287,7 @@ fn serve_requests(
     let response_started = Arc::new(AtomicBool::new(false));
     let mut client = Client {
         stream,
-        scheme: if stream.is_tls() { Scheme::Https } else { Scheme::Http },
+        scheme: stream.scheme(),
         ip: peer.ip(),
         address: peer.ip(),
         response_started: &response_started,
@@ -505,6 +504,7 @@ fn log_access(config: &Config, client: &Client<'_>, head: &RequestHead, exchange
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connection::Scheme;
     use std::io::Read;
 
     fn head() -> RequestHead {
